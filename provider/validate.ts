@@ -1,0 +1,193 @@
+/**
+ * Pure validation helpers used by every resource's `check`. A {@link Checker} collects every failure (with the
+ * full property path) instead of stopping at the first, so one `pulumi preview` shows all that is wrong.
+ */
+import { InputError, showValue } from "./errors";
+
+export class Checker {
+  readonly errors: InputError[] = [];
+
+  constructor(private readonly prefix = "") {}
+
+  /** A checker for a nested object whose errors land in this one with a longer path. */
+  at(property: string): Checker {
+    const child = new Checker(this.path(property));
+    // Share the list so nested failures are reported together.
+    (child as { errors: InputError[] }).errors = this.errors;
+    return child;
+  }
+
+  path(property: string): string {
+    if (!this.prefix) return property;
+    return property.startsWith("[") ? `${this.prefix}${property}` : `${this.prefix}.${property}`;
+  }
+
+  fail(property: string, value: unknown, rule: string, hint?: string, secret = false): undefined {
+    this.errors.push(new InputError(this.path(property), showValue(value, secret), rule, hint));
+    return undefined;
+  }
+
+  get ok(): boolean {
+    return this.errors.length === 0;
+  }
+
+  /** A required string that matches `pattern`; returns it or undefined after recording the failure. */
+  string(
+    obj: Record<string, unknown>,
+    key: string,
+    opts: { required?: boolean; pattern?: RegExp; rule?: string; hint?: string; default?: string; max?: number } = {},
+  ): string | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null || v === "") {
+      if (opts.default !== undefined) return opts.default;
+      if (opts.required) return this.fail(key, v, "is required");
+      return undefined;
+    }
+    if (typeof v !== "string") return this.fail(key, v, "must be a string");
+    if (opts.max !== undefined && v.length > opts.max)
+      return this.fail(key, v, `must be at most ${opts.max} characters long`);
+    if (opts.pattern && !opts.pattern.test(v))
+      return this.fail(key, v, opts.rule ?? `must match ${opts.pattern}`, opts.hint);
+    return v;
+  }
+
+  /** An integer within [min, max]. Accepts numeric strings (stack config arrives as strings). */
+  integer(
+    obj: Record<string, unknown>,
+    key: string,
+    opts: { required?: boolean; min?: number; max?: number; default?: number; unit?: string; hint?: string } = {},
+  ): number | undefined {
+    let v = obj[key];
+    if (v === undefined || v === null || v === "") {
+      if (opts.default !== undefined) return opts.default;
+      if (opts.required) return this.fail(key, v, "is required");
+      return undefined;
+    }
+    if (typeof v === "string" && /^-?\d+$/.test(v.trim())) v = Number(v.trim());
+    const unit = opts.unit ? ` ${opts.unit}` : "";
+    const range =
+      opts.min !== undefined && opts.max !== undefined
+        ? `an integer from ${opts.min} to ${opts.max}${unit}`
+        : opts.min !== undefined
+          ? `an integer >= ${opts.min}${unit}`
+          : opts.max !== undefined
+            ? `an integer <= ${opts.max}${unit}`
+            : `an integer${unit}`;
+    if (typeof v !== "number" || !Number.isInteger(v)) return this.fail(key, obj[key], `must be ${range}`, opts.hint);
+    if ((opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max))
+      return this.fail(key, v, `must be ${range}`, opts.hint);
+    return v;
+  }
+
+  boolean(obj: Record<string, unknown>, key: string, def: boolean): boolean {
+    const v = obj[key];
+    if (v === undefined || v === null) return def;
+    if (typeof v === "boolean") return v;
+    if (v === "true" || v === "false") return v === "true";
+    this.fail(key, v, "must be true or false");
+    return def;
+  }
+
+  oneOf<T extends string>(obj: Record<string, unknown>, key: string, allowed: readonly T[], def?: T): T | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null || v === "") {
+      if (def !== undefined) return def;
+      return this.fail(key, v, "is required");
+    }
+    if (typeof v === "string" && (allowed as readonly string[]).includes(v)) return v as T;
+    const hint = typeof v === "string" ? didYouMean(v, allowed) : undefined;
+    return this.fail(key, v, `must be one of ${allowed.map((a) => `"${a}"`).join(", ")}`, hint);
+  }
+
+  object(obj: Record<string, unknown>, key: string, required = false): Record<string, unknown> | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null) {
+      if (required) return this.fail(key, v, "is required");
+      return undefined;
+    }
+    if (typeof v !== "object" || Array.isArray(v)) return this.fail(key, v, "must be an object");
+    return v as Record<string, unknown>;
+  }
+
+  array(obj: Record<string, unknown>, key: string, required = false): unknown[] | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null) {
+      if (required) return this.fail(key, v, "is required");
+      return undefined;
+    }
+    if (!Array.isArray(v)) return this.fail(key, v, "must be a list");
+    return v;
+  }
+}
+
+/** Suggests the closest allowed word for a likely typo. */
+export function didYouMean(value: string, allowed: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const a of allowed) {
+    const d = levenshtein(value.toLowerCase(), a.toLowerCase());
+    if (d < bestDistance) {
+      best = a;
+      bestDistance = d;
+    }
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3))
+    ? `Did you mean "${best}"?`
+    : undefined;
+}
+
+function levenshtein(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}
+
+// ---- Shared rules -----------------------------------------------------------------------------------------
+
+/** RFC 1123 host name (labels of letters, digits, hyphens) or an IPv4/IPv6 literal. */
+export function isHostName(v: string): boolean {
+  if (isIPv4(v) || isIPv6(v)) return true;
+  if (v.length > 253) return false;
+  return v
+    .replace(/\.$/, "")
+    .split(".")
+    .every((l) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l));
+}
+
+export function isIPv4(v: string): boolean {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(v);
+  return !!m && m.slice(1).every((o) => Number(o) <= 255 && !(o.length > 1 && o.startsWith("0")));
+}
+
+export function isIPv6(v: string): boolean {
+  if (!/^[0-9A-Fa-f:.]+$/.test(v) || !v.includes(":")) return false;
+  const double = v.split("::");
+  if (double.length > 2) return false;
+  const groups = (s: string): string[] => (s === "" ? [] : s.split(":"));
+  let parts = [...groups(double[0]!), ...(double.length === 2 ? groups(double[1]!) : [])];
+  let expected = 8;
+  const last = parts[parts.length - 1];
+  if (last !== undefined && last.includes(".")) {
+    if (!isIPv4(last)) return false;
+    parts = parts.slice(0, -1);
+    expected = 6;
+  }
+  if (!parts.every((p) => /^[0-9A-Fa-f]{1,4}$/.test(p))) return false;
+  return double.length === 2 ? parts.length < expected : parts.length === expected;
+}
+
+/** Unix user names as useradd accepts them by default. */
+export const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+/** Absolute path without `..` segments, NUL or newlines. */
+export function isSafeAbsolutePath(v: string): boolean {
+  return v.startsWith("/") && !/[\0\n\r]/.test(v) && !v.split("/").includes("..");
+}
