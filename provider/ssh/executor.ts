@@ -218,8 +218,9 @@ export class SshPool {
         resolve(entry);
       });
       client.on("error", (err: Error & { level?: string; code?: string }) => {
-        if (settled) {
-          log.debug(`ssh ${conn.host}:${conn.port}: connection error: ${err.message}`);
+        if (settled || err.level === "agent") {
+          // An unusable agent is not fatal: ssh2 goes on with the other methods and reports the outcome.
+          log.debug(`ssh ${conn.host}:${conn.port}: ${err.level === "agent" ? "agent" : "connection"} error: ${err.message}`);
           return;
         }
         settled = true;

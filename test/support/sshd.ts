@@ -1,0 +1,254 @@
+/**
+ * Real OpenSSH servers for the executor's integration tests, started by the test itself with generated keys.
+ *
+ * `startSshd()` runs `/usr/sbin/sshd -D` on 127.0.0.1 (or inside a network namespace) with its own host key,
+ * authorized keys and log. `JumpTopology` builds two namespaces so that a target is reachable only through a
+ * jump host: root ns --veth-- jump ns --veth-- target ns, with no route from the root ns to the target.
+ */
+import { ChildProcess, execFile, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+export interface KeyPair {
+  privateKey: string;
+  publicKey: string;
+  /** `SHA256:…` */
+  fingerprint: string;
+  file: string;
+}
+
+export async function generateKey(dir: string, name: string, opts: { passphrase?: string; type?: string } = {}): Promise<KeyPair> {
+  const file = path.join(dir, name);
+  await run("ssh-keygen", ["-q", "-t", opts.type ?? "ed25519", "-N", opts.passphrase ?? "", "-C", name, "-f", file]);
+  const { stdout } = await run("ssh-keygen", ["-lf", `${file}.pub`]);
+  return {
+    privateKey: fs.readFileSync(file, "utf8"),
+    publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim(),
+    fingerprint: stdout.split(" ")[1]!,
+    file,
+  };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Test users created once per machine: one with passwordless sudo, one whose sudo wants a password. */
+export const USERS = {
+  sudoer: { name: "xetest", password: "xe-test-Pw-4827" },
+  noSudo: { name: "xetestpw", password: "xe-test-Pw-9931" },
+};
+
+export async function ensureTestUsers(): Promise<void> {
+  for (const u of Object.values(USERS)) {
+    const exists = await run("id", [u.name]).then(
+      () => true,
+      () => false,
+    );
+    if (!exists) await run("useradd", ["-m", "-s", "/bin/bash", u.name]);
+    await new Promise<void>((resolve, reject) => {
+      const p = spawn("chpasswd", [], { stdio: ["pipe", "ignore", "inherit"] });
+      p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`chpasswd exited ${code}`))));
+      p.stdin.end(`${u.name}:${u.password}\n`);
+    });
+  }
+  fs.mkdirSync("/etc/sudoers.d", { recursive: true });
+  fs.writeFileSync("/etc/sudoers.d/xen-estate-tests", `${USERS.sudoer.name} ALL=(ALL) NOPASSWD: ALL\n${USERS.noSudo.name} ALL=(ALL) ALL\n`, {
+    mode: 0o440,
+  });
+}
+
+export interface SshdOptions {
+  /** Public keys allowed to log in (any user). */
+  authorizedKeys: string[];
+  port?: number;
+  listen?: string;
+  /** Run inside this network namespace. */
+  netns?: string;
+  /** Start the server only after this many milliseconds (the port is reserved but closed until then). */
+  delayMs?: number;
+  /** Extra sshd_config lines. */
+  extraConfig?: string[];
+}
+
+export interface Sshd {
+  host: string;
+  port: number;
+  hostKey: KeyPair;
+  /** The sshd log so far (LogLevel VERBOSE). */
+  log(): string;
+  stop(): Promise<void>;
+  dir: string;
+}
+
+/** Starts a real sshd with a fresh host key. */
+export async function startSshd(opts: SshdOptions): Promise<Sshd> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-sshd-"));
+  const hostKey = await generateKey(dir, "host_ed25519");
+  const port = opts.port ?? (opts.netns ? 22 : await freePort());
+  const listen = opts.listen ?? "127.0.0.1";
+  fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  const authDir = path.join(dir, "authorized");
+  fs.mkdirSync(authDir, { mode: 0o755 });
+  fs.writeFileSync(path.join(authDir, "keys"), opts.authorizedKeys.join("\n") + "\n", { mode: 0o644 });
+  fs.chmodSync(dir, 0o755);
+  const logFile = path.join(dir, "sshd.log");
+  const config = [
+    `Port ${port}`,
+    `ListenAddress ${listen}`,
+    `HostKey ${hostKey.file}`,
+    `PidFile ${path.join(dir, "sshd.pid")}`,
+    `AuthorizedKeysFile ${path.join(authDir, "keys")}`,
+    "StrictModes no",
+    "UsePAM no",
+    "PermitRootLogin prohibit-password",
+    "PasswordAuthentication yes",
+    "KbdInteractiveAuthentication no",
+    "PubkeyAuthentication yes",
+    "AllowTcpForwarding yes",
+    "LogLevel VERBOSE",
+    "MaxStartups 100:30:200",
+    "Subsystem sftp internal-sftp",
+    ...(opts.extraConfig ?? []),
+  ].join("\n");
+  const configFile = path.join(dir, "sshd_config");
+  fs.writeFileSync(configFile, config + "\n");
+  const argv = ["/usr/sbin/sshd", "-D", "-e", "-f", configFile];
+  const cmd = opts.netns ? ["ip", "netns", "exec", opts.netns, ...argv] : argv;
+  let child: ChildProcess | undefined;
+  const logStream = fs.createWriteStream(logFile);
+  const start = (): void => {
+    child = spawn(cmd[0]!, cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout!.pipe(logStream, { end: false });
+    child.stderr!.pipe(logStream, { end: false });
+  };
+  let timer: NodeJS.Timeout | undefined;
+  if (opts.delayMs) timer = setTimeout(start, opts.delayMs);
+  else {
+    start();
+    await waitForPort(opts.netns, listen, port, 10_000);
+  }
+  return {
+    host: listen,
+    port,
+    hostKey,
+    dir,
+    log: () => fs.readFileSync(logFile, "utf8"),
+    stop: async () => {
+      if (timer) clearTimeout(timer);
+      if (child && child.exitCode === null) {
+        const exited = new Promise((r) => child!.once("exit", r));
+        child.kill("SIGTERM");
+        await exited;
+      }
+      child?.stdout?.unpipe(logStream);
+      child?.stderr?.unpipe(logStream);
+      logStream.end();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function waitForPort(netns: string | undefined, host: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const ok = netns
+      ? await run("ip", ["netns", "exec", netns, "bash", "-c", `exec 3<>/dev/tcp/${host}/${port}`]).then(
+          () => true,
+          () => false,
+        )
+      : await new Promise<boolean>((resolve) => {
+          const s = net.connect({ host, port });
+          s.once("connect", () => {
+            s.destroy();
+            resolve(true);
+          });
+          s.once("error", () => resolve(false));
+        });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`sshd on ${host}:${port}${netns ? ` in ${netns}` : ""} did not start within ${timeoutMs} ms`);
+}
+
+/** Starts an ssh-agent holding `key`; returns its socket and a stop function. */
+export async function startAgent(key: KeyPair): Promise<{ socket: string; stop: () => Promise<void> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-agent-"));
+  const socket = path.join(dir, "agent.sock");
+  const { stdout } = await run("ssh-agent", ["-a", socket, "-s"]);
+  const pid = Number(/SSH_AGENT_PID=(\d+)/.exec(stdout)?.[1]);
+  await run("ssh-add", [key.file], { env: { ...process.env, SSH_AUTH_SOCK: socket } });
+  return {
+    socket,
+    stop: async () => {
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        /* already gone */
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Two network namespaces: `jump` is reachable from here at `jumpAddress`; `target` only from `jump` at
+ * `targetAddress`. Nothing routes from the root namespace to the target.
+ */
+export class JumpTopology {
+  readonly jumpNs: string;
+  readonly targetNs: string;
+  readonly jumpAddress: string;
+  readonly targetAddress: string;
+  private readonly hostIf: string;
+
+  constructor(id = process.pid % 10000) {
+    this.jumpNs = `xe-jump-${id}`;
+    this.targetNs = `xe-target-${id}`;
+    this.hostIf = `xej${id}`;
+    const third = id % 250;
+    this.jumpAddress = `10.213.${third}.2`;
+    this.targetAddress = `10.214.${third}.2`;
+  }
+
+  async up(): Promise<void> {
+    await this.down();
+    const third = this.jumpAddress.split(".")[2];
+    const sh = [
+      `ip netns add ${this.jumpNs}`,
+      `ip netns add ${this.targetNs}`,
+      `ip link add ${this.hostIf} type veth peer name j0 netns ${this.jumpNs}`,
+      `ip addr add 10.213.${third}.1/30 dev ${this.hostIf}`,
+      `ip link set ${this.hostIf} up`,
+      `ip -n ${this.jumpNs} addr add ${this.jumpAddress}/30 dev j0`,
+      `ip -n ${this.jumpNs} link set j0 up`,
+      `ip -n ${this.jumpNs} link set lo up`,
+      `ip -n ${this.jumpNs} link add j1 type veth peer name t0 netns ${this.targetNs}`,
+      `ip -n ${this.jumpNs} addr add 10.214.${third}.1/30 dev j1`,
+      `ip -n ${this.jumpNs} link set j1 up`,
+      `ip -n ${this.targetNs} addr add ${this.targetAddress}/30 dev t0`,
+      `ip -n ${this.targetNs} link set t0 up`,
+      `ip -n ${this.targetNs} link set lo up`,
+    ].join(" && ");
+    await run("bash", ["-c", sh]);
+  }
+
+  async down(): Promise<void> {
+    await run("bash", [
+      "-c",
+      `ip link del ${this.hostIf} 2>/dev/null; ip netns del ${this.jumpNs} 2>/dev/null; ip netns del ${this.targetNs} 2>/dev/null; true`,
+    ]);
+  }
+}
