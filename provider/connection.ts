@@ -76,7 +76,10 @@ const SECRET_KEYS = ["password", "privateKey", "privateKeyPassword"] as const;
 const MAX_JUMPS = 8;
 
 /** Splits a program's connection object into its public and secret parts. Pure. */
-export function splitConnection(raw: Record<string, unknown>): { connection: Record<string, unknown>; credentials: Credentials } {
+export function splitConnection(raw: Record<string, unknown>): {
+  connection: Record<string, unknown>;
+  credentials: Credentials;
+} {
   const connection: Record<string, unknown> = {};
   const credentials: Credentials = {};
   for (const [k, v] of Object.entries(raw)) {
@@ -94,7 +97,10 @@ export function splitConnection(raw: Record<string, unknown>): { connection: Rec
 }
 
 /** Joins the two parts for dialing. Pure. */
-export function joinConnection(connection: Connection, credentials: Credentials | undefined): ResolvedConnection {
+export function joinConnection(
+  connection: Connection,
+  credentials: Credentials | undefined,
+): ResolvedConnection {
   const { proxy, ...rest } = connection;
   const joined: ResolvedConnection = { ...rest };
   if (credentials?.password) joined.password = credentials.password;
@@ -119,7 +125,10 @@ export function checkConnection(
     return undefined;
   }
   const r = raw as Record<string, unknown>;
-  const creds = (credentials && typeof credentials === "object" ? credentials : {}) as Record<string, unknown>;
+  const creds = (credentials && typeof credentials === "object" ? credentials : {}) as Record<
+    string,
+    unknown
+  >;
   const host = c.string(r, "host", {
     required: true,
     max: 253,
@@ -135,7 +144,12 @@ export function checkConnection(
   });
   const dialErrorLimit = c.integer(r, "dialErrorLimit", { min: 1, max: 1000, default: 10 });
   const perDialTimeout = c.integer(r, "perDialTimeout", { min: 1, max: 3600, default: 15, unit: "seconds" });
-  const commandTimeout = c.integer(r, "commandTimeout", { min: 1, max: 7 * 86400, default: 600, unit: "seconds" });
+  const commandTimeout = c.integer(r, "commandTimeout", {
+    min: 1,
+    max: 7 * 86400,
+    default: 600,
+    unit: "seconds",
+  });
   const insecureIgnoreHostKey = c.boolean(r, "insecureIgnoreHostKey", false);
   const hostKey = c.string(r, "hostKey");
   if (hostKey !== undefined) {
@@ -153,32 +167,28 @@ export function checkConnection(
 
   for (const k of SECRET_KEYS) {
     const v = creds[k] ?? r[k];
-    if (v !== undefined && v !== null && typeof v !== "string") c.fail(k, "[secret]", "must be a string", undefined, true);
+    if (v !== undefined && v !== null && typeof v !== "string")
+      c.fail(k, "[secret]", "must be a string", undefined, true);
   }
   const privateKey = (creds.privateKey ?? r.privateKey) as string | undefined;
   if (typeof privateKey === "string" && privateKey !== "") {
-    const problem = privateKeyProblem(privateKey, (creds.privateKeyPassword ?? r.privateKeyPassword) as string | undefined);
-    if (problem) c.fail("privateKey", undefined, `must be a private key in OpenSSH or PEM format`, problem, true);
+    const problem = privateKeyProblem(
+      privateKey,
+      (creds.privateKeyPassword ?? r.privateKeyPassword) as string | undefined,
+    );
+    if (problem)
+      c.fail("privateKey", undefined, `must be a private key in OpenSSH or PEM format`, problem, true);
   }
 
   const self = `${user ?? "root"}@${host ?? "?"}:${port ?? 22}`;
   let proxy: Connection | undefined;
-  if (r.proxy !== undefined && r.proxy !== null) {
-    if (chain.includes(self) || chain.length >= MAX_JUMPS) {
-      c.fail(
-        "proxy",
-        [...chain, self].join(" -> "),
-        chain.includes(self) ? "must not loop back to a host already in the chain" : `must be at most ${MAX_JUMPS} jumps deep`,
-      );
-    } else {
-      proxy = checkConnection(c.at("proxy"), r.proxy, creds.proxy, [...chain, self]);
-      if (proxy && chain.length === 0) {
-        // The target itself must not reappear anywhere down the chain.
-        const hops = jumpChain(proxy).map((p) => `${p.user}@${p.host}:${p.port}`);
-        if (hops.includes(self))
-          c.fail("proxy", [self, ...hops].join(" -> "), "must not loop back to a host already in the chain");
-      }
-    }
+  if (chain.includes(self)) {
+    // Reported at the hop that closes the loop; the path shows the whole chain.
+    c.fail("", [...chain, self].join(" -> "), "must not loop back to a host already in the chain");
+  } else if (r.proxy !== undefined && r.proxy !== null) {
+    if (chain.length + 1 >= MAX_JUMPS)
+      c.fail("proxy", chain.length + 1, `must be at most ${MAX_JUMPS} jumps deep`);
+    else proxy = checkConnection(c.at("proxy"), r.proxy, creds.proxy, [...chain, self]);
   }
   if (host === undefined || port === undefined || user === undefined) return undefined;
   const out: Connection = {
@@ -221,7 +231,8 @@ export function privateKeyProblem(key: string, passphrase: string | undefined): 
   }
   if (parsed instanceof Error) {
     const m = parsed.message;
-    if (/passphrase/i.test(m)) return "The key is encrypted: set `privateKeyPassword` (or the passphrase is wrong)";
+    if (/passphrase/i.test(m))
+      return "The key is encrypted: set `privateKeyPassword` (or the passphrase is wrong)";
     return "The key could not be parsed (paste the whole key including its BEGIN and END lines)";
   }
   const keys = Array.isArray(parsed) ? parsed : [parsed];

@@ -61,7 +61,11 @@ export interface Kind<In extends object, Out extends In> {
   /** Output-only properties, which a plain diff of inputs must skip. */
   readonly outputOnly?: readonly string[];
   /** Validates and normalises the kind's own inputs (not the connection), recording failures in `c`. Pure. */
-  check(raw: Record<string, unknown>, c: Checker, olds: Partial<Out> | undefined): Omit<In, keyof CommonInputs> | undefined;
+  check(
+    raw: Record<string, unknown>,
+    c: Checker,
+    olds: Partial<Out> | undefined,
+  ): Omit<In, keyof CommonInputs> | undefined;
   /** Extra pure planning: refuse an impossible change (throw {@link InputError}) or force more replacements. */
   diffDetail?(olds: Out, news: In): { replaces?: string[] } | void;
   /** A stable id for the thing made, from its inputs (e.g. `host:/dev/vg0/name`). */
@@ -83,10 +87,12 @@ export interface Kind<In extends object, Out extends In> {
 export function providerFor(kind: string): pulumi.dynamic.ResourceProvider {
   return {
     check: (olds: unknown, news: unknown) => require("xen-estate").runtime.check(kind, olds, news),
-    diff: (id: string, olds: unknown, news: unknown) => require("xen-estate").runtime.diff(kind, id, olds, news),
+    diff: (id: string, olds: unknown, news: unknown) =>
+      require("xen-estate").runtime.diff(kind, id, olds, news),
     create: (inputs: unknown) => require("xen-estate").runtime.create(kind, inputs),
     read: (id: string, props: unknown) => require("xen-estate").runtime.read(kind, id, props),
-    update: (id: string, olds: unknown, news: unknown) => require("xen-estate").runtime.update(kind, id, olds, news),
+    update: (id: string, olds: unknown, news: unknown) =>
+      require("xen-estate").runtime.update(kind, id, olds, news),
     delete: (id: string, props: unknown) => require("xen-estate").runtime.delete(kind, id, props),
   };
 }
@@ -115,7 +121,10 @@ export function resourceInputs(
 // ---------------------------------------------------------------------------------------------------------------
 // Provider side
 
-const kinds = new Map<string, Kind<any, any>>();
+// The runtime hands kinds the plain objects the engine sent; each kind's own check typed them.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyKind = Kind<any, any>;
+const kinds = new Map<string, AnyKind>();
 
 /** Makes a kind known to the runtime (each resource module registers its own). */
 export function registerKind<In extends object, Out extends In>(kind: Kind<In, Out>): Kind<In, Out> {
@@ -123,7 +132,7 @@ export function registerKind<In extends object, Out extends In>(kind: Kind<In, O
   return kind;
 }
 
-function kindOf(name: string): Kind<any, any> {
+function kindOf(name: string): AnyKind {
   const k = kinds.get(name);
   if (!k) throw new Error(`xen-estate ${VERSION} has no resource kind ${name}`);
   return k;
@@ -185,7 +194,12 @@ export function deepEqual(a: unknown, b: unknown): boolean {
 }
 
 function getPath(obj: unknown, dotted: string): unknown {
-  return dotted.split(".").reduce<unknown>((o, k) => (o && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), obj);
+  return dotted
+    .split(".")
+    .reduce<unknown>(
+      (o, k) => (o && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined),
+      obj,
+    );
 }
 
 /** The plan for a change: which inputs changed and which of them force a replacement. Pure and offline. */
@@ -200,7 +214,7 @@ export function planDiff(
   const changed = [...keys].filter((k) => !deepEqual(olds[k], news[k])).sort();
   const replaces = new Set<string>();
   for (const r of kind.replaceOn) {
-    const top = r.split(".")[0]!;
+    const top = r.split(".")[0];
     if (changed.includes(top) && !deepEqual(getPath(olds, r), getPath(news, r))) replaces.add(top);
   }
   const extra = kind.diffDetail?.(olds, news);
@@ -214,7 +228,7 @@ export function planDiff(
   return result;
 }
 
-function contextFor(kind: Kind<any, any>, inputs: Record<string, unknown>, id?: string): Context {
+function contextFor(kind: AnyKind, inputs: Record<string, unknown>, id?: string): Context {
   const conn = joinConnection(inputs.connection as Connection, inputs.credentials as Credentials | undefined);
   const log = new Logger(`${kind.name} ${id ?? kind.id(inputs)}`);
   const host = sharedPool().host(conn, log);
@@ -222,9 +236,13 @@ function contextFor(kind: Kind<any, any>, inputs: Record<string, unknown>, id?: 
 }
 
 /** Adds the common inputs back onto a kind's outputs so state always holds the complete picture. */
-function completeOuts(inputs: Record<string, unknown>, outs: Record<string, unknown>): Record<string, unknown> {
+function completeOuts(
+  inputs: Record<string, unknown>,
+  outs: Record<string, unknown>,
+): Record<string, unknown> {
   const complete: Record<string, unknown> = { ...outs };
-  for (const k of ["connection", "credentials", "xenEstateVersion"]) if (inputs[k] !== undefined) complete[k] = inputs[k];
+  for (const k of ["connection", "credentials", "xenEstateVersion"])
+    if (inputs[k] !== undefined) complete[k] = inputs[k];
   delete complete.__provider;
   return complete;
 }
@@ -241,15 +259,37 @@ function scrubError(err: unknown, ctx: Context | undefined): Error {
 
 /** The entry points the serialized provider closures call. */
 export const runtime = {
-  async check(kindName: string, olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
-    const { inputs, failures } = checkInputs(kindName, news, olds);
-    if (failures.length > 0) return { inputs: news, failures: failures.map((f) => ({ property: f.property, reason: f.reason })) };
-    return { inputs: inputs! };
+  check(
+    kindName: string,
+    olds: Record<string, unknown>,
+    news: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.CheckResult> {
+    try {
+      const { inputs, failures } = checkInputs(kindName, news, olds);
+      if (failures.length > 0)
+        return Promise.resolve({
+          inputs: news,
+          failures: failures.map((f) => ({ property: f.property, reason: f.reason })),
+        });
+      return Promise.resolve({ inputs: inputs! });
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
   },
 
-  async diff(kindName: string, _id: string, olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
-    const { changed: _changed, ...result } = planDiff(kindName, olds, news);
-    return result;
+  diff(
+    kindName: string,
+    _id: string,
+    olds: Record<string, unknown>,
+    news: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.DiffResult> {
+    // A refused change (e.g. a shrink) surfaces as a rejected diff, so `pulumi preview` already fails.
+    try {
+      const { changed: _changed, ...result } = planDiff(kindName, olds, news);
+      return Promise.resolve(result);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
   },
 
   async create(kindName: string, inputs: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
@@ -273,7 +313,11 @@ export const runtime = {
     }
   },
 
-  async read(kindName: string, id: string, props: Record<string, unknown>): Promise<pulumi.dynamic.ReadResult> {
+  async read(
+    kindName: string,
+    id: string,
+    props: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.ReadResult> {
     const kind = kindOf(kindName);
     const ctx = contextFor(kind, props, id);
     try {
@@ -286,7 +330,12 @@ export const runtime = {
     }
   },
 
-  async update(kindName: string, id: string, olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+  async update(
+    kindName: string,
+    id: string,
+    olds: Record<string, unknown>,
+    news: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.UpdateResult> {
     const kind = kindOf(kindName);
     const ctx = contextFor(kind, news, id);
     try {

@@ -17,9 +17,9 @@ export function showValue(value: unknown, secret = false): string {
   else if (value === undefined) text = "undefined";
   else {
     try {
-      text = JSON.stringify(value) ?? String(value);
+      text = JSON.stringify(value) ?? typeof value;
     } catch {
-      text = String(value);
+      text = `[unprintable ${typeof value}]`;
     }
   }
   return text.length > 120 ? `${text.slice(0, 117)}...` : text;
@@ -54,7 +54,9 @@ export class InputErrors extends Error {
     readonly resource: string,
     readonly errors: readonly InputError[],
   ) {
-    super(`${resource}: ${errors.length} invalid input(s):\n${errors.map((e) => `  - ${e.message}`).join("\n")}`);
+    super(
+      `${resource}: ${errors.length} invalid input(s):\n${errors.map((e) => `  - ${e.message}`).join("\n")}`,
+    );
   }
 }
 
@@ -80,7 +82,10 @@ export class SshConnectError extends Error {
     readonly attempts: number,
     options?: { cause?: unknown },
   ) {
-    super(`ssh ${host}:${port}: ${kind}: ${detail}${attempts > 1 ? ` (after ${attempts} attempts)` : ""}`, options);
+    super(
+      `ssh ${host}:${port}: ${kind}: ${detail}${attempts > 1 ? ` (after ${attempts} attempts)` : ""}`,
+      options,
+    );
   }
 
   /**

@@ -73,7 +73,10 @@ export async function readRemoteFile(host: RemoteHost, path: string): Promise<st
 }
 
 /** Hash, owner and mode of remote files (null for each one that is absent), in one round trip. */
-export async function statRemoteFiles(host: RemoteHost, paths: readonly string[]): Promise<(FileState | null)[]> {
+export async function statRemoteFiles(
+  host: RemoteHost,
+  paths: readonly string[],
+): Promise<(FileState | null)[]> {
   if (paths.length === 0) return [];
   const script = paths
     .map((p) => {
@@ -86,7 +89,7 @@ export async function statRemoteFiles(host: RemoteHost, paths: readonly string[]
   return paths.map((_, i) => {
     const f = (lines[i] ?? "absent").split(" ");
     if (f[0] === "absent" || f.length < 4) return null;
-    return { sha256: f[0]!, owner: f[1]!, group: f[2]!, mode: f[3]!.padStart(3, "0") };
+    return { sha256: f[0], owner: f[1], group: f[2], mode: f[3].padStart(3, "0") };
   });
 }
 
@@ -106,16 +109,24 @@ export function writeFileScript(path: string, content: string | Buffer, opts: Wr
     `if [ -f ${q} ] && [ "$(sha256sum < ${q} | cut -d' ' -f1)" = "$want" ] && [ "$(stat -c '%U:%G %a' -- ${q})" = ${shellQuote(`${owner}:${group} ${mode}`)} ]; then`,
     `  echo unchanged; exit 0`,
     `fi`,
-    opts.mkdirs ? `mkdir -p -- ${shellQuote(dir)}` : `[ -d ${shellQuote(dir)} ] || { echo "directory ${dir} does not exist" >&2; exit 2; }`,
+    opts.mkdirs
+      ? `mkdir -p -- ${shellQuote(dir)}`
+      : `[ -d ${shellQuote(dir)} ] || { echo "directory ${dir} does not exist" >&2; exit 2; }`,
     `tmp=$(mktemp ${shellQuote(`${dir}/.${base}.xen-estate.XXXXXX`)})`,
     `trap 'rm -f -- "$tmp"' EXIT`,
     `base64 -d > "$tmp" <<'${delimiter}'`,
-    Buffer.from(content).toString("base64").replace(/(.{76})/g, "$1\n"),
+    Buffer.from(content)
+      .toString("base64")
+      .replace(/(.{76})/g, "$1\n"),
     delimiter,
     `[ "$(sha256sum < "$tmp" | cut -d' ' -f1)" = "$want" ] || { echo "upload of ${path} was corrupted" >&2; exit 1; }`,
     `chown ${shellQuote(`${owner}:${group}`)} "$tmp"`,
     `chmod ${shellQuote(mode)} "$tmp"`,
-    ...(validate ? [`if ! out=$(${validate} 2>&1); then echo "validation of the new ${path} failed: $out" >&2; exit 65; fi`] : []),
+    ...(validate
+      ? [
+          `if ! out=$(${validate} 2>&1); then echo "validation of the new ${path} failed: $out" >&2; exit 65; fi`,
+        ]
+      : []),
     `backup=`,
     `if [ -f ${q} ]; then`,
     `  mkdir -p -m 700 ${shellQuote(backupDir)}`,
@@ -150,7 +161,11 @@ export function parseWriteResult(stdout: string): WriteResult {
 }
 
 /** Removes a file, keeping a dated backup; a file already gone is fine. Returns whether it existed. */
-export async function removeRemoteFile(host: RemoteHost, path: string, opts: { lock?: boolean } = {}): Promise<boolean> {
+export async function removeRemoteFile(
+  host: RemoteHost,
+  path: string,
+  opts: { lock?: boolean } = {},
+): Promise<boolean> {
   const q = shellQuote(path);
   const dir = path.replace(/\/[^/]*$/, "") || "/";
   const base = path.slice(dir.length + 1);

@@ -67,12 +67,20 @@ export const remoteFileKind = registerKind<RemoteFileInputs, RemoteFileOutputs>(
       c.fail("path", path, "must be an absolute path without `..`, NUL or newlines");
     const content = raw.content;
     if (typeof content !== "string") c.fail("content", content, "must be a string");
-    const owner = c.string(raw, "owner", { default: "root", pattern: USER_NAME, rule: "must be a Unix user name" });
-    const group = c.string(raw, "group", { default: "root", pattern: USER_NAME, rule: "must be a Unix group name" });
+    const owner = c.string(raw, "owner", {
+      default: "root",
+      pattern: USER_NAME,
+      rule: "must be a Unix user name",
+    });
+    const group = c.string(raw, "group", {
+      default: "root",
+      pattern: USER_NAME,
+      rule: "must be a Unix group name",
+    });
     const mode = c.string(raw, "mode", {
       default: "644",
       pattern: /^0?[0-7]{3,4}$/,
-      rule: "must be octal permission bits such as \"644\" or \"0600\"",
+      rule: 'must be octal permission bits such as "644" or "0600"',
     });
     const validate = c.string(raw, "validate", { max: 4096 }) ?? null;
     if (validate !== null && (!validate.includes("%s") || /[\n\r]/.test(validate)))
@@ -110,7 +118,14 @@ export const remoteFileKind = registerKind<RemoteFileInputs, RemoteFileOutputs>(
     if (!state) return null;
     let content = outs.content;
     if (state.sha256 !== sha256(outs.content)) content = (await readRemoteFile(ctx.host, outs.path)) ?? "";
-    return { ...outs, content, owner: state.owner, group: state.group, mode: state.mode, sha256: state.sha256 };
+    return {
+      ...outs,
+      content,
+      owner: state.owner,
+      group: state.group,
+      mode: state.mode,
+      sha256: state.sha256,
+    };
   },
 
   async update(ctx, _id, olds, news) {
@@ -124,9 +139,12 @@ export const remoteFileKind = registerKind<RemoteFileInputs, RemoteFileOutputs>(
     if (outs.previousBackup) {
       // Put back what was there before this resource took the file over.
       const b = shellQuote(outs.previousBackup);
-      await ctx.host.script(`if [ -f ${b} ]; then cp -p -- ${b} ${shellQuote(outs.path)}; else rm -f -- ${shellQuote(outs.path)}; fi`, {
-        summary: `restore ${outs.path}`,
-      });
+      await ctx.host.script(
+        `if [ -f ${b} ]; then cp -p -- ${b} ${shellQuote(outs.path)}; else rm -f -- ${shellQuote(outs.path)}; fi`,
+        {
+          summary: `restore ${outs.path}`,
+        },
+      );
       return;
     }
     await removeRemoteFile(ctx.host, outs.path);
@@ -134,7 +152,8 @@ export const remoteFileKind = registerKind<RemoteFileInputs, RemoteFileOutputs>(
 });
 
 async function reload(ctx: Context, i: RemoteFileInputs): Promise<void> {
-  if (i.reloadCommand) await ctx.host.exec(i.reloadCommand, { summary: `reload after ${i.path}: ${i.reloadCommand}` });
+  if (i.reloadCommand)
+    await ctx.host.exec(i.reloadCommand, { summary: `reload after ${i.path}: ${i.reloadCommand}` });
 }
 
 function put(ctx: Context, i: RemoteFileInputs): Promise<{ changed: boolean; backup?: string }> {
@@ -160,6 +179,13 @@ export class RemoteFile extends pulumi.dynamic.Resource {
   declare readonly previousBackup: pulumi.Output<string | null>;
 
   constructor(name: string, args: RemoteFileArgs, opts?: pulumi.CustomResourceOptions) {
-    super(providerFor("RemoteFile"), name, resourceInputs({ ...args }, remoteFileKind.outputOnly), opts, MODULE, "RemoteFile");
+    super(
+      providerFor("RemoteFile"),
+      name,
+      resourceInputs({ ...args }, remoteFileKind.outputOnly),
+      opts,
+      MODULE,
+      "RemoteFile",
+    );
   }
 }

@@ -21,7 +21,8 @@ const helpers: Record<string, HelperDelegate> = {
   /** `{{json x}}`: a JSON literal (also a valid xl.cfg / VCL string). */
   json: (v: unknown) => JSON.stringify(v),
   /** `{{join list ", "}}` */
-  join: (list: unknown, sep: unknown) => (Array.isArray(list) ? list.map(String).join(typeof sep === "string" ? sep : ", ") : ""),
+  join: (list: unknown, sep: unknown) =>
+    Array.isArray(list) ? list.map(String).join(typeof sep === "string" ? sep : ", ") : "",
   /** `{{#if (eq a b)}}` */
   eq: (a: unknown, b: unknown) => a === b,
   /** `{{#if (ne a b)}}` */
@@ -32,6 +33,15 @@ const helpers: Record<string, HelperDelegate> = {
   and: (...args: unknown[]) => args.slice(0, -1).every(Boolean),
   /** `{{#if (not a)}}` */
   not: (a: unknown) => !a,
+  /** xl disk spec (xl-disk-configuration(5)); `target` goes last because it may contain commas. */
+  diskSpec: (d: { format?: string; vdev: string; access: string; target: string }) =>
+    `format=${d.format ?? "raw"}, vdev=${d.vdev}, access=${d.access}, target=${d.target}`,
+  /** xl vif spec (xl-network-configuration(5)); null fields are left out. */
+  vifSpec: (v: Record<string, unknown>) =>
+    ["mac", "bridge", "ip", "script", "vifname", "gatewaydev"]
+      .filter((k) => v[k] !== null && v[k] !== undefined && v[k] !== "")
+      .map((k) => `${k}=${String(v[k])}`)
+      .join(","),
 };
 
 function handlebars(): typeof import("handlebars") {

@@ -19,6 +19,7 @@ export class Checker {
 
   path(property: string): string {
     if (!this.prefix) return property;
+    if (!property) return this.prefix;
     return property.startsWith("[") ? `${this.prefix}${property}` : `${this.prefix}.${property}`;
   }
 
@@ -35,7 +36,14 @@ export class Checker {
   string(
     obj: Record<string, unknown>,
     key: string,
-    opts: { required?: boolean; pattern?: RegExp; rule?: string; hint?: string; default?: string; max?: number } = {},
+    opts: {
+      required?: boolean;
+      pattern?: RegExp;
+      rule?: string;
+      hint?: string;
+      default?: string;
+      max?: number;
+    } = {},
   ): string | undefined {
     const v = obj[key];
     if (v === undefined || v === null || v === "") {
@@ -55,7 +63,14 @@ export class Checker {
   integer(
     obj: Record<string, unknown>,
     key: string,
-    opts: { required?: boolean; min?: number; max?: number; default?: number; unit?: string; hint?: string } = {},
+    opts: {
+      required?: boolean;
+      min?: number;
+      max?: number;
+      default?: number;
+      unit?: string;
+      hint?: string;
+    } = {},
   ): number | undefined {
     let v = obj[key];
     if (v === undefined || v === null || v === "") {
@@ -73,7 +88,8 @@ export class Checker {
           : opts.max !== undefined
             ? `an integer <= ${opts.max}${unit}`
             : `an integer${unit}`;
-    if (typeof v !== "number" || !Number.isInteger(v)) return this.fail(key, obj[key], `must be ${range}`, opts.hint);
+    if (typeof v !== "number" || !Number.isInteger(v))
+      return this.fail(key, obj[key], `must be ${range}`, opts.hint);
     if ((opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max))
       return this.fail(key, v, `must be ${range}`, opts.hint);
     return v;
@@ -88,7 +104,12 @@ export class Checker {
     return def;
   }
 
-  oneOf<T extends string>(obj: Record<string, unknown>, key: string, allowed: readonly T[], def?: T): T | undefined {
+  oneOf<T extends string>(
+    obj: Record<string, unknown>,
+    key: string,
+    allowed: readonly T[],
+    def?: T,
+  ): T | undefined {
     const v = obj[key];
     if (v === undefined || v === null || v === "") {
       if (def !== undefined) return def;
@@ -139,15 +160,15 @@ export function didYouMean(value: string, allowed: readonly string[]): string | 
 function levenshtein(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!;
+    let prev = row[0];
     row[0] = i;
     for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const tmp = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
       prev = tmp;
     }
   }
-  return row[b.length]!;
+  return row[b.length];
 }
 
 // ---- Shared rules -----------------------------------------------------------------------------------------
@@ -172,7 +193,7 @@ export function isIPv6(v: string): boolean {
   const double = v.split("::");
   if (double.length > 2) return false;
   const groups = (s: string): string[] => (s === "" ? [] : s.split(":"));
-  let parts = [...groups(double[0]!), ...(double.length === 2 ? groups(double[1]!) : [])];
+  let parts = [...groups(double[0]), ...(double.length === 2 ? groups(double[1]) : [])];
   let expected = 8;
   const last = parts[parts.length - 1];
   if (last !== undefined && last.includes(".")) {

@@ -9,7 +9,12 @@
 import * as net from "node:net";
 import type { Duplex, Readable } from "node:stream";
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
-import { ConnectFailureKind, RemoteCommandError, SshConnectError, SudoPasswordRequiredError } from "../errors";
+import {
+  ConnectFailureKind,
+  RemoteCommandError,
+  SshConnectError,
+  SudoPasswordRequiredError,
+} from "../errors";
 import { connectionKey, ResolvedConnection, secretsOf } from "../connection";
 import { Logger, redact } from "../log";
 import { fingerprintOf, parseHostKeyPin, pinMatches } from "./hostkey";
@@ -139,11 +144,14 @@ export class SshPool {
             : new SshConnectError(conn.host, conn.port, "network", String(err), 1, { cause: err });
         if (!last.retryable || attempt === limit) break;
         const delay = Math.min(250 * 2 ** (attempt - 1), 5000);
-        log.debug(`ssh ${conn.host}:${conn.port}: ${last.kind} (attempt ${attempt}/${limit}), retrying in ${delay} ms`);
+        log.debug(
+          `ssh ${conn.host}:${conn.port}: ${last.kind} (attempt ${attempt}/${limit}), retrying in ${delay} ms`,
+        );
         await new Promise((r) => setTimeout(r, delay));
       }
     }
-    if (!last) throw new SshConnectError(conn.host, conn.port, "network", "the connection pool was closed", attempt);
+    if (!last)
+      throw new SshConnectError(conn.host, conn.port, "network", "the connection pool was closed", attempt);
     throw new SshConnectError(last.host, last.port, last.kind, last.detail, attempt, { cause: last });
   }
 
@@ -158,7 +166,9 @@ export class SshPool {
         jump = await this.acquire(conn.proxy, log);
       } catch (err) {
         // The jump host's own dial already retried; "proxy" failures are not retried again.
-        throw new SshConnectError(conn.host, conn.port, "proxy", `jump host: ${(err as Error).message}`, 1, { cause: err });
+        throw new SshConnectError(conn.host, conn.port, "proxy", `jump host: ${(err as Error).message}`, 1, {
+          cause: err,
+        });
       }
       try {
         sock = await forwardOut(jump, conn, timeoutMs);
@@ -173,10 +183,18 @@ export class SshPool {
       const client = new Client();
       let hostKeyProblem: string | undefined;
       let settled = false;
-      const entry: PoolEntry = { key: connectionKey(conn), conn, client, sock, active: 0, waiting: [], closed: false };
+      const entry: PoolEntry = {
+        key: connectionKey(conn),
+        conn,
+        client,
+        sock,
+        active: 0,
+        waiting: [],
+        closed: false,
+      };
       const pin = conn.hostKey ? parseHostKeyPin(conn.hostKey) : undefined;
       const config: ConnectConfig = {
-        sock: sock as unknown as Readable,
+        sock: sock,
         username: conn.user,
         readyTimeout: timeoutMs,
         keepaliveInterval: 15_000,
@@ -190,7 +208,9 @@ export class SshPool {
             return false;
           }
           if (conn.insecureIgnoreHostKey) {
-            log.warn(`ssh ${conn.host}:${conn.port}: host key ${fp} accepted without verification (insecureIgnoreHostKey)`);
+            log.warn(
+              `ssh ${conn.host}:${conn.port}: host key ${fp} accepted without verification (insecureIgnoreHostKey)`,
+            );
             return true;
           }
           hostKeyProblem = `host key ${fp} is not pinned; set connection.hostKey (or insecureIgnoreHostKey for throwaway hosts)`;
@@ -220,7 +240,9 @@ export class SshPool {
       client.on("error", (err: Error & { level?: string; code?: string }) => {
         if (settled || err.level === "agent") {
           // An unusable agent is not fatal: ssh2 goes on with the other methods and reports the outcome.
-          log.debug(`ssh ${conn.host}:${conn.port}: ${err.level === "agent" ? "agent" : "connection"} error: ${err.message}`);
+          log.debug(
+            `ssh ${conn.host}:${conn.port}: ${err.level === "agent" ? "agent" : "connection"} error: ${err.message}`,
+          );
           return;
         }
         settled = true;
@@ -232,7 +254,15 @@ export class SshPool {
         for (const w of entry.waiting.splice(0)) w();
         if (!settled) {
           settled = true;
-          reject(new SshConnectError(conn.host, conn.port, hostKeyProblem ? "host-key" : "closed", hostKeyProblem ?? "connection closed during handshake", 1));
+          reject(
+            new SshConnectError(
+              conn.host,
+              conn.port,
+              hostKeyProblem ? "host-key" : "closed",
+              hostKeyProblem ?? "connection closed during handshake",
+              1,
+            ),
+          );
         }
       });
       client.connect(config);
@@ -246,7 +276,11 @@ function refSocket(sock: Duplex, ref: boolean): void {
   else s.unref?.();
 }
 
-function classify(conn: ResolvedConnection, err: Error & { level?: string; code?: string }, hostKeyProblem?: string): SshConnectError {
+function classify(
+  conn: ResolvedConnection,
+  err: Error & { level?: string; code?: string },
+  hostKeyProblem?: string,
+): SshConnectError {
   let kind: ConnectFailureKind = "network";
   let detail = err.message;
   if (hostKeyProblem) {
@@ -269,7 +303,15 @@ function tcpConnect(conn: ResolvedConnection, timeoutMs: number): Promise<net.So
     const sock = net.connect({ host: conn.host, port: conn.port });
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(new SshConnectError(conn.host, conn.port, "timeout", `TCP connect took longer than ${conn.perDialTimeout} s`, 1));
+      reject(
+        new SshConnectError(
+          conn.host,
+          conn.port,
+          "timeout",
+          `TCP connect took longer than ${conn.perDialTimeout} s`,
+          1,
+        ),
+      );
     }, timeoutMs);
     sock.once("connect", () => {
       clearTimeout(timer);
@@ -287,7 +329,11 @@ function tcpConnect(conn: ResolvedConnection, timeoutMs: number): Promise<net.So
               ? "timeout"
               : "network";
       const detail =
-        kind === "dns" ? `cannot resolve ${conn.host}` : kind === "refused" ? `nothing listens on port ${conn.port}` : err.message;
+        kind === "dns"
+          ? `cannot resolve ${conn.host}`
+          : kind === "refused"
+            ? `nothing listens on port ${conn.port}`
+            : err.message;
       reject(new SshConnectError(conn.host, conn.port, kind, detail, 1, { cause: err }));
     });
   });
@@ -296,7 +342,16 @@ function tcpConnect(conn: ResolvedConnection, timeoutMs: number): Promise<net.So
 function forwardOut(jump: PoolEntry, conn: ResolvedConnection, timeoutMs: number): Promise<Duplex> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new SshConnectError(conn.host, conn.port, "timeout", `jump host ${jump.conn.host} did not open a tunnel within ${conn.perDialTimeout} s`, 1)),
+      () =>
+        reject(
+          new SshConnectError(
+            conn.host,
+            conn.port,
+            "timeout",
+            `jump host ${jump.conn.host} did not open a tunnel within ${conn.perDialTimeout} s`,
+            1,
+          ),
+        ),
       timeoutMs,
     );
     jump.client.forwardOut("127.0.0.1", 0, conn.host, conn.port, (err, stream) => {
@@ -304,7 +359,14 @@ function forwardOut(jump: PoolEntry, conn: ResolvedConnection, timeoutMs: number
       if (err) {
         const refused = /refused|administratively prohibited|connect failed/i.test(err.message);
         reject(
-          new SshConnectError(conn.host, conn.port, refused ? "refused" : "proxy", `via ${jump.conn.host}: ${err.message}`, 1, { cause: err }),
+          new SshConnectError(
+            conn.host,
+            conn.port,
+            refused ? "refused" : "proxy",
+            `via ${jump.conn.host}: ${err.message}`,
+            1,
+            { cause: err },
+          ),
         );
       } else resolve(stream);
     });
@@ -333,12 +395,19 @@ export class RemoteHost {
    */
   script(script: string, opts: Omit<RunOptions, "stdin"> = {}): Promise<RunResult> {
     const wrapped = `__xen_estate_main() {\n${script}\n}\n__xen_estate_main </dev/null\n`;
-    return this.run("bash -euo pipefail -s", { ...opts, stdin: wrapped, summary: opts.summary ?? firstLine(script) });
+    return this.run("bash -euo pipefail -s", {
+      ...opts,
+      stdin: wrapped,
+      summary: opts.summary ?? firstLine(script),
+    });
   }
 
   /** Runs one command line (already quoted by the caller) with optional stdin data or stream. */
   exec(command: string, opts: RunOptions = {}): Promise<RunResult> {
-    return this.run(`bash -euo pipefail -c ${shellQuote(command)}`, { ...opts, summary: opts.summary ?? firstLine(command) });
+    return this.run(`bash -euo pipefail -c ${shellQuote(command)}`, {
+      ...opts,
+      summary: opts.summary ?? firstLine(command),
+    });
   }
 
   private async run(command: string, opts: RunOptions): Promise<RunResult> {
@@ -355,7 +424,12 @@ export class RemoteHost {
     try {
       const result = await runOnChannel(entry, full, opts, timeoutMs, log);
       const failed = result.timedOut || result.exitCode !== 0;
-      if (failed && !this.isRoot && result.exitCode === 1 && /sudo: (a password is required|a terminal is required)/.test(result.stderr))
+      if (
+        failed &&
+        !this.isRoot &&
+        result.exitCode === 1 &&
+        /sudo: (a password is required|a terminal is required)/.test(result.stderr)
+      )
         throw new SudoPasswordRequiredError(this.conn.host, this.conn.user);
       if (failed && !opts.allowFailure) {
         throw new RemoteCommandError({
@@ -420,7 +494,8 @@ function runOnChannel(
       const lines = { out: "", err: "" };
       const logLine = (stream: "out" | "err", line: string): void => {
         if (stream === "err") opts.onStderrLine?.(line);
-        if (logged < LOGGED_LINES) log.debug(`${entry.conn.host}${stream === "err" ? " (stderr)" : ""}: ${line}`);
+        if (logged < LOGGED_LINES)
+          log.debug(`${entry.conn.host}${stream === "err" ? " (stderr)" : ""}: ${line}`);
         else if (logged === LOGGED_LINES) log.debug(`${entry.conn.host}: ... (further output not logged)`);
         logged++;
       };
@@ -463,7 +538,15 @@ function runOnChannel(
         if (lines.err) logLine("err", lines.err);
         const stdoutBuffer = Buffer.concat(out);
         if (exitCode === null && signal === null && !timedOut && entry.closed) {
-          reject(new SshConnectError(entry.conn.host, entry.conn.port, "closed", "connection dropped while the command ran", 1));
+          reject(
+            new SshConnectError(
+              entry.conn.host,
+              entry.conn.port,
+              "closed",
+              "connection dropped while the command ran",
+              1,
+            ),
+          );
           return;
         }
         resolve({

@@ -17,9 +17,22 @@ import {
   SshPool,
   SudoPasswordRequiredError,
 } from "../../provider";
-import { ensureTestUsers, freePort, generateKey, JumpTopology, KeyPair, startAgent, startSshd, Sshd, USERS } from "../support/sshd";
+import {
+  ensureTestUsers,
+  freePort,
+  generateKey,
+  JumpTopology,
+  KeyPair,
+  startAgent,
+  startSshd,
+  Sshd,
+  USERS,
+} from "../support/sshd";
 
-function conn(fields: Record<string, unknown>, credentials: Record<string, unknown> = {}): ResolvedConnection {
+function conn(
+  fields: Record<string, unknown>,
+  credentials: Record<string, unknown> = {},
+): ResolvedConnection {
   const c = new Checker();
   const checked = checkConnection(c.at("connection"), fields, credentials);
   assert.deepEqual(
@@ -49,7 +62,10 @@ after(async () => {
 });
 
 function root(extra: Record<string, unknown> = {}): ResolvedConnection {
-  return conn({ host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint, ...extra }, { privateKey: key.privateKey });
+  return conn(
+    { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint, ...extra },
+    { privateKey: key.privateKey },
+  );
 }
 
 describe("authentication", () => {
@@ -71,7 +87,13 @@ describe("authentication", () => {
     const pool = new SshPool();
     try {
       const c = conn(
-        { host: sshd.host, port: sshd.port, user: USERS.sudoer.name, hostKey: sshd.hostKey.fingerprint, agentSocketPath: "/nonexistent" },
+        {
+          host: sshd.host,
+          port: sshd.port,
+          user: USERS.sudoer.name,
+          hostKey: sshd.hostKey.fingerprint,
+          agentSocketPath: "/nonexistent",
+        },
         { password: USERS.sudoer.password },
       );
       const r = await pool.host(c).exec("whoami");
@@ -85,7 +107,12 @@ describe("authentication", () => {
     const agent = await startAgent(key);
     const pool = new SshPool();
     try {
-      const c = conn({ host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint, agentSocketPath: agent.socket });
+      const c = conn({
+        host: sshd.host,
+        port: sshd.port,
+        hostKey: sshd.hostKey.fingerprint,
+        agentSocketPath: agent.socket,
+      });
       assert.equal((await pool.host(c).exec("echo agent-ok")).stdout.trim(), "agent-ok");
     } finally {
       await pool.close();
@@ -114,7 +141,12 @@ describe("authentication", () => {
     const pool = new SshPool();
     try {
       const c = conn(
-        { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint, agentSocketPath: "/nonexistent" },
+        {
+          host: sshd.host,
+          port: sshd.port,
+          hostKey: sshd.hostKey.fingerprint,
+          agentSocketPath: "/nonexistent",
+        },
         { privateKey: stranger.privateKey },
       );
       await assert.rejects(pool.host(c).exec("true"), (e: unknown) => {
@@ -146,13 +178,16 @@ describe("host keys", () => {
     const pool = new SshPool();
     const logBefore = sshd.log().length;
     try {
-      await assert.rejects(pool.host(root({ hostKey: other.fingerprint })).exec(`touch ${marker}`), (e: unknown) => {
-        assert.ok(e instanceof SshConnectError);
-        assert.equal(e.kind, "host-key");
-        assert.match(e.message, new RegExp(sshd.hostKey.fingerprint.replace(/[+/]/g, "\\$&")));
-        assert.equal(e.attempts, 1, "a host-key mismatch is never retried");
-        return true;
-      });
+      await assert.rejects(
+        pool.host(root({ hostKey: other.fingerprint })).exec(`touch ${marker}`),
+        (e: unknown) => {
+          assert.ok(e instanceof SshConnectError);
+          assert.equal(e.kind, "host-key");
+          assert.match(e.message, new RegExp(sshd.hostKey.fingerprint.replace(/[+/]/g, "\\$&")));
+          assert.equal(e.attempts, 1, "a host-key mismatch is never retried");
+          return true;
+        },
+      );
       assert.equal(fs.existsSync(marker), false);
       const attemptLog = sshd.log().slice(logBefore);
       assert.match(attemptLog, /Connection from/);
@@ -167,7 +202,15 @@ describe("host keys", () => {
     const pool = new SshPool();
     try {
       const unpinned = joinConnection(
-        { host: sshd.host, port: sshd.port, user: "root", dialErrorLimit: 1, perDialTimeout: 5, commandTimeout: 60, insecureIgnoreHostKey: false },
+        {
+          host: sshd.host,
+          port: sshd.port,
+          user: "root",
+          dialErrorLimit: 1,
+          perDialTimeout: 5,
+          commandTimeout: 60,
+          insecureIgnoreHostKey: false,
+        },
         { privateKey: key.privateKey },
       );
       await assert.rejects(pool.host(unpinned).exec("true"), /host-key: host key SHA256:\S+ is not pinned/);
@@ -187,7 +230,10 @@ describe("dialing", () => {
     const late = await startSshd({ authorizedKeys: [key.publicKey], port, delayMs: 2500 });
     const pool = new SshPool();
     try {
-      const c = conn({ host: "127.0.0.1", port, hostKey: late.hostKey.fingerprint, dialErrorLimit: 10 }, { privateKey: key.privateKey });
+      const c = conn(
+        { host: "127.0.0.1", port, hostKey: late.hostKey.fingerprint, dialErrorLimit: 10 },
+        { privateKey: key.privateKey },
+      );
       const r = await pool.host(c).exec("echo late-ok");
       assert.equal(r.stdout.trim(), "late-ok");
       assert.ok(pool.stats.dialAttempts > 1, `expected retries, saw ${pool.stats.dialAttempts} attempt(s)`);
@@ -202,7 +248,10 @@ describe("dialing", () => {
     const port = await freePort();
     const pool = new SshPool();
     try {
-      const c = conn({ host: "127.0.0.1", port, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 3 }, { privateKey: key.privateKey });
+      const c = conn(
+        { host: "127.0.0.1", port, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 3 },
+        { privateKey: key.privateKey },
+      );
       await assert.rejects(pool.host(c).exec("true"), (e: unknown) => {
         assert.ok(e instanceof SshConnectError);
         assert.equal(e.kind, "refused");
@@ -218,8 +267,14 @@ describe("dialing", () => {
   test("reports a name that does not resolve as a DNS failure", async () => {
     const pool = new SshPool();
     try {
-      const c = conn({ host: "no-such-host.invalid", hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1 }, { privateKey: key.privateKey });
-      await assert.rejects(pool.host(c).exec("true"), (e: unknown) => e instanceof SshConnectError && e.kind === "dns");
+      const c = conn(
+        { host: "no-such-host.invalid", hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1 },
+        { privateKey: key.privateKey },
+      );
+      await assert.rejects(
+        pool.host(c).exec("true"),
+        (e: unknown) => e instanceof SshConnectError && e.kind === "dns",
+      );
     } finally {
       await pool.close();
     }
@@ -232,8 +287,14 @@ describe("dialing", () => {
     const port = (silent.address() as import("node:net").AddressInfo).port;
     const pool = new SshPool();
     try {
-      const c = conn({ host: "127.0.0.1", port, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1, perDialTimeout: 1 }, { privateKey: key.privateKey });
-      await assert.rejects(pool.host(c).exec("true"), (e: unknown) => e instanceof SshConnectError && e.kind === "timeout");
+      const c = conn(
+        { host: "127.0.0.1", port, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1, perDialTimeout: 1 },
+        { privateKey: key.privateKey },
+      );
+      await assert.rejects(
+        pool.host(c).exec("true"),
+        (e: unknown) => e instanceof SshConnectError && e.kind === "timeout",
+      );
     } finally {
       await pool.close();
       silent.close();
@@ -265,7 +326,11 @@ describe("jump hosts", () => {
   before(async () => {
     await topo.up();
     jump = await startSshd({ authorizedKeys: [key.publicKey], netns: topo.jumpNs, listen: topo.jumpAddress });
-    target = await startSshd({ authorizedKeys: [key.publicKey], netns: topo.targetNs, listen: topo.targetAddress });
+    target = await startSshd({
+      authorizedKeys: [key.publicKey],
+      netns: topo.targetNs,
+      listen: topo.targetAddress,
+    });
   });
 
   after(async () => {
@@ -278,10 +343,19 @@ describe("jump hosts", () => {
     const pool = new SshPool();
     try {
       const direct = conn(
-        { host: topo.targetAddress, hostKey: target.hostKey.fingerprint, dialErrorLimit: 1, perDialTimeout: 2 },
+        {
+          host: topo.targetAddress,
+          hostKey: target.hostKey.fingerprint,
+          dialErrorLimit: 1,
+          perDialTimeout: 2,
+        },
         { privateKey: key.privateKey },
       );
-      await assert.rejects(pool.host(direct).exec("true"), SshConnectError, "the target is not routable directly");
+      await assert.rejects(
+        pool.host(direct).exec("true"),
+        SshConnectError,
+        "the target is not routable directly",
+      );
       const via = conn(
         {
           host: topo.targetAddress,
@@ -309,7 +383,10 @@ describe("jump hosts", () => {
         },
         { privateKey: key.privateKey, proxy: { privateKey: key.privateKey } },
       );
-      await assert.rejects(pool.host(via).exec("true"), (e: unknown) => e instanceof SshConnectError && e.kind === "host-key");
+      await assert.rejects(
+        pool.host(via).exec("true"),
+        (e: unknown) => e instanceof SshConnectError && e.kind === "host-key",
+      );
     } finally {
       await pool.close();
     }
@@ -341,15 +418,18 @@ describe("commands", () => {
   test("a failing command raises RemoteCommandError with exit code, command and stderr tail", async () => {
     const pool = new SshPool();
     try {
-      await assert.rejects(pool.host(root()).script("echo step one\necho 'disk is full' >&2\nexit 3"), (e: unknown) => {
-        assert.ok(e instanceof RemoteCommandError);
-        assert.equal(e.exitCode, 3);
-        assert.equal(e.timedOut, false);
-        assert.equal(e.command, "echo step one");
-        assert.match(e.stderrTail, /disk is full/);
-        assert.ok(e.durationMs >= 0);
-        return true;
-      });
+      await assert.rejects(
+        pool.host(root()).script("echo step one\necho 'disk is full' >&2\nexit 3"),
+        (e: unknown) => {
+          assert.ok(e instanceof RemoteCommandError);
+          assert.equal(e.exitCode, 3);
+          assert.equal(e.timedOut, false);
+          assert.equal(e.command, "echo step one");
+          assert.match(e.stderrTail, /disk is full/);
+          assert.ok(e.durationMs >= 0);
+          return true;
+        },
+      );
     } finally {
       await pool.close();
     }
@@ -370,7 +450,12 @@ describe("commands", () => {
     try {
       const r = await pool.host(root()).exec("sha256sum", { stdin: Buffer.alloc(1 << 20, 7) });
       const { createHash } = await import("node:crypto");
-      assert.equal(r.stdout.split(" ")[0], createHash("sha256").update(Buffer.alloc(1 << 20, 7)).digest("hex"));
+      assert.equal(
+        r.stdout.split(" ")[0],
+        createHash("sha256")
+          .update(Buffer.alloc(1 << 20, 7))
+          .digest("hex"),
+      );
     } finally {
       await pool.close();
     }
@@ -418,7 +503,10 @@ describe("commands", () => {
         },
       );
       assert.ok(logged.length > 0);
-      assert.ok(logged.every((m) => !m.includes(secret)), logged.join("\n"));
+      assert.ok(
+        logged.every((m) => !m.includes(secret)),
+        logged.join("\n"),
+      );
     } finally {
       await pool.close();
     }

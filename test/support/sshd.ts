@@ -22,14 +22,28 @@ export interface KeyPair {
   file: string;
 }
 
-export async function generateKey(dir: string, name: string, opts: { passphrase?: string; type?: string } = {}): Promise<KeyPair> {
+export async function generateKey(
+  dir: string,
+  name: string,
+  opts: { passphrase?: string; type?: string } = {},
+): Promise<KeyPair> {
   const file = path.join(dir, name);
-  await run("ssh-keygen", ["-q", "-t", opts.type ?? "ed25519", "-N", opts.passphrase ?? "", "-C", name, "-f", file]);
+  await run("ssh-keygen", [
+    "-q",
+    "-t",
+    opts.type ?? "ed25519",
+    "-N",
+    opts.passphrase ?? "",
+    "-C",
+    name,
+    "-f",
+    file,
+  ]);
   const { stdout } = await run("ssh-keygen", ["-lf", `${file}.pub`]);
   return {
     privateKey: fs.readFileSync(file, "utf8"),
     publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim(),
-    fingerprint: stdout.split(" ")[1]!,
+    fingerprint: stdout.split(" ")[1],
     file,
   };
 }
@@ -65,9 +79,13 @@ export async function ensureTestUsers(): Promise<void> {
     });
   }
   fs.mkdirSync("/etc/sudoers.d", { recursive: true });
-  fs.writeFileSync("/etc/sudoers.d/xen-estate-tests", `${USERS.sudoer.name} ALL=(ALL) NOPASSWD: ALL\n${USERS.noSudo.name} ALL=(ALL) ALL\n`, {
-    mode: 0o440,
-  });
+  fs.writeFileSync(
+    "/etc/sudoers.d/xen-estate-tests",
+    `${USERS.sudoer.name} ALL=(ALL) NOPASSWD: ALL\n${USERS.noSudo.name} ALL=(ALL) ALL\n`,
+    {
+      mode: 0o440,
+    },
+  );
 }
 
 export interface SshdOptions {
@@ -130,7 +148,7 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   let child: ChildProcess | undefined;
   const logStream = fs.createWriteStream(logFile);
   const start = (): void => {
-    child = spawn(cmd[0]!, cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(cmd[0], cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout!.pipe(logStream, { end: false });
     child.stderr!.pipe(logStream, { end: false });
   };
@@ -161,7 +179,12 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   };
 }
 
-async function waitForPort(netns: string | undefined, host: string, port: number, timeoutMs: number): Promise<void> {
+async function waitForPort(
+  netns: string | undefined,
+  host: string,
+  port: number,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const ok = netns
@@ -180,7 +203,9 @@ async function waitForPort(netns: string | undefined, host: string, port: number
     if (ok) return;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`sshd on ${host}:${port}${netns ? ` in ${netns}` : ""} did not start within ${timeoutMs} ms`);
+  throw new Error(
+    `sshd on ${host}:${port}${netns ? ` in ${netns}` : ""} did not start within ${timeoutMs} ms`,
+  );
 }
 
 /** Starts an ssh-agent holding `key`; returns its socket and a stop function. */
@@ -192,13 +217,14 @@ export async function startAgent(key: KeyPair): Promise<{ socket: string; stop: 
   await run("ssh-add", [key.file], { env: { ...process.env, SSH_AUTH_SOCK: socket } });
   return {
     socket,
-    stop: async () => {
+    stop: () => {
       try {
         process.kill(pid, "SIGTERM");
       } catch {
         /* already gone */
       }
       fs.rmSync(dir, { recursive: true, force: true });
+      return Promise.resolve();
     },
   };
 }

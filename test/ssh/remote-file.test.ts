@@ -1,0 +1,152 @@
+/**
+ * Remote file primitives against a real sshd on this machine (so "remote" paths are local temp paths).
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import {
+  BACKUP_ROOT,
+  Checker,
+  checkConnection,
+  joinConnection,
+  readRemoteFile,
+  RemoteCommandError,
+  RemoteHost,
+  removeRemoteFile,
+  sha256,
+  SshPool,
+  statRemoteFiles,
+  withHostLock,
+  writeRemoteFile,
+} from "../../provider";
+import { generateKey, startSshd, Sshd } from "../support/sshd";
+
+let sshd: Sshd;
+let pool: SshPool;
+let host: RemoteHost;
+let dir: string;
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-files-"));
+  const key = await generateKey(dir, "client");
+  sshd = await startSshd({ authorizedKeys: [key.publicKey] });
+  const c = new Checker();
+  const conn = checkConnection(
+    c,
+    { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint },
+    {},
+  );
+  pool = new SshPool();
+  host = pool.host(joinConnection(conn!, { privateKey: key.privateKey }));
+});
+
+after(async () => {
+  await pool.close();
+  await sshd.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(path.join(BACKUP_ROOT, dir), { recursive: true, force: true });
+});
+
+describe("reading", () => {
+  test("an absent file reads as null and a present one as its exact content", async () => {
+    assert.equal(await readRemoteFile(host, path.join(dir, "nope")), null);
+    fs.writeFileSync(path.join(dir, "present"), "line1\n\nline3 with 'quotes' and $dollar");
+    assert.equal(
+      await readRemoteFile(host, path.join(dir, "present")),
+      "line1\n\nline3 with 'quotes' and $dollar",
+    );
+  });
+
+  test("stat gives hash, owner and mode for many files in one round trip", async () => {
+    const f = path.join(dir, "stat-me");
+    fs.writeFileSync(f, "abc");
+    fs.chmodSync(f, 0o640);
+    const before = pool.stats.commands;
+    const [a, b] = await statRemoteFiles(host, [f, path.join(dir, "missing")]);
+    assert.deepEqual(a, { sha256: sha256("abc"), owner: "root", group: "root", mode: "640" });
+    assert.equal(b, null);
+    assert.equal(pool.stats.commands - before, 1);
+  });
+});
+
+describe("atomic writes", () => {
+  test("writes content with owner and mode, and a second write of the same content changes nothing", async () => {
+    const f = path.join(dir, "app.conf");
+    const content = "key = 'value'\nother = $HOME\n";
+    assert.deepEqual(await writeRemoteFile(host, f, content, { mode: "600" }), { changed: true });
+    assert.equal(fs.readFileSync(f, "utf8"), content);
+    assert.equal(fs.statSync(f).mode & 0o777, 0o600);
+    const st = fs.statSync(f);
+    assert.deepEqual(await writeRemoteFile(host, f, content, { mode: "600" }), { changed: false });
+    const st2 = fs.statSync(f);
+    assert.equal(st2.ino, st.ino, "the file was not rewritten");
+    assert.equal(st2.mtimeMs, st.mtimeMs);
+    assert.deepEqual(
+      fs.readdirSync(dir).filter((n) => n.includes("xen-estate")),
+      [],
+      "no temp files left",
+    );
+  });
+
+  test("keeps a dated backup of the previous content outside the file's directory", async () => {
+    const f = path.join(dir, "rotated.conf");
+    await writeRemoteFile(host, f, "v1\n");
+    const r = await writeRemoteFile(host, f, "v2\n");
+    assert.equal(r.changed, true);
+    assert.ok(r.backup?.startsWith(path.join(BACKUP_ROOT, dir, "rotated.conf.")), r.backup);
+    assert.equal(fs.readFileSync(r.backup!, "utf8"), "v1\n");
+    assert.equal(fs.readFileSync(f, "utf8"), "v2\n");
+    assert.deepEqual(
+      fs.readdirSync(dir).filter((n) => n.startsWith("rotated")),
+      ["rotated.conf"],
+    );
+  });
+
+  test("a failing validation leaves the old file untouched and says why", async () => {
+    const f = path.join(dir, "validated.conf");
+    await writeRemoteFile(host, f, "good\n");
+    await assert.rejects(writeRemoteFile(host, f, "bad\n", { validate: "grep -q good %s" }), (e: unknown) => {
+      assert.ok(e instanceof RemoteCommandError);
+      assert.equal(e.exitCode, 65);
+      assert.match(e.stderrTail, /validation of the new .*validated\.conf failed/);
+      return true;
+    });
+    assert.equal(fs.readFileSync(f, "utf8"), "good\n");
+    assert.deepEqual(
+      fs.readdirSync(dir).filter((n) => n.includes("xen-estate")),
+      [],
+      "the temp file was removed",
+    );
+    assert.equal(
+      (await writeRemoteFile(host, f, "still good\n", { validate: "grep -q good %s" })).changed,
+      true,
+    );
+  });
+
+  test("binary content and content without a trailing newline survive the trip", async () => {
+    const f = path.join(dir, "blob");
+    const bytes = Buffer.from([0, 1, 2, 255, 10, 13, 39, 34]);
+    await writeRemoteFile(host, f, bytes);
+    assert.deepEqual(fs.readFileSync(f), bytes);
+  });
+
+  test("parallel writers to one file take turns under the host lock", async () => {
+    const f = path.join(dir, "counter");
+    fs.writeFileSync(f, "0");
+    // Each script reads, sleeps and writes: without the lock the increments would be lost.
+    const bump = withHostLock(`n=$(cat ${f}); sleep 0.2; echo $((n + 1)) > ${f}`);
+    await Promise.all(Array.from({ length: 5 }, () => host.script(bump)));
+    assert.equal(fs.readFileSync(f, "utf8").trim(), "5");
+  });
+
+  test("removing a file moves it to the backups; removing it again is fine", async () => {
+    const f = path.join(dir, "gone.conf");
+    fs.writeFileSync(f, "bye");
+    assert.equal(await removeRemoteFile(host, f), true);
+    assert.equal(fs.existsSync(f), false);
+    assert.ok(fs.readdirSync(path.join(BACKUP_ROOT, dir)).some((n) => n.startsWith("gone.conf.")));
+    assert.equal(await removeRemoteFile(host, f), false);
+  });
+});
