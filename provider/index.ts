@@ -30,3 +30,5 @@ export {
 } from "./dynamic";
 export type { Kind, Context, CommonInputs } from "./dynamic";
 export * from "./remoteFile";
+export * from "./lvmVolume";
+export { parseSize, formatSize, roundUpToExtent } from "./units";

@@ -1,0 +1,27 @@
+/**
+ * `npm run bench`: every figure on one line, `bench <name> <value> <unit>`, so runs can be compared.
+ *   node dist/test/bench/index.js [planning] [lab]
+ */
+import { benchPlanning } from "./planning";
+
+function print(name: string, value: number, unit: string): void {
+  process.stdout.write(`bench ${name} ${value} ${unit}\n`);
+}
+
+async function main(): Promise<void> {
+  const wanted = process.argv.slice(2);
+  const all = wanted.length === 0;
+  if (all || wanted.includes("planning")) benchPlanning(print);
+  if (all || wanted.includes("lab")) {
+    // The lab's figures (image build, boot, xl create) need QEMU; see test/lab/README.md.
+    const lab = await import("../lab/bench").catch(() => undefined);
+    if (lab && typeof (lab as { benchLab?: unknown }).benchLab === "function")
+      await (lab as { benchLab: (p: typeof print) => Promise<void> }).benchLab(print);
+    else process.stderr.write("lab benchmarks not available in this build\n");
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

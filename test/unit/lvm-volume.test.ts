@@ -1,0 +1,160 @@
+/**
+ * LvmVolume's pure planning: sizes, names, and the refusals that keep data safe.
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { checkInputs, parseSize, formatSize, planDiff, VERSION, parseProbe } from "../../provider";
+
+const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
+const hostKey = fs.readFileSync(path.join(keys, "host_ed25519.fingerprint"), "utf8").trim();
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+
+const base = {
+  connection: { host: "dom0", hostKey },
+  xenEstateVersion: VERSION,
+  name: "web1-root",
+  size: "10GiB",
+  filesystem: "ext4",
+};
+
+function checked(over: Record<string, unknown> = {}): Record<string, unknown> {
+  const { inputs, failures } = checkInputs("LvmVolume", { ...base, ...over });
+  assert.deepEqual(
+    failures.map((f) => f.message),
+    [],
+  );
+  return inputs!;
+}
+
+function created(over: Record<string, unknown> = {}, allocatedBytes = 10 * GiB): Record<string, unknown> {
+  return { ...checked(over), path: "/dev/vg0/web1-root", allocatedBytes, extentBytes: 4 * MiB, uuid: "u" };
+}
+
+describe("sizes", () => {
+  const cases: [unknown, number][] = [
+    ["10GiB", 10 * GiB],
+    ["10G", 10 * GiB],
+    ["512MiB", 512 * MiB],
+    ["1.5TiB", 1.5 * 2 ** 40],
+    ["20GB", 20e9],
+    [4194304, 4 * MiB],
+    ["4194304", 4 * MiB],
+  ];
+  for (const [input, bytes] of cases)
+    test(`${JSON.stringify(input)} is ${bytes} bytes`, () => assert.equal(parseSize(input), bytes));
+
+  test("formats sizes the way people write them", () => {
+    assert.equal(formatSize(10 * GiB), "10GiB");
+    assert.equal(formatSize(1.5 * GiB), "1.5GiB");
+  });
+
+  test("rejects nonsense and too-small sizes, naming the property", () => {
+    for (const size of ["ten gigs", "10 XB", -1, "0", "1MiB"]) {
+      const { failures } = checkInputs("LvmVolume", { ...base, size });
+      assert.equal(failures[0]?.property, "size", `size ${JSON.stringify(size)}`);
+    }
+  });
+});
+
+describe("check", () => {
+  test("defaults to volume group vg0 and no filesystem", () => {
+    const i = checked({ filesystem: undefined });
+    assert.equal(i.volumeGroup, "vg0");
+    assert.equal(i.filesystem, "none");
+    assert.equal(i.sizeBytes, 10 * GiB);
+  });
+
+  test("rejects LVM-reserved and shell-hostile names, an unknown filesystem and bad mkfs options at once", () => {
+    const { failures } = checkInputs("LvmVolume", {
+      ...base,
+      name: "snapshot1",
+      volumeGroup: "-vg",
+      filesystem: "ext3",
+      mkfsOptions: ["-m", "1; rm -rf /"],
+    });
+    assert.deepEqual(
+      failures.map((f) => f.property),
+      ["volumeGroup", "name", "filesystem", "mkfsOptions[1]"],
+    );
+    assert.match(
+      failures[2]!.message,
+      /must be one of "ext4", "swap", "none", got "ext3". Did you mean "ext4"\?/,
+    );
+  });
+
+  test("a label needs a filesystem", () => {
+    assert.equal(
+      checkInputs("LvmVolume", { ...base, filesystem: "none", label: "root" }).failures[0]?.property,
+      "label",
+    );
+  });
+});
+
+describe("diff", () => {
+  test("the same size, rounded to extents by LVM, gives no diff", () => {
+    const olds = created({ size: "1001MiB" }, 1004 * MiB);
+    assert.equal(planDiff("LvmVolume", olds, checked({ size: "1001MiB" })).changes, false);
+  });
+
+  test("growing is an in-place update", () => {
+    const d = planDiff("LvmVolume", created(), checked({ size: "12GiB" }));
+    assert.deepEqual([d.changes, d.replaces], [true, []]);
+  });
+
+  test("asking for less than the extent-rounded size already allocated is not a shrink", () => {
+    const olds = created({ size: "1001MiB" }, 1004 * MiB);
+    assert.doesNotThrow(() => planDiff("LvmVolume", olds, checked({ size: "1002MiB" })));
+  });
+
+  test("refuses to shrink a volume, already in preview", () => {
+    assert.throws(
+      () => planDiff("LvmVolume", created(), checked({ size: "8GiB" })),
+      /`size` must not be smaller than the volume's current 10GiB: shrinking is refused, got "8GiB"/,
+    );
+  });
+
+  test("refuses a filesystem change, which would destroy the data, unless allowReplace is set", () => {
+    assert.throws(
+      () => planDiff("LvmVolume", created(), checked({ filesystem: "swap" })),
+      /`filesystem` cannot change on an existing volume \(was "ext4"\): it would replace the volume and destroy its data, got "swap". Set `allowReplace: true`/,
+    );
+    const d = planDiff("LvmVolume", created(), checked({ filesystem: "swap", allowReplace: true }));
+    assert.deepEqual([d.replaces, d.deleteBeforeReplace], [["filesystem"], true]);
+  });
+
+  test("moving to another host is a replacement too, and needs the same consent", () => {
+    assert.throws(
+      () => planDiff("LvmVolume", created(), checked({ connection: { host: "dom1", hostKey } })),
+      /`connection.host` cannot change/,
+    );
+  });
+
+  test("a new label is an in-place update", () => {
+    const d = planDiff("LvmVolume", created({ label: "old" }), checked({ label: "new" }));
+    assert.deepEqual([d.changes, d.replaces], [true, []]);
+  });
+});
+
+describe("probe parsing", () => {
+  test("reads size, extent size and the filesystem signature", () => {
+    const p = parseProbe("XE-LV   10737418240 4194304\nXE-FS UUID=abc\nXE-FS TYPE=ext4\nXE-FS LABEL=root\n");
+    assert.deepEqual(p, {
+      allocatedBytes: 10 * GiB,
+      extentBytes: 4 * MiB,
+      fsType: "ext4",
+      uuid: "abc",
+      label: "root",
+    });
+  });
+
+  test("an absent volume reads as null", () => {
+    assert.equal(parseProbe("XE-ABSENT\n"), null);
+  });
+
+  test("a partition table counts as data", () => {
+    assert.equal(parseProbe("XE-LV 4194304 4194304\nXE-FS PTTYPE=dos\n")?.fsType, "partition table (dos)");
+  });
+});
