@@ -214,7 +214,7 @@ export function planDiff(
   const changed = [...keys].filter((k) => !deepEqual(olds[k], news[k])).sort();
   const replaces = new Set<string>();
   for (const r of kind.replaceOn) {
-    const top = r.split(".")[0];
+    const top = r.split(".")[0]!;
     if (changed.includes(top) && !deepEqual(getPath(olds, r), getPath(news, r))) replaces.add(top);
   }
   const extra = kind.diffDetail?.(olds, news);

@@ -89,7 +89,7 @@ export async function statRemoteFiles(
   return paths.map((_, i) => {
     const f = (lines[i] ?? "absent").split(" ");
     if (f[0] === "absent" || f.length < 4) return null;
-    return { sha256: f[0], owner: f[1], group: f[2], mode: f[3].padStart(3, "0") };
+    return { sha256: f[0]!, owner: f[1]!, group: f[2]!, mode: f[3]!.padStart(3, "0") };
   });
 }
 

@@ -17,10 +17,10 @@ export function parseSize(value: unknown): number | { error: string } {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(value);
   if (!m) return { error: 'must be a size such as "10GiB", "512MiB" or a byte count' };
   const n = Number(m[1]);
-  const unit = m[2].toLowerCase();
+  const unit = m[2]!.toLowerCase();
   let factor: number | undefined;
   if (unit === "" || unit === "b") factor = 1;
-  else if (/^[kmgtp]i?b?$/.test(unit) && !/^[kmgtp]b$/.test(unit)) factor = BINARY[unit[0]];
+  else if (/^[kmgtp]i?b?$/.test(unit) && !/^[kmgtp]b$/.test(unit)) factor = BINARY[unit[0]!];
   else factor = DECIMAL[unit];
   if (factor === undefined)
     return { error: `unknown unit "${m[2]}" (use B, KiB, MiB, GiB, TiB or KB, MB, GB, TB)` };

@@ -160,15 +160,15 @@ export function didYouMean(value: string, allowed: readonly string[]): string | 
 function levenshtein(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
+    let prev = row[0]!;
     row[0] = i;
     for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
       prev = tmp;
     }
   }
-  return row[b.length];
+  return row[b.length]!;
 }
 
 // ---- Shared rules -----------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ export function isIPv6(v: string): boolean {
   const double = v.split("::");
   if (double.length > 2) return false;
   const groups = (s: string): string[] => (s === "" ? [] : s.split(":"));
-  let parts = [...groups(double[0]), ...(double.length === 2 ? groups(double[1]) : [])];
+  let parts = [...groups(double[0]!), ...(double.length === 2 ? groups(double[1]!) : [])];
   let expected = 8;
   const last = parts[parts.length - 1];
   if (last !== undefined && last.includes(".")) {

@@ -25,18 +25,18 @@ const KEY_TYPES = new Set([
 export function parseHostKeyPin(text: string): HostKeyPin | { error: string } {
   const t = text.trim();
   const fp = /^SHA256:([A-Za-z0-9+/]{43})=?$/.exec(t);
-  if (fp) return { kind: "fingerprint", sha256: fp[1] };
+  if (fp) return { kind: "fingerprint", sha256: fp[1]! };
   if (/^(SHA256|MD5):/i.test(t))
     return { error: "a SHA256 fingerprint has 43 base64 characters after `SHA256:`" };
   if (/[\r\n]/.test(t)) return { error: "a pin is a single line" };
   const fields = t.split(/\s+/);
   // known_hosts: [marker] hosts keytype key [comment]; public key: keytype key [comment]
   for (let i = 0; i < Math.min(fields.length - 1, 3); i++) {
-    const keyType = fields[i];
+    const keyType = fields[i]!;
     if (!KEY_TYPES.has(keyType)) continue;
-    if (fields[0].startsWith("@"))
+    if (fields[0]!.startsWith("@"))
       return { error: "known_hosts markers (@cert-authority, @revoked) are not pins" };
-    const b64 = fields[i + 1];
+    const b64 = fields[i + 1]!;
     if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return { error: "the key after the key type must be base64" };
     const blob = Buffer.from(b64, "base64");
     // The blob starts with the key type as an SSH string: a cheap integrity check of the paste.

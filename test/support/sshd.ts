@@ -43,7 +43,7 @@ export async function generateKey(
   return {
     privateKey: fs.readFileSync(file, "utf8"),
     publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim(),
-    fingerprint: stdout.split(" ")[1],
+    fingerprint: stdout.split(" ")[1]!,
     file,
   };
 }
@@ -148,7 +148,7 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   let child: ChildProcess | undefined;
   const logStream = fs.createWriteStream(logFile);
   const start = (): void => {
-    child = spawn(cmd[0], cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(cmd[0]!, cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     child.stdout!.pipe(logStream, { end: false });
     child.stderr!.pipe(logStream, { end: false });
   };

@@ -95,7 +95,7 @@ describe("connection rules", () => {
     test(`rejects ${what}, naming ${prop}`, () => {
       const { errors, props } = check(raw);
       assert.deepEqual(props, [prop]);
-      assert.match(errors[0], message);
+      assert.match(errors[0]!, message);
     });
   }
 
@@ -137,13 +137,13 @@ describe("connection rules", () => {
       "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAsecretmaterialAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
     const { props, errors } = check({ host: "h", hostKey: hostFp }, { privateKey: bogus });
     assert.deepEqual(props, ["connection.privateKey"]);
-    assert.match(errors[0], /must be a private key in OpenSSH or PEM format, got \[secret\]/);
-    assert.doesNotMatch(errors[0], /secretmaterial/);
+    assert.match(errors[0]!, /must be a private key in OpenSSH or PEM format, got \[secret\]/);
+    assert.doesNotMatch(errors[0]!, /secretmaterial/);
   });
 
   test("rejects a public key given as the private key", () => {
     const { errors } = check({ host: "h", hostKey: hostFp }, { privateKey: hostPub });
-    assert.match(errors[0], /got \[secret\]/);
+    assert.match(errors[0]!, /got \[secret\]/);
   });
 
   test("accepts a real private key", () => {
@@ -152,7 +152,7 @@ describe("connection rules", () => {
 });
 
 describe("host-key pins", () => {
-  const blob = Buffer.from(hostPub.split(" ")[1], "base64");
+  const blob = Buffer.from(hostPub.split(" ")[1]!, "base64");
 
   test("the fingerprint of a key is exactly what ssh-keygen -l prints", () => {
     assert.equal(fingerprintOf(blob), hostFp);

@@ -50,7 +50,7 @@ describe("check", () => {
       ["connection.host", "path", "mode"],
     );
     assert.match(
-      r.failures[1].reason,
+      r.failures[1]!.reason,
       /`path` must be an absolute path without `\.\.`, NUL or newlines, got "etc\/motd"/,
     );
   });
