@@ -1,0 +1,127 @@
+/**
+ * npm run lab -- build                   build (or find cached) lab images
+ * npm run lab -- up [host]               boot a lab host in the background and print how to reach it
+ * npm run lab -- ssh <host> <command…>   run a command there (e.g. `npm run lab -- ssh dom0 xl info`)
+ * npm run lab -- status                  running instances, cached images
+ * npm run lab -- down                    stop every lab instance and remove its overlays
+ * npm run lab -- bench                   measure the lab (see bench.ts)
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { LAB_HOSTS, LabHostName, Lab, buildImage, downAll, labCacheDir, recipeHash } from "./lab";
+
+function usage(): never {
+  process.stderr.write(
+    [
+      "usage: npm run lab -- <command>",
+      "  build [--force]          build the dom0 image (cached by recipe hash)",
+      "  up [host]                boot host (default dom0) in the background",
+      "  ssh <host> <command…>    run a command on a running host",
+      "  status                   show running instances and cached images",
+      "  down                     stop all instances",
+      "  bench                    measure build, boot and xl create times",
+      "",
+    ].join("\n"),
+  );
+  process.exit(2);
+}
+
+function hostArg(a: string | undefined): LabHostName {
+  const h = (a ?? "dom0") as LabHostName;
+  if (!LAB_HOSTS.includes(h)) {
+    process.stderr.write(`unknown lab host ${JSON.stringify(a)}; hosts: ${LAB_HOSTS.join(", ")}\n`);
+    process.exit(2);
+  }
+  return h;
+}
+
+function describe(lab: Lab): string {
+  return [
+    `${lab.instance}: running (QEMU pid ${lab.qemuPid}) since ${lab.startedAt}${lab.bootMs ? `, SSH after ${Math.round(lab.bootMs / 1000)} s` : ""}`,
+    `  ssh:      ${lab.sshCommandLine()}`,
+    `  or:       npm run lab -- ssh ${lab.instance} <command>`,
+    `  ssh port: 127.0.0.1:${lab.port}  (host key ${lab.hostKey})`,
+    `  http:     127.0.0.1:${lab.httpPort} -> ${lab.instance}:80`,
+    `  key:      ${lab.privateKeyFile}`,
+    `  console:  ${lab.consoleLog}`,
+  ].join("\n");
+}
+
+async function main(): Promise<number> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case "build": {
+      const t = Date.now();
+      const img = await buildImage("dom0", { force: rest.includes("--force") });
+      process.stdout.write(
+        `dom0 image ${img.builtNow ? `built in ${Math.round((Date.now() - t) / 1000)} s` : "cached"}: ${img.dir}\n` +
+          `  Xen ${img.xen}, kernel ${img.kernelVersion}, host key ${img.hostKeyFingerprint}\n`,
+      );
+      return 0;
+    }
+    case "up": {
+      const host = hostArg(rest[0]);
+      const running = Lab.attach(host);
+      if (running?.isRunning()) {
+        process.stdout.write(`${describe(running)}\n`);
+        return 0;
+      }
+      const lab = await Lab.start(host, { detach: true, instance: host });
+      process.stdout.write(`${describe(lab)}\nstop with: npm run lab -- down\n`);
+      return 0;
+    }
+    case "ssh": {
+      const [instance, ...words] = rest;
+      if (!instance || words.length === 0) usage();
+      const lab = Lab.attach(instance);
+      if (!lab?.isRunning()) {
+        process.stderr.write(`lab ${instance} is not running: npm run lab -- up ${instance}\n`);
+        return 1;
+      }
+      // Pass piped stdin through (`npm run lab -- ssh dom0 'cat > /tmp/x.cfg' < x.cfg`).
+      const input = process.stdin.isTTY ? undefined : fs.readFileSync(0);
+      const r = await lab.exec(words.join(" "), { timeoutMs: 30 * 60_000, input });
+      process.stdout.write(r.stdout);
+      process.stderr.write(r.stderr);
+      return r.exitCode ?? 1;
+    }
+    case "status": {
+      const labs = Lab.list();
+      if (labs.length === 0) process.stdout.write("no lab instances\n");
+      for (const lab of labs) {
+        process.stdout.write(lab.isRunning() ? `${describe(lab)}\n` : `${lab.instance}: not running (stale state in ${lab.stateDir}; \`down\` removes it)\n`);
+      }
+      const cache = labCacheDir();
+      const current = recipeHash();
+      if (fs.existsSync(cache)) {
+        for (const d of fs.readdirSync(cache).sort()) {
+          const meta = path.join(cache, d, "image.json");
+          if (fs.existsSync(meta)) process.stdout.write(`image ${d}${d === current ? " (current recipe)" : " (old recipe)"}: ${path.join(cache, d)}\n`);
+          else if (d.startsWith("base-")) process.stdout.write(`debootstrap base ${d}: ${path.join(cache, d)}\n`);
+        }
+      }
+      if (!fs.existsSync(path.join(cache, current, "done"))) process.stdout.write(`current recipe ${current} is not built: npm run lab -- build\n`);
+      return 0;
+    }
+    case "down": {
+      const names = await downAll();
+      process.stdout.write(names.length ? `stopped: ${names.join(", ")}\n` : "nothing was running\n");
+      return 0;
+    }
+    case "bench": {
+      const { runLabBench } = await import("./bench");
+      await runLabBench();
+      return 0;
+    }
+    default:
+      usage();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  },
+);

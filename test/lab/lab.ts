@@ -1,0 +1,670 @@
+/**
+ * The Xen lab: real Debian 12 + Xen 4.17 machines booted in QEMU (software emulation) for tests.
+ *
+ *   const lab = await Lab.start("dom0");
+ *   await lab.ssh("xl info");          // stdout; throws LabCommandError on a non-zero exit
+ *   lab.host, lab.port, lab.user, lab.privateKey, lab.hostKey, lab.httpPort, lab.consoleLog
+ *   await lab.stop();
+ *
+ * Each start boots from a fresh qcow2 overlay over the cached image (built once per recipe hash by
+ * test/lab/images/build-dom0.sh), so every run begins pristine. QEMU runs in its own process group under
+ * test/lab/qemu-run.sh, which also kills QEMU when the starting process dies (unless `detach` is set, as
+ * for `npm run lab -- up`). State lives in <cache>/lab/run/<instance>/ (state.json, qemu.pid, overlays,
+ * known_hosts, console.log); `npm run lab -- down` (downAll) kills whatever is listed there.
+ */
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as path from "node:path";
+
+export type LabHostName = "dom0";
+export const LAB_HOSTS: readonly LabHostName[] = ["dom0"];
+
+/** Addresses inside the lab (see README). */
+export const LAB_NET = {
+  /** The dom0's address on QEMU's user network (DHCP). */
+  dom0Eth0: "10.0.2.15",
+  /** Where lab machines find the host's package proxy (QEMU guestfwd). */
+  aptProxy: "http://10.0.2.100:3142/",
+  /** Debian mirror URL usable by debootstrap inside the lab. */
+  debianMirror: "http://10.0.2.100:3142/debian",
+  /** The guest bridge in dom0 and its address; guests use the rest of 10.99.0.0/24. */
+  bridge: "xenbr0",
+  bridgeAddress: "10.99.0.1",
+  bridgeCidr: "10.99.0.0/24",
+  /** The busybox guest kit inside dom0. */
+  kitDir: "/var/lib/xen-estate/kits/busybox",
+} as const;
+
+/** The repository root (this file runs from dist/test/lab/). */
+export function repoRoot(): string {
+  for (const up of ["../../..", "../.."]) {
+    const r = path.resolve(__dirname, up);
+    if (fs.existsSync(path.join(r, "test", "lab", "images", "lib.sh"))) return r;
+  }
+  throw new Error(`cannot find the repository root from ${__dirname}`);
+}
+
+/** `${XEN_ESTATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xen-estate}/lab` */
+export function labCacheDir(): string {
+  const base =
+    process.env.XEN_ESTATE_CACHE ??
+    path.join(process.env.XDG_CACHE_HOME ?? path.join(process.env.HOME ?? "/root", ".cache"), "xen-estate");
+  return path.join(base, "lab");
+}
+
+function runDir(): string {
+  return path.join(labCacheDir(), "run");
+}
+
+export interface LabImage {
+  host: LabHostName;
+  dir: string;
+  recipeHash: string;
+  kernelVersion: string;
+  xen: string;
+  hostKeyFingerprint: string;
+  /** Seconds the build took when it was built (not this call). */
+  buildSeconds: number;
+  /** True when this call had to build it. */
+  builtNow: boolean;
+}
+
+/** Builds the image for `host` if the cache has none for the current recipe; returns it. */
+export async function buildImage(
+  host: LabHostName = "dom0",
+  opts: { log?: (line: string) => void; force?: boolean } = {},
+): Promise<LabImage> {
+  const script = path.join(repoRoot(), "test", "lab", "images", `build-${host}.sh`);
+  const hashBefore = recipeHash();
+  const existed = fs.existsSync(path.join(labCacheDir(), hashBefore, "done")) && !opts.force;
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const dir = await new Promise<string>((resolve, reject) => {
+    const p = spawn("bash", [script, ...(opts.force ? ["--force"] : [])], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    let partial = "";
+    p.stderr.on("data", (d: Buffer) => {
+      partial += d.toString();
+      const lines = partial.split("\n");
+      partial = lines.pop() ?? "";
+      lines.forEach(log);
+    });
+    p.on("error", reject);
+    p.on("exit", (code) => {
+      if (partial) log(partial);
+      if (code === 0) resolve(out.trim().split("\n").pop()!);
+      else reject(new Error(`${script} exited ${code}`));
+    });
+  });
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, "image.json"), "utf8")) as Omit<
+    LabImage,
+    "host" | "dir" | "builtNow"
+  >;
+  return { ...meta, host, dir, builtNow: !existed };
+}
+
+/** The recipe hash, computed by the same shell function the build uses. */
+export function recipeHash(): string {
+  const lib = path.join(repoRoot(), "test", "lab", "images", "lib.sh");
+  const r = spawnSync("bash", ["-c", `source "${lib}" && lab_recipe_hash`], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`lab_recipe_hash failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface SshResult {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+export class LabCommandError extends Error {
+  constructor(
+    readonly instance: string,
+    readonly command: string,
+    readonly result: SshResult,
+  ) {
+    const tail = result.stderr.trim().split("\n").slice(-10).join("\n");
+    super(
+      `lab ${instance}: \`${command}\` ${result.timedOut ? "timed out" : `exited ${result.exitCode ?? result.signal}`} after ${result.durationMs} ms` +
+        (tail ? `\n${tail}` : ""),
+    );
+    this.name = "LabCommandError";
+  }
+}
+
+export interface LabStartOptions {
+  /** Name of this running instance (its state directory). Default: `<host>-<pid>` for tests, `<host>` for the CLI. */
+  instance?: string;
+  /** Guest RAM for QEMU in MiB. @default 2048 (Xen scrubs all of it: more is slower) */
+  memoryMiB?: number;
+  /** Size of the blank LVM disk (vg0) in GiB. @default 8 */
+  vgDiskGiB?: number;
+  /** Give up waiting for SSH after this long. @default 300000 */
+  sshTimeoutMs?: number;
+  /** Keep QEMU running after this process exits (the CLI's `up`). @default false */
+  detach?: boolean;
+  /** Progress lines. @default stderr */
+  log?: (line: string) => void;
+}
+
+/** What state.json holds; enough to reattach from another process. */
+export interface LabState {
+  instance: string;
+  hostName: LabHostName;
+  imageDir: string;
+  recipeHash: string;
+  stateDir: string;
+  /** Process group (the qemu-run.sh wrapper) and QEMU's own pid. */
+  pgid: number;
+  qemuPid: number;
+  host: string;
+  port: number;
+  httpPort: number;
+  user: string;
+  privateKeyFile: string;
+  knownHostsFile: string;
+  hostKey: string;
+  consoleLog: string;
+  startedAt: string;
+  /** Milliseconds from QEMU start to SSH answering. */
+  bootMs?: number;
+}
+
+const liveLabs = new Set<Lab>();
+let exitHooked = false;
+function hookExit(): void {
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on("exit", () => {
+    for (const lab of liveLabs) lab.killSync();
+  });
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.once(sig, () => {
+      for (const lab of liveLabs) lab.killSync();
+      process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
+    });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function qemuEscape(s: string): string {
+  return s.replace(/,/g, ",,");
+}
+
+export class Lab implements LabState {
+  readonly instance: string;
+  readonly hostName: LabHostName;
+  readonly imageDir: string;
+  readonly recipeHash: string;
+  readonly stateDir: string;
+  readonly pgid: number;
+  readonly qemuPid: number;
+  readonly host: string;
+  readonly port: number;
+  readonly httpPort: number;
+  readonly user: string;
+  readonly privateKeyFile: string;
+  readonly knownHostsFile: string;
+  /** `SHA256:…` fingerprint of the pinned host key. */
+  readonly hostKey: string;
+  readonly consoleLog: string;
+  readonly startedAt: string;
+  bootMs?: number;
+  private stopped = false;
+
+  private constructor(s: LabState) {
+    this.instance = s.instance;
+    this.hostName = s.hostName;
+    this.imageDir = s.imageDir;
+    this.recipeHash = s.recipeHash;
+    this.stateDir = s.stateDir;
+    this.pgid = s.pgid;
+    this.qemuPid = s.qemuPid;
+    this.host = s.host;
+    this.port = s.port;
+    this.httpPort = s.httpPort;
+    this.user = s.user;
+    this.privateKeyFile = s.privateKeyFile;
+    this.knownHostsFile = s.knownHostsFile;
+    this.hostKey = s.hostKey;
+    this.consoleLog = s.consoleLog;
+    this.startedAt = s.startedAt;
+    if (s.bootMs !== undefined) this.bootMs = s.bootMs;
+  }
+
+  /** The client private key (OpenSSH PEM text). */
+  get privateKey(): string {
+    return fs.readFileSync(this.privateKeyFile, "utf8");
+  }
+
+  /** The host's public key line (`ssh-ed25519 AAAA…`). */
+  get hostPublicKey(): string {
+    return fs
+      .readFileSync(path.join(this.imageDir, "ssh_host_ed25519_key.pub"), "utf8")
+      .trim()
+      .split(" ")
+      .slice(0, 2)
+      .join(" ");
+  }
+
+  state(): LabState {
+    const s: LabState = {
+      instance: this.instance,
+      hostName: this.hostName,
+      imageDir: this.imageDir,
+      recipeHash: this.recipeHash,
+      stateDir: this.stateDir,
+      pgid: this.pgid,
+      qemuPid: this.qemuPid,
+      host: this.host,
+      port: this.port,
+      httpPort: this.httpPort,
+      user: this.user,
+      privateKeyFile: this.privateKeyFile,
+      knownHostsFile: this.knownHostsFile,
+      hostKey: this.hostKey,
+      consoleLog: this.consoleLog,
+      startedAt: this.startedAt,
+    };
+    if (this.bootMs !== undefined) s.bootMs = this.bootMs;
+    return s;
+  }
+
+  /** Builds the image if needed, boots it in QEMU and waits until SSH answers with the pinned host key. */
+  static async start(hostName: LabHostName = "dom0", opts: LabStartOptions = {}): Promise<Lab> {
+    const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+    const image = await buildImage(hostName, { log });
+    const instance = opts.instance ?? (opts.detach ? hostName : `${hostName}-${process.pid}`);
+    const stateDir = path.join(runDir(), instance);
+    const existing = Lab.attach(instance);
+    if (existing?.isRunning())
+      throw new Error(
+        `lab instance ${instance} is already running (pid ${existing.qemuPid}); stop it with \`npm run lab -- down\``,
+      );
+    fs.rmSync(stateDir, { recursive: true, force: true });
+    fs.mkdirSync(stateDir, { recursive: true });
+    for (const other of Lab.list()) {
+      if (other.isRunning())
+        log(`lab: note: ${other.instance} is running too; two emulated machines on this machine are slow`);
+    }
+
+    const port = await freePort();
+    let httpPort = await freePort();
+    while (httpPort === port) httpPort = await freePort();
+    const privateKeyFile = path.join(stateDir, "id_ed25519");
+    fs.copyFileSync(path.join(image.dir, "id_ed25519"), privateKeyFile);
+    fs.chmodSync(privateKeyFile, 0o600);
+    const hostPub = fs
+      .readFileSync(path.join(image.dir, "ssh_host_ed25519_key.pub"), "utf8")
+      .trim()
+      .split(" ")
+      .slice(0, 2)
+      .join(" ");
+    const knownHostsFile = path.join(stateDir, "known_hosts");
+    fs.writeFileSync(knownHostsFile, `[127.0.0.1]:${port} ${hostPub}\n`);
+    const consoleLog = path.join(stateDir, "console.log");
+    const rootOverlay = path.join(stateDir, "root.qcow2");
+    const vgDisk = path.join(stateDir, "vg0.qcow2");
+    const img = (f: string): string => path.join(image.dir, f);
+    const qimg = (args: string[]): void => {
+      const r = spawnSync("qemu-img", args, { encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`qemu-img ${args.join(" ")} failed: ${r.stderr}`);
+    };
+    qimg(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", img("dom0.img"), rootOverlay]);
+    qimg(["create", "-q", "-f", "qcow2", vgDisk, `${opts.vgDiskGiB ?? 8}G`]);
+
+    const aptCache = path.join(labCacheDir(), "apt");
+    fs.mkdirSync(aptCache, { recursive: true });
+    const proxyCmd = [
+      process.execPath,
+      path.join(__dirname, "aptproxy.js"),
+      "--stdio",
+      "--cache",
+      aptCache,
+      "--log",
+      path.join(stateDir, "aptproxy.log"),
+    ];
+    const netdev = [
+      "user,id=n0,restrict=on",
+      `hostfwd=tcp:127.0.0.1:${port}-:22`,
+      `hostfwd=tcp:127.0.0.1:${httpPort}-:80`,
+      `guestfwd=tcp:10.0.2.100:3142-cmd:${qemuEscape(proxyCmd.join(" "))}`,
+    ].join(",");
+    const qemuArgs = [
+      "-name",
+      `xen-estate-lab-${instance}`,
+      "-machine",
+      "q35",
+      "-accel",
+      "tcg,thread=multi",
+      // -cpu max crashes the PV dom0 early under TCG (SMAP): FIELD-NOTES §10.
+      "-cpu",
+      "max,-smap",
+      "-smp",
+      "2",
+      "-m",
+      String(opts.memoryMiB ?? 2048),
+      "-kernel",
+      img("xen"),
+      "-append",
+      "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 noreboot",
+      "-initrd",
+      `${img("vmlinuz")} console=hvc0 root=/dev/vda rw net.ifnames=0,${img("initrd.img")}`,
+      "-drive",
+      `file=${qemuEscape(rootOverlay)},if=virtio,format=qcow2,cache=unsafe`,
+      "-drive",
+      `file=${qemuEscape(vgDisk)},if=virtio,format=qcow2,cache=unsafe`,
+      "-netdev",
+      netdev,
+      "-device",
+      "virtio-net-pci,netdev=n0",
+      "-display",
+      "none",
+      "-monitor",
+      "none",
+      "-serial",
+      `file:${consoleLog}`,
+      "-no-reboot",
+      "-pidfile",
+      path.join(stateDir, "qemu.pid"),
+    ];
+    const wrapper = path.join(repoRoot(), "test", "lab", "qemu-run.sh");
+    const stderrFd = fs.openSync(path.join(stateDir, "qemu.stderr"), "w");
+    const started = Date.now();
+    const child = spawn(
+      "bash",
+      [
+        wrapper,
+        path.join(stateDir, "qemu.pid"),
+        opts.detach ? "0" : String(process.pid),
+        "qemu-system-x86_64",
+        ...qemuArgs,
+      ],
+      {
+        detached: true,
+        stdio: ["ignore", stderrFd, stderrFd],
+      },
+    );
+    fs.closeSync(stderrFd);
+    if (child.pid === undefined) throw new Error("could not start qemu-run.sh");
+    child.unref();
+    fs.writeFileSync(
+      path.join(stateDir, "qemu-args.json"),
+      JSON.stringify(["qemu-system-x86_64", ...qemuArgs], null, 1),
+    );
+    // qemu-run.sh writes QEMU's pid (QEMU's -pidfile comes later); wait for it briefly.
+    let qemuPid = 0;
+    for (let i = 0; i < 50 && !qemuPid; i++) {
+      await sleep(100);
+      try {
+        qemuPid = Number(fs.readFileSync(path.join(stateDir, "qemu.pid"), "utf8").trim()) || 0;
+      } catch {
+        // not yet
+      }
+    }
+    const lab = new Lab({
+      instance,
+      hostName,
+      imageDir: image.dir,
+      recipeHash: image.recipeHash,
+      stateDir,
+      pgid: child.pid,
+      qemuPid: qemuPid || child.pid,
+      host: "127.0.0.1",
+      port,
+      httpPort,
+      user: "root",
+      privateKeyFile,
+      knownHostsFile,
+      hostKey: image.hostKeyFingerprint,
+      consoleLog,
+      startedAt: new Date(started).toISOString(),
+    });
+    lab.saveState();
+    if (!opts.detach) {
+      liveLabs.add(lab);
+      hookExit();
+    }
+    log(
+      `lab: ${instance}: QEMU pid ${lab.qemuPid}, ssh on 127.0.0.1:${port}, http on 127.0.0.1:${httpPort}, console ${consoleLog}`,
+    );
+    try {
+      await lab.waitForSsh(opts.sshTimeoutMs ?? 300_000);
+    } catch (e) {
+      await lab.stop({ keepConsoleLog: true });
+      throw e;
+    }
+    lab.bootMs = Date.now() - started;
+    lab.saveState();
+    log(`lab: ${instance}: SSH answered ${Math.round(lab.bootMs / 1000)} s after QEMU started`);
+    return lab;
+  }
+
+  /** The instance recorded in <cache>/lab/run/<instance>/state.json, if any. */
+  static attach(instance: string): Lab | undefined {
+    const f = path.join(runDir(), instance, "state.json");
+    if (!fs.existsSync(f)) return undefined;
+    return new Lab(JSON.parse(fs.readFileSync(f, "utf8")) as LabState);
+  }
+
+  /** Every instance with a state directory. */
+  static list(): Lab[] {
+    if (!fs.existsSync(runDir())) return [];
+    return fs
+      .readdirSync(runDir())
+      .map((i) => Lab.attach(i))
+      .filter((l): l is Lab => l !== undefined);
+  }
+
+  private saveState(): void {
+    fs.writeFileSync(path.join(this.stateDir, "state.json"), JSON.stringify(this.state(), null, 2));
+  }
+
+  /** True while this instance's QEMU process is alive (and really is ours). */
+  isRunning(): boolean {
+    if (!alive(this.qemuPid)) return false;
+    try {
+      return (
+        fs
+          .readFileSync(`/proc/${this.qemuPid}/cmdline`, "utf8")
+          .includes(`xen-estate-lab-${this.instance}`) || this.qemuPid === this.pgid
+      );
+    } catch {
+      return false;
+    }
+  }
+
+  /** Arguments for the system ssh client, up to and including the destination. */
+  sshArgs(): string[] {
+    return [
+      "-i",
+      this.privateKeyFile,
+      "-p",
+      String(this.port),
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      `UserKnownHostsFile=${this.knownHostsFile}`,
+      "-o",
+      "GlobalKnownHostsFile=/dev/null",
+      "-o",
+      "IdentitiesOnly=yes",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "LogLevel=ERROR",
+      "-o",
+      "ConnectTimeout=10",
+      "-o",
+      "ServerAliveInterval=5",
+      "-o",
+      "ServerAliveCountMax=6",
+      `${this.user}@${this.host}`,
+    ];
+  }
+
+  /** A command line a person can paste. */
+  sshCommandLine(): string {
+    return ["ssh", ...this.sshArgs()].map((a) => (/^[\w@.:/=,+-]+$/.test(a) ? a : `'${a}'`)).join(" ");
+  }
+
+  /** Runs `command` through the remote shell; never throws for a non-zero exit. */
+  exec(command: string, opts: { timeoutMs?: number; input?: string | Buffer } = {}): Promise<SshResult> {
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const p = spawn("ssh", [...this.sshArgs(), command], { stdio: ["pipe", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      let timedOut = false;
+      p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => {
+        timedOut = true;
+        p.kill("SIGKILL");
+      }, opts.timeoutMs ?? 120_000);
+      p.on("error", (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      p.on("close", (code, signal) => {
+        clearTimeout(timer);
+        resolve({ exitCode: code, signal, stdout, stderr, timedOut, durationMs: Date.now() - started });
+      });
+      p.stdin.on("error", () => undefined);
+      p.stdin.end(opts.input);
+    });
+  }
+
+  /** Runs `command`, returns its stdout; throws LabCommandError unless it exits 0. */
+  async ssh(command: string, opts: { timeoutMs?: number; input?: string | Buffer } = {}): Promise<string> {
+    const r = await this.exec(command, opts);
+    if (r.exitCode !== 0) throw new LabCommandError(this.instance, command, r);
+    return r.stdout;
+  }
+
+  /** Waits until `true` runs over SSH (host key pinned), or throws with the console's last lines. */
+  async waitForSsh(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    while (Date.now() < deadline) {
+      if (!this.isRunning())
+        throw new Error(
+          `lab ${this.instance}: QEMU exited while booting\n${this.consoleTail(30)}\n${this.qemuStderr()}`,
+        );
+      const r = await this.exec("true", { timeoutMs: 20_000 });
+      if (r.exitCode === 0) return;
+      last = r.stderr.trim();
+      if (/host key|REMOTE HOST IDENTIFICATION/i.test(last))
+        throw new Error(`lab ${this.instance}: host key mismatch: ${last}`);
+      await sleep(2000);
+    }
+    throw new Error(
+      `lab ${this.instance}: no SSH after ${timeoutMs} ms (last: ${last})\n--- console tail ---\n${this.consoleTail(40)}`,
+    );
+  }
+
+  consoleTail(lines = 40): string {
+    try {
+      return fs.readFileSync(this.consoleLog, "utf8").split("\n").slice(-lines).join("\n");
+    } catch {
+      return "(no console log)";
+    }
+  }
+
+  private qemuStderr(): string {
+    try {
+      return fs.readFileSync(path.join(this.stateDir, "qemu.stderr"), "utf8");
+    } catch {
+      return "";
+    }
+  }
+
+  /** Kills the process group right now (for exit handlers); leaves files. */
+  killSync(): void {
+    for (const pid of [-this.pgid, this.qemuPid]) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  /**
+   * Kills QEMU (the disks are throw-away overlays, so there is nothing to shut down cleanly) and removes the
+   * state directory. With `keepConsoleLog` the console log is first copied to <cache>/lab/logs/.
+   * @returns the kept console log's path, if any
+   */
+  async stop(opts: { keepConsoleLog?: boolean } = {}): Promise<string | undefined> {
+    if (this.stopped) return undefined;
+    this.stopped = true;
+    liveLabs.delete(this);
+    for (const pid of [-this.pgid, this.qemuPid]) {
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+    for (let i = 0; i < 50 && (alive(this.qemuPid) || alive(this.pgid)); i++) await sleep(100);
+    this.killSync();
+    for (let i = 0; i < 20 && alive(this.qemuPid); i++) await sleep(100);
+    let kept: string | undefined;
+    if (opts.keepConsoleLog && fs.existsSync(this.consoleLog)) {
+      const logs = path.join(labCacheDir(), "logs");
+      fs.mkdirSync(logs, { recursive: true });
+      kept = path.join(logs, `${this.instance}-${this.startedAt.replace(/[:.]/g, "-")}.console.log`);
+      fs.copyFileSync(this.consoleLog, kept);
+      pruneLogs(logs, 20);
+    }
+    fs.rmSync(this.stateDir, { recursive: true, force: true });
+    return kept;
+  }
+}
+
+function pruneLogs(dir: string, keep: number): void {
+  const files = fs
+    .readdirSync(dir)
+    .map((f) => ({ f, t: fs.statSync(path.join(dir, f)).mtimeMs }))
+    .sort((a, b) => b.t - a.t);
+  for (const { f } of files.slice(keep)) fs.rmSync(path.join(dir, f), { force: true });
+}
+
+/** Stops every recorded instance; returns their names. */
+export async function downAll(): Promise<string[]> {
+  const names: string[] = [];
+  for (const lab of Lab.list()) {
+    names.push(lab.instance);
+    await lab.stop();
+  }
+  return names;
+}
