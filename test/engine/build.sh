@@ -101,7 +101,8 @@ go_bin=$(command -v go 2>/dev/null || true)
 [ -n "$go_bin" ] || die "Go toolchain not found (install Go >= 1.26, or install the official Pulumi CLI)"
 log "go: $("$go_bin" version)"
 
-export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+# GOTOOLCHAIN stays as the user has it: an older Go fetches go1.26 through the module proxy.
+export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod -buildvcs=false"
 work="$dest/work"
 rm -rf "$work" "$bin.new"
 mkdir -p "$work/cli" "$work/langhost" "$bin.new"
