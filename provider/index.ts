@@ -32,3 +32,7 @@ export type { Kind, Context, CommonInputs } from "./dynamic";
 export * from "./remoteFile";
 export * from "./lvmVolume";
 export { parseSize, formatSize, roundUpToExtent } from "./units";
+export * from "./guest";
+export * from "./bridgedDomU";
+export * from "./natDomU";
+export { parseCidr, derivedMac, macProblem } from "./network";

@@ -34,8 +34,11 @@ const helpers: Record<string, HelperDelegate> = {
   /** `{{#if (not a)}}` */
   not: (a: unknown) => !a,
   /** xl disk spec (xl-disk-configuration(5)); `target` goes last because it may contain commas. */
-  diskSpec: (d: { format?: string; vdev: string; access: string; target: string }) =>
-    `format=${d.format ?? "raw"}, vdev=${d.vdev}, access=${d.access}, target=${d.target}`,
+  diskSpec: (d: { format?: string; vdev: string; access: string; path: string }) => {
+    for (const k of ["vdev", "access", "path"] as const)
+      if (typeof d[k] !== "string") throw new Error(`diskSpec: disk has no ${k}`);
+    return `format=${d.format ?? "raw"}, vdev=${d.vdev}, access=${d.access}, target=${d.path}`;
+  },
   /** xl vif spec (xl-network-configuration(5)); null fields are left out. */
   vifSpec: (v: Record<string, unknown>) =>
     ["mac", "bridge", "ip", "script", "vifname", "gatewaydev"]

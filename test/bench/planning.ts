@@ -27,8 +27,8 @@ function guestContext(i: number): Record<string, unknown> {
       cmdline: "root=/dev/xvda ro console=hvc0",
     },
     disks: [
-      { target: `/dev/vg0/${name}-root`, vdev: "xvda", access: "rw" },
-      { target: `/dev/vg0/${name}-swap`, vdev: "xvdb", access: "rw" },
+      { path: `/dev/vg0/${name}-root`, vdev: "xvda", access: "rw" },
+      { path: `/dev/vg0/${name}-swap`, vdev: "xvdb", access: "rw" },
     ],
     vifs: [
       {

@@ -1,0 +1,200 @@
+/**
+ * BridgedDomU and NatDomU planning: validation, the rendered files, and what each change does.
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import {
+  checkInputs,
+  classifyChange,
+  claimAddresses,
+  GuestInputs,
+  planDiff,
+  VERSION,
+  derivedMac,
+} from "../../provider";
+
+const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
+const hostKey = fs.readFileSync(path.join(keys, "host_ed25519.fingerprint"), "utf8").trim();
+
+const common = {
+  connection: { host: "dom0", hostKey },
+  xenEstateVersion: VERSION,
+  name: "web1",
+  memoryMiB: 256,
+  boot: {
+    kernel: "/var/lib/xen-estate/kits/vmlinuz",
+    ramdisk: "/var/lib/xen-estate/kits/initrd.gz",
+    cmdline: "console=hvc0",
+  },
+  disks: [{ path: "/dev/vg0/web1-root", vdev: "xvda" }],
+};
+const bridged = { ...common, ip: "203.0.113.10", mac: "00:50:56:00:12:34" };
+const nat = { ...common, name: "app1", ip: "10.0.0.5" };
+
+function ok(kind: string, raw: Record<string, unknown>): GuestInputs {
+  const { inputs, failures } = checkInputs(kind, raw);
+  assert.deepEqual(
+    failures.map((f) => f.message),
+    [],
+  );
+  return inputs as unknown as GuestInputs;
+}
+
+function failing(kind: string, raw: Record<string, unknown>): string[] {
+  return checkInputs(kind, raw).failures.map((f) => f.property);
+}
+
+describe("guest checks", () => {
+  test("fill defaults: pvh, 1 vcpu, maxmem = memory, autostart, running, restart on reboot and crash", () => {
+    const g = ok("BridgedDomU", bridged);
+    assert.deepEqual(
+      [
+        g.type,
+        g.vcpus,
+        g.maxVcpus,
+        g.maxMemoryMiB,
+        g.autostart,
+        g.running,
+        g.onPoweroff,
+        g.onReboot,
+        g.onCrash,
+      ],
+      ["pvh", 1, 1, 256, true, true, "destroy", "restart", "restart"],
+    );
+    assert.deepEqual(g.vifs, [
+      { mac: "00:50:56:00:12:34", bridge: "xenbr0", ip: "203.0.113.10", script: null },
+    ]);
+  });
+
+  const bad: [string, string, Record<string, unknown>, string[]][] = [
+    ["a name with a space", "BridgedDomU", { ...bridged, name: "web 1" }, ["name"]],
+    ["memory below the minimum", "BridgedDomU", { ...bridged, memoryMiB: 32 }, ["memoryMiB"]],
+    ["maxmem below memory", "BridgedDomU", { ...bridged, maxMemoryMiB: 128 }, ["maxMemoryMiB"]],
+    ["a multicast MAC", "BridgedDomU", { ...bridged, mac: "01:00:5e:00:00:01" }, ["mac"]],
+    ["a malformed MAC", "BridgedDomU", { ...bridged, mac: "00:50:56:00:12" }, ["mac"]],
+    ["a missing MAC on a bridged guest", "BridgedDomU", { ...bridged, mac: undefined }, ["mac"]],
+    ["a malformed IP", "BridgedDomU", { ...bridged, ip: "203.0.113.300" }, ["ip"]],
+    [
+      "a bad vdev",
+      "BridgedDomU",
+      { ...bridged, disks: [{ path: "/dev/vg0/x", vdev: "sda" }] },
+      ["disks[0].vdev"],
+    ],
+    [
+      "the same vdev twice",
+      "BridgedDomU",
+      {
+        ...bridged,
+        disks: [
+          { path: "/dev/vg0/x", vdev: "xvda" },
+          { path: "/dev/vg0/y", vdev: "xvda" },
+        ],
+      },
+      ["disks[1].vdev"],
+    ],
+    [
+      "a disk outside /dev",
+      "BridgedDomU",
+      { ...bridged, disks: [{ path: "/tmp/disk.img", vdev: "xvda" }] },
+      ["disks[0].path"],
+    ],
+    ["a NAT address outside its network", "NatDomU", { ...nat, ip: "10.0.1.5" }, ["ip"]],
+    ["the NAT gateway as a guest address", "NatDomU", { ...nat, ip: "10.0.0.1" }, ["ip"]],
+    ["the broadcast address", "NatDomU", { ...nat, ip: "10.0.0.255" }, ["ip"]],
+    ["a network with host bits", "NatDomU", { ...nat, network: "10.0.0.1/24" }, ["network"]],
+    [
+      "install without a gateway on a bridged guest",
+      "BridgedDomU",
+      { ...bridged, install: { image: "/var/lib/x.tar" } },
+      ["gateway"],
+    ],
+  ];
+  for (const [what, kind, raw, props] of bad) {
+    test(`reject ${what}`, () => assert.deepEqual(failing(kind, raw), props));
+  }
+
+  test("a NAT guest without a MAC gets a stable one in Xen's range", () => {
+    const a = ok("NatDomU", nat).vifs[0]!.mac;
+    assert.equal(a, ok("NatDomU", nat).vifs[0]!.mac);
+    assert.equal(a, derivedMac("dom0/app1"));
+    assert.match(a, /^00:16:3e:[0-7][0-9a-f]:[0-9a-f]{2}:[0-9a-f]{2}$/);
+  });
+});
+
+describe("rendered files", () => {
+  test("a bridged guest owns its xl config only, with the provider's MAC on the bridge", () => {
+    const g = ok("BridgedDomU", bridged);
+    assert.deepEqual(Object.keys(g.files), ["/etc/xen/web1.cfg"]);
+    assert.match(
+      g.files["/etc/xen/web1.cfg"]!,
+      /^vif = \[\n {4}"mac=00:50:56:00:12:34,bridge=xenbr0,ip=203\.0\.113\.10"\n\]/m,
+    );
+    assert.match(
+      g.files["/etc/xen/web1.cfg"]!,
+      /^disk = \[\n {4}"format=raw, vdev=xvda, access=rw, target=\/dev\/vg0\/web1-root"\n\]/m,
+    );
+  });
+
+  test("a NAT guest also owns the NAT script and settings, and its config names its network", () => {
+    const g = ok("NatDomU", nat);
+    assert.deepEqual(Object.keys(g.files).sort(), [
+      "/etc/xen/app1.cfg",
+      "/etc/xen/scripts/vif-xen-estate-nat",
+      "/etc/xen/xen-estate-nat.conf",
+    ]);
+    assert.match(
+      g.files["/etc/xen/xen-estate-nat.conf"]!,
+      /^XE_NAT_NETWORK=10\.0\.0\.0\/24\nXE_NAT_GATEWAY=10\.0\.0\.1$/m,
+    );
+    assert.match(g.files["/etc/xen/app1.cfg"]!, /^# xen-estate-nat-network 10\.0\.0\.0\/24$/m);
+    assert.match(g.files["/etc/xen/app1.cfg"]!, /script=vif-xen-estate-nat/);
+    const code = g.files["/etc/xen/scripts/vif-xen-estate-nat"]!.split("\n").filter((l) => !l.trimStart().startsWith("#"));
+    assert.doesNotMatch(code.join("\n"), /ifconfig|\+ ?127/);
+  });
+
+  test("a guest far above .128 gets the same gateway as every other guest", () => {
+    const high = ok("NatDomU", { ...nat, ip: "10.0.0.200" });
+    assert.equal(high.guestNetwork.gateway, "10.0.0.1");
+  });
+});
+
+describe("changes", () => {
+  const olds = { ...ok("BridgedDomU", bridged), domid: 3 };
+
+  test("memory and vcpus apply live", () => {
+    const news = ok("BridgedDomU", { ...bridged, memoryMiB: 384, maxMemoryMiB: 512 });
+    const c = classifyChange({ ...olds, maxMemoryMiB: 512 }, news);
+    assert.deepEqual(c, { live: ["memoryMiB"], restart: [], config: [] });
+    assert.deepEqual(planDiff("BridgedDomU", { ...olds, maxMemoryMiB: 512 }, { ...news }).replaces, []);
+  });
+
+  test("a new MAC restarts the guest; a new name replaces it, deleting the old one first", () => {
+    assert.deepEqual(
+      classifyChange(olds, ok("BridgedDomU", { ...bridged, mac: "00:50:56:00:12:35" })).restart,
+      ["vifs"],
+    );
+    const d = planDiff("BridgedDomU", { ...olds }, { ...ok("BridgedDomU", { ...bridged, name: "web2" }) });
+    assert.deepEqual([d.replaces, d.deleteBeforeReplace], [["name"], true]);
+  });
+
+  test("autostart is config only, and the diff lists the changed file", () => {
+    const news = ok("BridgedDomU", { ...bridged, onCrash: "preserve" });
+    assert.deepEqual(classifyChange(olds, news).config, ["onCrash"]);
+    assert.ok(planDiff("BridgedDomU", { ...olds }, { ...news }).changed.includes("files"));
+  });
+});
+
+describe("addresses used twice in one program", () => {
+  test("the second guest with a MAC already claimed on the same host is refused, naming the first", () => {
+    claimAddresses("guest-a", "dom9", [{ kind: "MAC", value: "00:50:56:aa:bb:cc" }]);
+    assert.throws(
+      () => claimAddresses("guest-b", "dom9", [{ kind: "MAC", value: "00:50:56:AA:BB:CC" }]),
+      /guest-b: MAC 00:50:56:AA:BB:CC on dom9 is already used by guest-a/,
+    );
+    assert.doesNotThrow(() =>
+      claimAddresses("guest-c", "dom8", [{ kind: "MAC", value: "00:50:56:aa:bb:cc" }]),
+    );
+  });
+});
