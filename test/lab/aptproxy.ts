@@ -250,24 +250,42 @@ export async function handleConnection(sock: net.Socket, opts: ProxyOptions): Pr
   });
 }
 
-function parseArgs(argv: string[]): { stdio: boolean; listen?: string; opts: ProxyOptions } {
+function parseArgs(argv: string[]): { stdio: boolean; listen?: string; connect?: string; opts: ProxyOptions } {
   const opts: ProxyOptions = {};
   let stdio = false;
   let listen: string | undefined;
+  let connect: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--stdio") stdio = true;
     else if (a === "--listen") listen = argv[++i];
+    else if (a === "--connect") connect = argv[++i];
     else if (a === "--cache") opts.cacheDir = argv[++i];
     else if (a === "--log") opts.logFile = argv[++i];
     else throw new Error(`unknown argument ${a}`);
   }
-  return { stdio, listen, opts };
+  return { stdio, listen, connect, opts };
 }
 
 if (require.main === module) {
-  const { stdio, listen, opts } = parseArgs(process.argv.slice(2));
-  if (stdio) {
+  const { stdio, listen, connect, opts } = parseArgs(process.argv.slice(2));
+  if (connect) {
+    // Plain relay for QEMU guestfwd: the guest connection on fd 0 <-> a TCP port on the host (e.g. a source
+    // VPS's sshd in a network namespace). `--connect HOST:PORT`.
+    const [host, port] = connect.split(":");
+    const guest = new net.Socket({ fd: 0, readable: true, writable: true });
+    const target = net.connect(Number(port), host ?? "127.0.0.1");
+    guest.pipe(target);
+    target.pipe(guest);
+    const close = (): void => {
+      guest.destroy();
+      target.destroy();
+    };
+    guest.on("error", close);
+    target.on("error", close);
+    guest.on("close", close);
+    target.on("close", close);
+  } else if (stdio) {
     // A hard stop: a stuck transfer must not leave processes behind (QEMU starts these in their own session).
     setTimeout(() => process.exit(1), 15 * 60_000).unref();
     const sock = new net.Socket({ fd: 0, readable: true, writable: true });
@@ -279,7 +297,7 @@ if (require.main === module) {
       console.log(`aptproxy listening on ${listen}`);
     });
   } else {
-    console.error("usage: aptproxy.js --stdio|--listen HOST:PORT [--cache DIR] [--log FILE]");
+    console.error("usage: aptproxy.js --stdio|--listen HOST:PORT [--cache DIR] [--log FILE] | --connect HOST:PORT");
     process.exit(2);
   }
 }

@@ -9,6 +9,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LAB_HOSTS, LabHostName, Lab, buildImage, downAll, labCacheDir, recipeHash } from "./lab";
+import { SourceVps, buildSourceImage, downSources } from "./source";
 
 function usage(): never {
   process.stderr.write(
@@ -26,10 +27,11 @@ function usage(): never {
   process.exit(2);
 }
 
-function hostArg(a: string | undefined): LabHostName {
+function hostArg(a: string | undefined): LabHostName | "source" {
   const h = (a ?? "dom0") as LabHostName;
+  if (a === "source") return "source";
   if (!LAB_HOSTS.includes(h)) {
-    process.stderr.write(`unknown lab host ${JSON.stringify(a)}; hosts: ${LAB_HOSTS.join(", ")}\n`);
+    process.stderr.write(`unknown lab host ${JSON.stringify(a)}; hosts: ${[...LAB_HOSTS, "source"].join(", ")}\n`);
     process.exit(2);
   }
   return h;
@@ -57,10 +59,30 @@ async function main(): Promise<number> {
         `dom0 image ${img.builtNow ? `built in ${Math.round((Date.now() - t) / 1000)} s` : "cached"}: ${img.dir}\n` +
           `  Xen ${img.xen}, kernel ${img.kernelVersion}, host key ${img.hostKeyFingerprint}\n`,
       );
+      const t2 = Date.now();
+      const src = buildSourceImage({ force: rest.includes("--force") });
+      process.stdout.write(
+        `source VPS disk ${src.builtNow ? `built in ${Math.round((Date.now() - t2) / 1000)} s` : "cached"}: ${src.dir}/disk.img (${src.sizeMiB} MiB, host key ${src.hostKeyFingerprint})\n`,
+      );
       return 0;
     }
     case "up": {
       const host = hostArg(rest[0]);
+      if (host === "source") {
+        const old = SourceVps.attach("source");
+        if (old) old.stopSync();
+        const src = await SourceVps.start({ instance: "source", detach: true });
+        process.stdout.write(
+          [
+            `source: sshd in network namespace ${src.netns} at ${src.address}:22 (host key ${src.hostKey})`,
+            `  ssh:   ssh ${src.sshArgs().join(" ")}`,
+            `  or:    npm run lab -- ssh source <command>`,
+            `  disk:  ${src.diskImage} (marker ${src.marker})`,
+            "",
+          ].join("\n"),
+        );
+        return 0;
+      }
       const running = Lab.attach(host);
       if (running?.isRunning()) {
         process.stdout.write(`${describe(running)}\n`);
@@ -73,13 +95,20 @@ async function main(): Promise<number> {
     case "ssh": {
       const [instance, ...words] = rest;
       if (!instance || words.length === 0) usage();
+      const input = process.stdin.isTTY ? undefined : fs.readFileSync(0);
+      const src = SourceVps.attach(instance);
+      if (src) {
+        const r = await src.exec(words.join(" "), { timeoutMs: 30 * 60_000 });
+        process.stdout.write(r.stdout);
+        process.stderr.write(r.stderr);
+        return r.exitCode ?? 1;
+      }
       const lab = Lab.attach(instance);
       if (!lab?.isRunning()) {
         process.stderr.write(`lab ${instance} is not running: npm run lab -- up ${instance}\n`);
         return 1;
       }
-      // Pass piped stdin through (`npm run lab -- ssh dom0 'cat > /tmp/x.cfg' < x.cfg`).
-      const input = process.stdin.isTTY ? undefined : fs.readFileSync(0);
+      // Piped stdin goes through (`npm run lab -- ssh dom0 'cat > /tmp/x.cfg' < x.cfg`).
       const r = await lab.exec(words.join(" "), { timeoutMs: 30 * 60_000, input });
       process.stdout.write(r.stdout);
       process.stderr.write(r.stderr);
@@ -88,6 +117,7 @@ async function main(): Promise<number> {
     case "status": {
       const labs = Lab.list();
       if (labs.length === 0) process.stdout.write("no lab instances\n");
+      for (const src of SourceVps.list()) process.stdout.write(`${src.instance}: source VPS sshd at ${src.address}:22 in netns ${src.netns}\n`);
       for (const lab of labs) {
         process.stdout.write(lab.isRunning() ? `${describe(lab)}\n` : `${lab.instance}: not running (stale state in ${lab.stateDir}; \`down\` removes it)\n`);
       }
@@ -104,7 +134,7 @@ async function main(): Promise<number> {
       return 0;
     }
     case "down": {
-      const names = await downAll();
+      const names = [...(await downAll()), ...downSources()];
       process.stdout.write(names.length ? `stopped: ${names.join(", ")}\n` : "nothing was running\n");
       return 0;
     }

@@ -162,6 +162,11 @@ export interface LabStartOptions {
   detach?: boolean;
   /** Progress lines. @default stderr */
   log?: (line: string) => void;
+  /**
+   * Extra addresses the machine may reach on the host: each guest connection to guestAddress:guestPort is
+   * relayed to `target` (HOST:PORT on the host, e.g. a SourceVps in its namespace). See SourceVps.dom0Forward().
+   */
+  forwards?: { guestAddress: string; guestPort: number; target: string }[];
 }
 
 /** What state.json holds; enough to reattach from another process. */
@@ -358,6 +363,10 @@ export class Lab implements LabState {
       `hostfwd=tcp:127.0.0.1:${port}-:22`,
       `hostfwd=tcp:127.0.0.1:${httpPort}-:80`,
       `guestfwd=tcp:10.0.2.100:3142-cmd:${qemuEscape(proxyCmd.join(" "))}`,
+      ...(opts.forwards ?? []).map(
+        (f) =>
+          `guestfwd=tcp:${f.guestAddress}:${f.guestPort}-cmd:${qemuEscape([process.execPath, path.join(__dirname, "aptproxy.js"), "--connect", f.target].join(" "))}`,
+      ),
     ].join(",");
     const qemuArgs = [
       "-name",
@@ -366,9 +375,11 @@ export class Lab implements LabState {
       "q35",
       "-accel",
       "tcg,thread=multi",
-      // -cpu max crashes the PV dom0 early under TCG (SMAP): FIELD-NOTES §10.
+      // -cpu max crashes the PV dom0 early under TCG (SMAP): FIELD-NOTES §10. `max,-smap` boots, but in
+      // QEMU 7.2 its AVX/XSAVE state under Xen PV gave intermittently wrong SHA-256 results (apt "Hash Sum
+      // mismatch" with matching MD5) and failed ed25519 logins: qemu64 has no AVX and none of that.
       "-cpu",
-      "max,-smap",
+      process.env.XEN_ESTATE_LAB_CPU ?? "qemu64",
       "-smp",
       "2",
       "-m",

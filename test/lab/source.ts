@@ -1,0 +1,305 @@
+/**
+ * The "source VPS" for migration tests: a real OpenSSH server in its own network namespace on the host,
+ * holding a real ext4 disk image with a bootable Debian 12 userland (built once by
+ * test/lab/images/build-source.sh from the same debootstrapped rootfs as the dom0).
+ *
+ *   const src = await SourceVps.start();
+ *   src.address, src.port (22), src.user ("root"), src.privateKey, src.hostKey ("SHA256:…")
+ *   src.diskImage        a fresh copy of the image for this run (the VPS's /dev/sda, as a file)
+ *   await src.ssh("dumpe2fs -h " + src.diskImage);
+ *   await src.stop();
+ *
+ * The sshd runs as the host's root in the namespace (it shares the host's filesystem): what makes it a
+ * separate host is its address (10.201.N.2, reachable from the host over a veth pair), its own host key
+ * and its own authorized key. A dom0 lab machine reaches it through a QEMU guestfwd (see `dom0Forward`).
+ */
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { LabCommandError, SshResult, labCacheDir, repoRoot } from "./lab";
+
+export interface SourceImage {
+  dir: string;
+  recipeHash: string;
+  kernelVersion: string;
+  sizeMiB: number;
+  hostKeyFingerprint: string;
+  /** Random string in /root/xen-estate-source-marker inside the image. */
+  marker: string;
+  builtNow: boolean;
+}
+
+export function buildSourceImage(opts: { force?: boolean } = {}): SourceImage {
+  const script = path.join(repoRoot(), "test", "lab", "images", "build-source.sh");
+  const r = spawnSync("bash", [script, ...(opts.force ? ["--force"] : [])], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  if (r.status !== 0) throw new Error(`${script} exited ${r.status}\n${r.stderr}`);
+  const dir = r.stdout.trim().split("\n").pop()!;
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, "image.json"), "utf8")) as Omit<SourceImage, "dir" | "builtNow">;
+  return { ...meta, dir, builtNow: r.stderr.includes("ready in") };
+}
+
+export interface SourceVpsState {
+  instance: string;
+  stateDir: string;
+  netns: string;
+  /** The VPS's address (namespace side of the veth pair). */
+  address: string;
+  /** The host's address on the veth pair. */
+  hostAddress: string;
+  port: number;
+  user: string;
+  privateKeyFile: string;
+  knownHostsFile: string;
+  hostKey: string;
+  diskImage: string;
+  marker: string;
+  sshdPid: number;
+}
+
+function sourcesDir(): string {
+  return path.join(labCacheDir(), "sources");
+}
+
+function sh(args: string[]): void {
+  const r = spawnSync(args[0]!, args.slice(1), { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${args.join(" ")} failed: ${r.stderr.trim()}`);
+}
+
+const live = new Set<SourceVps>();
+let hooked = false;
+
+export class SourceVps implements SourceVpsState {
+  readonly instance!: string;
+  readonly stateDir!: string;
+  readonly netns!: string;
+  readonly address!: string;
+  readonly hostAddress!: string;
+  readonly port!: number;
+  readonly user!: string;
+  readonly privateKeyFile!: string;
+  readonly knownHostsFile!: string;
+  readonly hostKey!: string;
+  readonly diskImage!: string;
+  readonly marker!: string;
+  readonly sshdPid!: number;
+  private stopped = false;
+
+  private constructor(s: SourceVpsState) {
+    Object.assign(this, s);
+  }
+
+  get privateKey(): string {
+    return fs.readFileSync(this.privateKeyFile, "utf8");
+  }
+
+  /** `ssh-ed25519 AAAA…` */
+  get hostPublicKey(): string {
+    return fs.readFileSync(this.knownHostsFile, "utf8").trim().split(" ").slice(1, 3).join(" ");
+  }
+
+  /** Builds the image if needed, makes the namespace and veth pair, copies the disk, starts sshd. */
+  static async start(opts: { instance?: string; timeoutMs?: number; detach?: boolean } = {}): Promise<SourceVps> {
+    const image = buildSourceImage();
+    const instance = opts.instance ?? `source-${process.pid}`;
+    const stateDir = path.join(sourcesDir(), instance);
+    SourceVps.attach(instance)?.stopSync();
+    fs.rmSync(stateDir, { recursive: true, force: true });
+    fs.mkdirSync(stateDir, { recursive: true });
+    // A /30 per instance in 10.201.0.0/16, chosen from the pid; names fit IFNAMSIZ (15).
+    const n = (process.pid % 16000) + 1;
+    const third = Math.floor((n * 4) / 256) % 256;
+    const fourth = (n * 4) % 256;
+    const hostAddress = `10.201.${third}.${fourth + 1}`;
+    const address = `10.201.${third}.${fourth + 2}`;
+    const netns = `xesrc${n}`;
+    const vethHost = `xs${n}h`;
+    const vethNs = `xs${n}n`;
+    const state: SourceVpsState = {
+      instance,
+      stateDir,
+      netns,
+      address,
+      hostAddress,
+      port: 22,
+      user: "root",
+      privateKeyFile: path.join(stateDir, "id_ed25519"),
+      knownHostsFile: path.join(stateDir, "known_hosts"),
+      hostKey: image.hostKeyFingerprint,
+      diskImage: path.join(stateDir, "disk.img"),
+      marker: image.marker,
+      sshdPid: 0,
+    };
+    fs.writeFileSync(path.join(stateDir, "state.json"), JSON.stringify(state, null, 2));
+    const vps = new SourceVps(state);
+    if (!opts.detach) live.add(vps);
+    if (!opts.detach && !hooked) {
+      hooked = true;
+      process.on("exit", () => live.forEach((v) => v.stopSync()));
+    }
+    try {
+      spawnSync("ip", ["netns", "del", netns]);
+      sh(["ip", "netns", "add", netns]);
+      sh(["ip", "link", "add", vethHost, "type", "veth", "peer", "name", vethNs]);
+      sh(["ip", "link", "set", vethNs, "netns", netns]);
+      sh(["ip", "addr", "add", `${hostAddress}/30`, "dev", vethHost]);
+      sh(["ip", "link", "set", vethHost, "up"]);
+      sh(["ip", "netns", "exec", netns, "ip", "addr", "add", `${address}/30`, "dev", vethNs]);
+      sh(["ip", "netns", "exec", netns, "ip", "link", "set", vethNs, "up"]);
+      sh(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"]);
+      sh(["cp", "--sparse=always", path.join(image.dir, "disk.img"), state.diskImage]);
+      fs.copyFileSync(path.join(image.dir, "id_ed25519"), state.privateKeyFile);
+      fs.chmodSync(state.privateKeyFile, 0o600);
+      fs.copyFileSync(path.join(image.dir, "ssh_host_ed25519_key"), path.join(stateDir, "ssh_host_ed25519_key"));
+      fs.chmodSync(path.join(stateDir, "ssh_host_ed25519_key"), 0o600);
+      fs.copyFileSync(path.join(image.dir, "id_ed25519.pub"), path.join(stateDir, "authorized_keys"));
+      const hostPub = fs.readFileSync(path.join(image.dir, "ssh_host_ed25519_key.pub"), "utf8").trim().split(" ").slice(0, 2).join(" ");
+      fs.writeFileSync(state.knownHostsFile, `${address} ${hostPub}\n`);
+      fs.writeFileSync(
+        path.join(stateDir, "sshd_config"),
+        [
+          `Port 22`,
+          `ListenAddress ${address}`,
+          `HostKey ${path.join(stateDir, "ssh_host_ed25519_key")}`,
+          `AuthorizedKeysFile ${path.join(stateDir, "authorized_keys")}`,
+          `PermitRootLogin prohibit-password`,
+          `PasswordAuthentication no`,
+          `KbdInteractiveAuthentication no`,
+          `UsePAM no`,
+          `StrictModes no`,
+          `UseDNS no`,
+          `PidFile ${path.join(stateDir, "sshd.pid")}`,
+          `Subsystem sftp internal-sftp`,
+          "",
+        ].join("\n"),
+      );
+      fs.mkdirSync("/run/sshd", { recursive: true });
+      const logFd = fs.openSync(path.join(stateDir, "sshd.log"), "w");
+      const child = spawn("ip", ["netns", "exec", netns, "/usr/sbin/sshd", "-D", "-e", "-f", path.join(stateDir, "sshd_config")], {
+        detached: true,
+        stdio: ["ignore", logFd, logFd],
+      });
+      fs.closeSync(logFd);
+      child.unref();
+      (vps as { sshdPid: number }).sshdPid = child.pid ?? 0;
+      fs.writeFileSync(path.join(stateDir, "state.json"), JSON.stringify({ ...state, sshdPid: vps.sshdPid }, null, 2));
+      const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
+      for (;;) {
+        const r = await vps.exec("true", { timeoutMs: 5000 });
+        if (r.exitCode === 0) break;
+        if (Date.now() > deadline) throw new Error(`source VPS sshd did not answer: ${r.stderr}\n${fs.readFileSync(path.join(stateDir, "sshd.log"), "utf8")}`);
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    } catch (e) {
+      vps.stopSync();
+      throw e;
+    }
+    return vps;
+  }
+
+  static attach(instance: string): SourceVps | undefined {
+    const f = path.join(sourcesDir(), instance, "state.json");
+    if (!fs.existsSync(f)) return undefined;
+    return new SourceVps(JSON.parse(fs.readFileSync(f, "utf8")) as SourceVpsState);
+  }
+
+  static list(): SourceVps[] {
+    if (!fs.existsSync(sourcesDir())) return [];
+    return fs
+      .readdirSync(sourcesDir())
+      .map((i) => SourceVps.attach(i))
+      .filter((v): v is SourceVps => v !== undefined);
+  }
+
+  sshArgs(): string[] {
+    return [
+      "-i",
+      this.privateKeyFile,
+      "-p",
+      String(this.port),
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      `UserKnownHostsFile=${this.knownHostsFile}`,
+      "-o",
+      "GlobalKnownHostsFile=/dev/null",
+      "-o",
+      "IdentitiesOnly=yes",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "LogLevel=ERROR",
+      "-o",
+      "ConnectTimeout=5",
+      `${this.user}@${this.address}`,
+    ];
+  }
+
+  exec(command: string, opts: { timeoutMs?: number } = {}): Promise<SshResult> {
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const p = spawn("ssh", [...this.sshArgs(), command], { stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      let timedOut = false;
+      p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => {
+        timedOut = true;
+        p.kill("SIGKILL");
+      }, opts.timeoutMs ?? 120_000);
+      p.on("error", reject);
+      p.on("close", (code, signal) => {
+        clearTimeout(timer);
+        resolve({ exitCode: code, signal, stdout, stderr, timedOut, durationMs: Date.now() - started });
+      });
+    });
+  }
+
+  async ssh(command: string, opts: { timeoutMs?: number } = {}): Promise<string> {
+    const r = await this.exec(command, opts);
+    if (r.exitCode !== 0) throw new LabCommandError(this.instance, command, r);
+    return r.stdout;
+  }
+
+  /** A `Lab.start({ forwards })` entry that makes this VPS reachable from a dom0 at `guestAddress`:22. */
+  dom0Forward(guestAddress = "10.0.2.101"): { guestAddress: string; guestPort: number; target: string } {
+    return { guestAddress, guestPort: 22, target: `${this.address}:${this.port}` };
+  }
+
+  /** Kills sshd, deletes the namespace (and with it the veth pair) and the state directory. */
+  stopSync(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    live.delete(this);
+    if (this.sshdPid) {
+      for (const pid of [-this.sshdPid, this.sshdPid]) {
+        try {
+          process.kill(pid, "SIGTERM");
+        } catch {
+          // gone
+        }
+      }
+    }
+    try {
+      const pid = Number(fs.readFileSync(path.join(this.stateDir, "sshd.pid"), "utf8").trim());
+      if (pid) process.kill(pid, "SIGTERM");
+    } catch {
+      // gone
+    }
+    spawnSync("ip", ["netns", "del", this.netns]);
+    fs.rmSync(this.stateDir, { recursive: true, force: true });
+  }
+
+  async stop(): Promise<void> {
+    this.stopSync();
+    await Promise.resolve();
+  }
+}
+
+/** Stops every recorded source VPS; returns their names. */
+export function downSources(): string[] {
+  return SourceVps.list().map((v) => {
+    v.stopSync();
+    return v.instance;
+  });
+}
