@@ -15,8 +15,8 @@ function usage(): never {
   process.stderr.write(
     [
       "usage: npm run lab -- <command>",
-      "  build [--force]          build the dom0 image (cached by recipe hash)",
-      "  up [host]                boot host (default dom0) in the background",
+      "  build [--force]          build the dom0, bare and source images (cached by recipe hash)",
+      "  up [host]                boot host (dom0, bare or source; default dom0) in the background",
       "  ssh <host> <command…>    run a command on a running host",
       "  status                   show running instances and cached images",
       "  down                     stop all instances",
@@ -59,6 +59,9 @@ async function main(): Promise<number> {
         `dom0 image ${img.builtNow ? `built in ${Math.round((Date.now() - t) / 1000)} s` : "cached"}: ${img.dir}\n` +
           `  Xen ${img.xen}, kernel ${img.kernelVersion}, host key ${img.hostKeyFingerprint}\n`,
       );
+      const t1 = Date.now();
+      const bare = await buildImage("bare", { force: rest.includes("--force") });
+      process.stdout.write(`bare server image ${bare.builtNow ? `built in ${Math.round((Date.now() - t1) / 1000)} s` : "cached"}: ${bare.dir}\n`);
       const t2 = Date.now();
       const src = buildSourceImage({ force: rest.includes("--force") });
       process.stdout.write(
@@ -126,7 +129,7 @@ async function main(): Promise<number> {
       if (fs.existsSync(cache)) {
         for (const d of fs.readdirSync(cache).sort()) {
           const meta = path.join(cache, d, "image.json");
-          if (fs.existsSync(meta)) process.stdout.write(`image ${d}${d === current ? " (current recipe)" : " (old recipe)"}: ${path.join(cache, d)}\n`);
+          if (fs.existsSync(meta)) process.stdout.write(`image ${d}${d.endsWith(current) ? " (current recipe)" : " (old recipe)"}: ${path.join(cache, d)}\n`);
           else if (d.startsWith("base-")) process.stdout.write(`debootstrap base ${d}: ${path.join(cache, d)}\n`);
         }
       }

@@ -6,9 +6,11 @@
 #   cpio, gzip, xz-utils, zstd    the guest kit's initramfs (and compressed kernel modules)
 #   openssh-client                the harness talks to lab machines with the system ssh
 #   debian-archive-keyring, wget  debootstrap's needs (it insists on wget)
+#   grub-common, grub-pc-bin, fdisk   the bare server's disk: grub-mkimage, BIOS GRUB modules, sfdisk
+#   openssh-server, iproute2      the source VPS: sshd in a network namespace
 set -euo pipefail
 pkgs=(qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio gzip xz-utils zstd openssh-client
-  debian-archive-keyring wget ca-certificates)
+  debian-archive-keyring wget ca-certificates grub-common grub-pc-bin fdisk openssh-server iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

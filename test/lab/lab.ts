@@ -17,8 +17,12 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 
-export type LabHostName = "dom0";
-export const LAB_HOSTS: readonly LabHostName[] = ["dom0"];
+/**
+ * dom0: Debian 12 + Xen 4.17, booted by QEMU multiboot. bare: plain Debian 12 that boots through its own
+ * GRUB from its own partitioned disk (a rented server before xen-estate touches it).
+ */
+export type LabHostName = "dom0" | "bare";
+export const LAB_HOSTS: readonly LabHostName[] = ["dom0", "bare"];
 
 /** Addresses inside the lab (see README). */
 export const LAB_NET = {
@@ -76,8 +80,7 @@ export async function buildImage(
   opts: { log?: (line: string) => void; force?: boolean } = {},
 ): Promise<LabImage> {
   const script = path.join(repoRoot(), "test", "lab", "images", `build-${host}.sh`);
-  const hashBefore = recipeHash();
-  const existed = fs.existsSync(path.join(labCacheDir(), hashBefore, "done")) && !opts.force;
+  const existed = fs.existsSync(path.join(imageDir(host), "done")) && !opts.force;
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const dir = await new Promise<string>((resolve, reject) => {
     const p = spawn("bash", [script, ...(opts.force ? ["--force"] : [])], {
@@ -104,6 +107,12 @@ export async function buildImage(
     "host" | "dir" | "builtNow"
   >;
   return { ...meta, host, dir, builtNow: !existed };
+}
+
+/** Where the image for `host` lives (or will) for the current recipe. */
+export function imageDir(host: LabHostName): string {
+  const hash = recipeHash();
+  return path.join(labCacheDir(), host === "dom0" ? hash : `${host}-${hash}`);
 }
 
 /** The recipe hash, computed by the same shell function the build uses. */
@@ -152,7 +161,7 @@ export class LabCommandError extends Error {
 export interface LabStartOptions {
   /** Name of this running instance (its state directory). Default: `<host>-<pid>` for tests, `<host>` for the CLI. */
   instance?: string;
-  /** Guest RAM for QEMU in MiB. @default 2048 (Xen scrubs all of it: more is slower) */
+  /** Guest RAM for QEMU in MiB. @default 2048 for dom0 (Xen scrubs all of it: more is slower), 1024 for bare */
   memoryMiB?: number;
   /** Size of the blank LVM disk (vg0) in GiB. @default 8 */
   vgDiskGiB?: number;
@@ -344,7 +353,7 @@ export class Lab implements LabState {
       const r = spawnSync("qemu-img", args, { encoding: "utf8" });
       if (r.status !== 0) throw new Error(`qemu-img ${args.join(" ")} failed: ${r.stderr}`);
     };
-    qimg(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", img("dom0.img"), rootOverlay]);
+    qimg(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", img(hostName === "dom0" ? "dom0.img" : "disk.img"), rootOverlay]);
     qimg(["create", "-q", "-f", "qcow2", vgDisk, `${opts.vgDiskGiB ?? 8}G`]);
 
     const aptCache = path.join(labCacheDir(), "apt");
@@ -368,6 +377,19 @@ export class Lab implements LabState {
           `guestfwd=tcp:${f.guestAddress}:${f.guestPort}-cmd:${qemuEscape([process.execPath, path.join(__dirname, "aptproxy.js"), "--connect", f.target].join(" "))}`,
       ),
     ].join(",");
+    // dom0: Xen straight from QEMU's multiboot loader with the dom0 kernel and initrd as modules.
+    // bare: the disk's own MBR and GRUB.
+    const boot =
+      hostName === "dom0"
+        ? [
+            "-kernel",
+            img("xen"),
+            "-append",
+            "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 noreboot",
+            "-initrd",
+            `${img("vmlinuz")} console=hvc0 root=/dev/vda rw net.ifnames=0,${img("initrd.img")}`,
+          ]
+        : [];
     const qemuArgs = [
       "-name",
       `xen-estate-lab-${instance}`,
@@ -383,13 +405,8 @@ export class Lab implements LabState {
       "-smp",
       "2",
       "-m",
-      String(opts.memoryMiB ?? 2048),
-      "-kernel",
-      img("xen"),
-      "-append",
-      "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 noreboot",
-      "-initrd",
-      `${img("vmlinuz")} console=hvc0 root=/dev/vda rw net.ifnames=0,${img("initrd.img")}`,
+      String(opts.memoryMiB ?? (hostName === "dom0" ? 2048 : 1024)),
+      ...boot,
       "-drive",
       `file=${qemuEscape(rootOverlay)},if=virtio,format=qcow2,cache=unsafe`,
       "-drive",

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The "bare server": plain Debian 12 (no Xen) on a partitioned disk that boots through its own GRUB
+# (BIOS, MBR), as a freshly installed rented server does before xen-estate turns it into a dom0.
+#
+# Usage: build-bare.sh [--force]
+# Prints $LAB_CACHE/bare-<recipe-hash>/, holding disk.img (raw, MBR + one ext4 partition labelled
+# bare-root), the client key id_ed25519, the host key ssh_host_ed25519_key.pub, image.json.
+# GRUB is installed without grub-install (which wants a mounted block device): core.img from
+# grub-mkimage goes to the sectors after the MBR and boot.img into the MBR. Their default blocklists
+# (boot.img: core at LBA 1; diskboot: the rest follows, length set by grub-mkimage) fit that layout.
+# Needs on the host: grub-mkimage and /usr/lib/grub/i386-pc (grub-common, grub-pc-bin), sfdisk (fdisk).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+hash="$(lab_recipe_hash)"
+out="$LAB_CACHE/bare-$hash"
+if [[ "${1:-}" == "--force" ]]; then rm -rf "$out"; fi
+if [[ -f "$out/done" ]]; then
+  echo "$out"
+  exit 0
+fi
+[[ $EUID -eq 0 ]] || { echo "building the bare image needs root" >&2; exit 1; }
+grubdir=/usr/lib/grub/i386-pc
+for need in grub-mkimage sfdisk; do
+  command -v "$need" >/dev/null || { echo "$need is missing: run test/lab/install-deps.sh" >&2; exit 1; }
+done
+[[ -f "$grubdir/boot.img" ]] || { echo "$grubdir missing (grub-pc-bin): run test/lab/install-deps.sh" >&2; exit 1; }
+
+start=$SECONDS
+base_rootfs="$(bash "$LAB_IMAGES_DIR/debootstrap.sh")"
+work="$out.tmp.$$"
+trap 'rm -rf "$work"' EXIT
+rm -rf "$out"
+mkdir -p "$work"
+R="$work/rootfs"
+log "copying the base rootfs for the bare server"
+cp -a "$base_rootfs" "$R"
+kver="$(ls "$R/lib/modules" | sort -V | tail -1)"
+
+ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-client -f "$work/id_ed25519"
+ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-bare -f "$work/ssh_host_ed25519_key"
+
+# No Xen on a bare server: drop the hypervisor files (the packages stay installed but inert).
+rm -f "$R"/boot/xen-*
+echo bare >"$R/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tbare\n' >"$R/etc/hosts"
+echo 'LABEL=bare-root / ext4 rw,noatime,errors=remount-ro 0 0' >"$R/etc/fstab"
+: >"$R/etc/resolv.conf"
+rm -f "$R"/etc/systemd/network/*
+printf '[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n' >"$R/etc/systemd/network/10-eth0.network"
+chroot "$R" systemctl enable systemd-networkd.service >/dev/null 2>&1
+for unit in systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+  e2scrub_reap.service fstrim.timer systemd-timesyncd.service xen.service xendomains.service \
+  xenstored.service xenconsoled.service xen-init-dom0.service xen-watchdog.service; do
+  ln -sf /dev/null "$R/etc/systemd/system/$unit"
+done
+rm -f "$R"/etc/ssh/ssh_host_*
+install -m 600 "$work/ssh_host_ed25519_key" "$R/etc/ssh/ssh_host_ed25519_key"
+install -m 644 "$work/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+printf 'HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n' \
+  >"$R/etc/ssh/sshd_config.d/lab.conf"
+install -d -m 700 "$R/root/.ssh"
+install -m 600 "$work/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
+cat >"$R/etc/apt/sources.list" <<'CONF'
+deb http://deb.debian.org/debian bookworm main
+deb http://deb.debian.org/debian-security bookworm-security main
+CONF
+printf 'Acquire::http::Proxy "http://10.0.2.100:3142/";\nAPT::Install-Recommends "false";\n' >"$R/etc/apt/apt.conf.d/01xen-estate-lab"
+rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb
+
+# GRUB: modules on the disk, a hand-written grub.cfg (update-grub needs the mounted system).
+install -d "$R/boot/grub/i386-pc"
+cp "$grubdir"/*.mod "$grubdir"/*.lst "$R/boot/grub/i386-pc/"
+cat >"$R/boot/grub/grub.cfg" <<CFG
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=1
+set default=0
+menuentry 'Debian GNU/Linux 12 (bare lab server)' {
+  search --no-floppy --label --set=root bare-root
+  linux /boot/vmlinuz-$kver root=LABEL=bare-root ro console=ttyS0,115200 net.ifnames=0
+  initrd /boot/initrd.img-$kver
+}
+CFG
+
+log "mkfs.ext4 -d and the disk layout"
+used_mib=$(du -sm "$R" | cut -f1)
+part_mib=$(( (used_mib + 512 + 127) / 128 * 128 ))
+mkfs.ext4 -q -F -L bare-root -E root_owner=0:0 -d "$R" "$work/part.img" "${part_mib}M"
+rm -rf "$R"
+truncate -s $(( (part_mib + 1) * 1024 * 1024 )) "$work/disk.img"
+echo 'start=2048, type=83, bootable' | sfdisk -q "$work/disk.img"
+dd if="$work/part.img" of="$work/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
+rm -f "$work/part.img"
+grub-mkimage -O i386-pc -d "$grubdir" -o "$work/core.img" -p '(hd0,msdos1)/boot/grub' \
+  biosdisk part_msdos ext2 search search_label normal linux serial terminal configfile echo test
+core_sectors=$(( ($(stat -c %s "$work/core.img") + 511) / 512 ))
+(( core_sectors < 2047 )) || { echo "core.img too big for the gap before the partition" >&2; exit 1; }
+dd if="$grubdir/boot.img" of="$work/disk.img" bs=440 count=1 conv=notrunc status=none
+dd if="$work/core.img" of="$work/disk.img" bs=512 seek=1 conv=notrunc status=none
+
+cat >"$work/image.json" <<JSON
+{
+  "recipeHash": "$hash",
+  "kernelVersion": "$kver",
+  "diskMiB": $((part_mib + 1)),
+  "hostKeyFingerprint": "$(ssh-keygen -lf "$work/ssh_host_ed25519_key.pub" | awk '{print $2}')",
+  "builtAt": "$(date -u +%FT%TZ)",
+  "buildSeconds": $((SECONDS - start))
+}
+JSON
+mv "$work" "$out"
+trap - EXIT
+touch "$out/done"
+log "bare server image ready in $((SECONDS - start)) s: $out"
+echo "$out"
