@@ -250,7 +250,12 @@ export async function handleConnection(sock: net.Socket, opts: ProxyOptions): Pr
   });
 }
 
-function parseArgs(argv: string[]): { stdio: boolean; listen?: string; connect?: string; opts: ProxyOptions } {
+function parseArgs(argv: string[]): {
+  stdio: boolean;
+  listen?: string;
+  connect?: string;
+  opts: ProxyOptions;
+} {
   const opts: ProxyOptions = {};
   let stdio = false;
   let listen: string | undefined;
@@ -297,7 +302,9 @@ if (require.main === module) {
       console.log(`aptproxy listening on ${listen}`);
     });
   } else {
-    console.error("usage: aptproxy.js --stdio|--listen HOST:PORT [--cache DIR] [--log FILE] | --connect HOST:PORT");
+    console.error(
+      "usage: aptproxy.js --stdio|--listen HOST:PORT [--cache DIR] [--log FILE] | --connect HOST:PORT",
+    );
     process.exit(2);
   }
 }

@@ -10,7 +10,8 @@ import { Lab } from "./lab";
 function missingTools(): string | undefined {
   if (process.env.XEN_ESTATE_LAB === "0") return "XEN_ESTATE_LAB=0";
   for (const tool of ["qemu-system-x86_64", "qemu-img", "debootstrap", "grub-mkimage", "sfdisk", "ssh"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `${tool} is not installed (test/lab/install-deps.sh)`;
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0)
+      return `${tool} is not installed (test/lab/install-deps.sh)`;
   }
   return undefined;
 }
@@ -26,7 +27,11 @@ describe("the bare server lab machine", { skip: missingTools(), timeout: 15 * 60
 
   test("booted through GRUB from its own partitioned disk, without Xen", async () => {
     const cmdline = await lab.ssh("cat /proc/cmdline");
-    assert.match(cmdline, /^BOOT_IMAGE=\/boot\/vmlinuz-6\.1\.\S+ root=LABEL=bare-root/, "GRUB's linux command sets BOOT_IMAGE");
+    assert.match(
+      cmdline,
+      /^BOOT_IMAGE=\/boot\/vmlinuz-6\.1\.\S+ root=LABEL=bare-root/,
+      "GRUB's linux command sets BOOT_IMAGE",
+    );
     assert.match(await lab.ssh("lsblk -rno NAME,LABEL /dev/vda"), /^vda1 bare-root$/m);
     assert.equal((await lab.exec("test -e /proc/xen/capabilities")).exitCode, 1, "not a Xen domain");
     assert.equal((await lab.ssh("hostname")).trim(), "bare");

@@ -17,7 +17,9 @@ export interface LabBenchFigure {
   unit: string;
 }
 
-export async function runLabBench(print: (line: string) => void = (l) => console.log(l)): Promise<LabBenchFigure[]> {
+export async function runLabBench(
+  print: (line: string) => void = (l) => console.log(l),
+): Promise<LabBenchFigure[]> {
   const figures: LabBenchFigure[] = [];
   const emit = (name: string, value: number, unit: string): void => {
     figures.push({ name, value, unit });
@@ -35,7 +37,9 @@ export async function runLabBench(print: (line: string) => void = (l) => console
   try {
     emit("lab_boot_to_ssh", secs(lab.bootMs ?? Date.now() - t), "s");
     const guest = { name: "benchkit", ip: "10.99.0.20", lv: "benchkit", mac: "00:16:3e:99:00:20" };
-    await lab.ssh(`lvcreate -q -y -L 32M -n ${guest.lv} vg0 >/dev/null && cat > /tmp/${guest.name}.cfg`, { input: kitGuestConfig(guest) });
+    await lab.ssh(`lvcreate -q -y -L 32M -n ${guest.lv} vg0 >/dev/null && cat > /tmp/${guest.name}.cfg`, {
+      input: kitGuestConfig(guest),
+    });
     t = Date.now();
     await lab.ssh(`xl create -q /tmp/${guest.name}.cfg`, { timeoutMs: 300_000 });
     emit("lab_xl_create", secs(Date.now() - t), "s");

@@ -31,7 +31,9 @@ function hostArg(a: string | undefined): LabHostName | "source" {
   const h = (a ?? "dom0") as LabHostName;
   if (a === "source") return "source";
   if (!LAB_HOSTS.includes(h)) {
-    process.stderr.write(`unknown lab host ${JSON.stringify(a)}; hosts: ${[...LAB_HOSTS, "source"].join(", ")}\n`);
+    process.stderr.write(
+      `unknown lab host ${JSON.stringify(a)}; hosts: ${[...LAB_HOSTS, "source"].join(", ")}\n`,
+    );
     process.exit(2);
   }
   return h;
@@ -61,7 +63,9 @@ async function main(): Promise<number> {
       );
       const t1 = Date.now();
       const bare = await buildImage("bare", { force: rest.includes("--force") });
-      process.stdout.write(`bare server image ${bare.builtNow ? `built in ${Math.round((Date.now() - t1) / 1000)} s` : "cached"}: ${bare.dir}\n`);
+      process.stdout.write(
+        `bare server image ${bare.builtNow ? `built in ${Math.round((Date.now() - t1) / 1000)} s` : "cached"}: ${bare.dir}\n`,
+      );
       const t2 = Date.now();
       const src = buildSourceImage({ force: rest.includes("--force") });
       process.stdout.write(
@@ -120,20 +124,30 @@ async function main(): Promise<number> {
     case "status": {
       const labs = Lab.list();
       if (labs.length === 0) process.stdout.write("no lab instances\n");
-      for (const src of SourceVps.list()) process.stdout.write(`${src.instance}: source VPS sshd at ${src.address}:22 in netns ${src.netns}\n`);
+      for (const src of SourceVps.list())
+        process.stdout.write(`${src.instance}: source VPS sshd at ${src.address}:22 in netns ${src.netns}\n`);
       for (const lab of labs) {
-        process.stdout.write(lab.isRunning() ? `${describe(lab)}\n` : `${lab.instance}: not running (stale state in ${lab.stateDir}; \`down\` removes it)\n`);
+        process.stdout.write(
+          lab.isRunning()
+            ? `${describe(lab)}\n`
+            : `${lab.instance}: not running (stale state in ${lab.stateDir}; \`down\` removes it)\n`,
+        );
       }
       const cache = labCacheDir();
       const current = recipeHash();
       if (fs.existsSync(cache)) {
         for (const d of fs.readdirSync(cache).sort()) {
           const meta = path.join(cache, d, "image.json");
-          if (fs.existsSync(meta)) process.stdout.write(`image ${d}${d.endsWith(current) ? " (current recipe)" : " (old recipe)"}: ${path.join(cache, d)}\n`);
-          else if (d.startsWith("base-")) process.stdout.write(`debootstrap base ${d}: ${path.join(cache, d)}\n`);
+          if (fs.existsSync(meta))
+            process.stdout.write(
+              `image ${d}${d.endsWith(current) ? " (current recipe)" : " (old recipe)"}: ${path.join(cache, d)}\n`,
+            );
+          else if (d.startsWith("base-"))
+            process.stdout.write(`debootstrap base ${d}: ${path.join(cache, d)}\n`);
         }
       }
-      if (!fs.existsSync(path.join(cache, current, "done"))) process.stdout.write(`current recipe ${current} is not built: npm run lab -- build\n`);
+      if (!fs.existsSync(path.join(cache, current, "done")))
+        process.stdout.write(`current recipe ${current} is not built: npm run lab -- build\n`);
       return 0;
     }
     case "down": {

@@ -13,7 +13,8 @@ import { SourceVps } from "./source";
 function missingTools(): string | undefined {
   if (process.env.XEN_ESTATE_LAB === "0") return "XEN_ESTATE_LAB=0";
   for (const tool of ["qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ssh"]) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `${tool} is not installed (test/lab/install-deps.sh)`;
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0)
+      return `${tool} is not installed (test/lab/install-deps.sh)`;
   }
   return undefined;
 }
@@ -27,7 +28,10 @@ describe("the dom0 lab machine", { skip, timeout: 20 * 60_000 }, () => {
 
   before(async () => {
     src = await SourceVps.start();
-    lab = await Lab.start("dom0", { log: (l) => console.log(`# ${l}`), forwards: [src.dom0Forward("10.0.2.101")] });
+    lab = await Lab.start("dom0", {
+      log: (l) => console.log(`# ${l}`),
+      forwards: [src.dom0Forward("10.0.2.101")],
+    });
   });
 
   after(async () => {
@@ -73,8 +77,13 @@ describe("the dom0 lab machine", { skip, timeout: 20 * 60_000 }, () => {
 
   step("boots a PV guest on an LV with a vif on xenbr0, which answers HTTP, then removes it", async () => {
     const guest = { name: "labkit", ip: "10.99.0.10", lv: "labkit", mac: "00:16:3e:99:00:10" };
-    await lab.ssh(`lvcreate -q -y -L 32M -n ${guest.lv} vg0 >/dev/null && printf lv-marker-4711 | dd of=/dev/vg0/${guest.lv} conv=notrunc status=none`);
-    await lab.ssh(`cat > /tmp/${guest.name}.cfg && xl create -q /tmp/${guest.name}.cfg`, { input: kitGuestConfig(guest), timeoutMs: 300_000 });
+    await lab.ssh(
+      `lvcreate -q -y -L 32M -n ${guest.lv} vg0 >/dev/null && printf lv-marker-4711 | dd of=/dev/vg0/${guest.lv} conv=notrunc status=none`,
+    );
+    await lab.ssh(`cat > /tmp/${guest.name}.cfg && xl create -q /tmp/${guest.name}.cfg`, {
+      input: kitGuestConfig(guest),
+      timeoutMs: 300_000,
+    });
     try {
       assert.match(await lab.ssh("xl list"), new RegExp(`^${guest.name}\\s+\\d+\\s+192\\s`, "m"));
       assert.equal((await waitForKitHttp(lab, guest.ip, 240_000)).trim(), kitAnswer(guest.name));
@@ -91,15 +100,25 @@ describe("the dom0 lab machine", { skip, timeout: 20 * 60_000 }, () => {
   step("reaches the source VPS over SSH and reads its disk intact", async () => {
     await lab.ssh("install -m 600 /dev/stdin /root/.ssh/source_key", { input: src.privateKey });
     await lab.ssh("cat > /root/.ssh/source_known_hosts", { input: `10.0.2.101 ${src.hostPublicKey}\n` });
-    const toSource = "ssh -i /root/.ssh/source_key -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/root/.ssh/source_known_hosts -o BatchMode=yes root@10.0.2.101";
-    const marker = await lab.ssh(`${toSource} "debugfs -R 'cat /root/xen-estate-source-marker' ${src.diskImage} 2>/dev/null"`);
+    const toSource =
+      "ssh -i /root/.ssh/source_key -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/root/.ssh/source_known_hosts -o BatchMode=yes root@10.0.2.101";
+    const marker = await lab.ssh(
+      `${toSource} "debugfs -R 'cat /root/xen-estate-source-marker' ${src.diskImage} 2>/dev/null"`,
+    );
     assert.equal(marker.trim(), src.marker);
     // 8 MiB of the disk through SSH into an LV, checksummed on both ends.
-    const local = spawnSync("sh", ["-c", `head -c 8M ${src.diskImage} | sha256sum`], { encoding: "utf8" }).stdout.split(" ")[0];
-    await lab.ssh(`lvcreate -q -y -L 8M -n migrated vg0 >/dev/null && ${toSource} "head -c 8M ${src.diskImage}" | dd of=/dev/vg0/migrated bs=1M status=none`, {
-      timeoutMs: 300_000,
-    });
-    const remote = (await lab.ssh("sha256sum /dev/vg0/migrated && lvremove -q -y vg0/migrated")).split(" ")[0];
+    const local = spawnSync("sh", ["-c", `head -c 8M ${src.diskImage} | sha256sum`], {
+      encoding: "utf8",
+    }).stdout.split(" ")[0];
+    await lab.ssh(
+      `lvcreate -q -y -L 8M -n migrated vg0 >/dev/null && ${toSource} "head -c 8M ${src.diskImage}" | dd of=/dev/vg0/migrated bs=1M status=none`,
+      {
+        timeoutMs: 300_000,
+      },
+    );
+    const remote = (await lab.ssh("sha256sum /dev/vg0/migrated && lvremove -q -y vg0/migrated")).split(
+      " ",
+    )[0];
     assert.equal(remote, local);
   });
 

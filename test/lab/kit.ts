@@ -41,11 +41,18 @@ export function kitGuestConfig(g: KitGuest): string {
 }
 
 /** Polls `curl http://ip/` from dom0 until the kit answers; returns the body. */
-export async function waitForKitHttp(lab: Lab, ip: string, timeoutMs: number, urlPath = "/"): Promise<string> {
+export async function waitForKitHttp(
+  lab: Lab,
+  ip: string,
+  timeoutMs: number,
+  urlPath = "/",
+): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   let last = "";
   while (Date.now() < deadline) {
-    const r = await lab.exec(`curl -fsS --noproxy '*' --max-time 5 http://${ip}${urlPath}`, { timeoutMs: 30_000 });
+    const r = await lab.exec(`curl -fsS --noproxy '*' --max-time 5 http://${ip}${urlPath}`, {
+      timeoutMs: 30_000,
+    });
     if (r.exitCode === 0) return r.stdout;
     last = r.stderr.trim();
     await new Promise((res) => setTimeout(res, 2000));

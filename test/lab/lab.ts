@@ -353,7 +353,17 @@ export class Lab implements LabState {
       const r = spawnSync("qemu-img", args, { encoding: "utf8" });
       if (r.status !== 0) throw new Error(`qemu-img ${args.join(" ")} failed: ${r.stderr}`);
     };
-    qimg(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", img(hostName === "dom0" ? "dom0.img" : "disk.img"), rootOverlay]);
+    qimg([
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      "-F",
+      "raw",
+      "-b",
+      img(hostName === "dom0" ? "dom0.img" : "disk.img"),
+      rootOverlay,
+    ]);
     qimg(["create", "-q", "-f", "qcow2", vgDisk, `${opts.vgDiskGiB ?? 8}G`]);
 
     const aptCache = path.join(labCacheDir(), "apt");

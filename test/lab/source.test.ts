@@ -25,7 +25,11 @@ describe("the source VPS", { skip: missing(), timeout: 15 * 60_000 }, () => {
   after(async () => {
     if (!src) return;
     await src.stop();
-    assert.equal(spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes(src.netns), false, "the namespace is gone");
+    assert.equal(
+      spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes(src.netns),
+      false,
+      "the namespace is gone",
+    );
     assert.equal(fs.existsSync(src.stateDir), false);
   });
 

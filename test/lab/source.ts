@@ -31,10 +31,16 @@ export interface SourceImage {
 
 export function buildSourceImage(opts: { force?: boolean } = {}): SourceImage {
   const script = path.join(repoRoot(), "test", "lab", "images", "build-source.sh");
-  const r = spawnSync("bash", [script, ...(opts.force ? ["--force"] : [])], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const r = spawnSync("bash", [script, ...(opts.force ? ["--force"] : [])], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   if (r.status !== 0) throw new Error(`${script} exited ${r.status}\n${r.stderr}`);
   const dir = r.stdout.trim().split("\n").pop()!;
-  const meta = JSON.parse(fs.readFileSync(path.join(dir, "image.json"), "utf8")) as Omit<SourceImage, "dir" | "builtNow">;
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, "image.json"), "utf8")) as Omit<
+    SourceImage,
+    "dir" | "builtNow"
+  >;
   return { ...meta, dir, builtNow: r.stderr.includes("ready in") };
 }
 
@@ -98,7 +104,9 @@ export class SourceVps implements SourceVpsState {
   }
 
   /** Builds the image if needed, makes the namespace and veth pair, copies the disk, starts sshd. */
-  static async start(opts: { instance?: string; timeoutMs?: number; detach?: boolean } = {}): Promise<SourceVps> {
+  static async start(
+    opts: { instance?: string; timeoutMs?: number; detach?: boolean } = {},
+  ): Promise<SourceVps> {
     const image = buildSourceImage();
     const instance = opts.instance ?? `source-${process.pid}`;
     const stateDir = path.join(sourcesDir(), instance);
@@ -149,10 +157,18 @@ export class SourceVps implements SourceVpsState {
       sh(["cp", "--sparse=always", path.join(image.dir, "disk.img"), state.diskImage]);
       fs.copyFileSync(path.join(image.dir, "id_ed25519"), state.privateKeyFile);
       fs.chmodSync(state.privateKeyFile, 0o600);
-      fs.copyFileSync(path.join(image.dir, "ssh_host_ed25519_key"), path.join(stateDir, "ssh_host_ed25519_key"));
+      fs.copyFileSync(
+        path.join(image.dir, "ssh_host_ed25519_key"),
+        path.join(stateDir, "ssh_host_ed25519_key"),
+      );
       fs.chmodSync(path.join(stateDir, "ssh_host_ed25519_key"), 0o600);
       fs.copyFileSync(path.join(image.dir, "id_ed25519.pub"), path.join(stateDir, "authorized_keys"));
-      const hostPub = fs.readFileSync(path.join(image.dir, "ssh_host_ed25519_key.pub"), "utf8").trim().split(" ").slice(0, 2).join(" ");
+      const hostPub = fs
+        .readFileSync(path.join(image.dir, "ssh_host_ed25519_key.pub"), "utf8")
+        .trim()
+        .split(" ")
+        .slice(0, 2)
+        .join(" ");
       fs.writeFileSync(state.knownHostsFile, `${address} ${hostPub}\n`);
       fs.writeFileSync(
         path.join(stateDir, "sshd_config"),
@@ -174,19 +190,29 @@ export class SourceVps implements SourceVpsState {
       );
       fs.mkdirSync("/run/sshd", { recursive: true });
       const logFd = fs.openSync(path.join(stateDir, "sshd.log"), "w");
-      const child = spawn("ip", ["netns", "exec", netns, "/usr/sbin/sshd", "-D", "-e", "-f", path.join(stateDir, "sshd_config")], {
-        detached: true,
-        stdio: ["ignore", logFd, logFd],
-      });
+      const child = spawn(
+        "ip",
+        ["netns", "exec", netns, "/usr/sbin/sshd", "-D", "-e", "-f", path.join(stateDir, "sshd_config")],
+        {
+          detached: true,
+          stdio: ["ignore", logFd, logFd],
+        },
+      );
       fs.closeSync(logFd);
       child.unref();
       (vps as { sshdPid: number }).sshdPid = child.pid ?? 0;
-      fs.writeFileSync(path.join(stateDir, "state.json"), JSON.stringify({ ...state, sshdPid: vps.sshdPid }, null, 2));
+      fs.writeFileSync(
+        path.join(stateDir, "state.json"),
+        JSON.stringify({ ...state, sshdPid: vps.sshdPid }, null, 2),
+      );
       const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
       for (;;) {
         const r = await vps.exec("true", { timeoutMs: 5000 });
         if (r.exitCode === 0) break;
-        if (Date.now() > deadline) throw new Error(`source VPS sshd did not answer: ${r.stderr}\n${fs.readFileSync(path.join(stateDir, "sshd.log"), "utf8")}`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `source VPS sshd did not answer: ${r.stderr}\n${fs.readFileSync(path.join(stateDir, "sshd.log"), "utf8")}`,
+          );
         await new Promise((res) => setTimeout(res, 200));
       }
     } catch (e) {
