@@ -24,7 +24,7 @@ import {
   GUEST_CHANGES,
 } from "./guest";
 import { contains, networkOf } from "./network";
-import { Checker, isIPv4 } from "./validate";
+import { Checker, containsUnknown, UNKNOWN, isIPv4 } from "./validate";
 
 export interface BridgedDomUArgs extends GuestArgsBase {
   /** The guest's public IPv4 address. */
@@ -77,6 +77,8 @@ export const bridgedDomUKind = registerKind<GuestInputs, GuestOutputs>({
       guestNetwork: { address: ip, prefix, gateway: gw, onLink },
       natNetwork: null,
     };
+    // A file that depends on a value not known yet is itself not known yet (preview).
+    if (containsUnknown(g)) return { ...g, files: UNKNOWN as unknown as Record<string, string> };
     return { ...g, files: { [configPath(g.name)]: renderGuestConfig(g as GuestInputs) } };
   },
 

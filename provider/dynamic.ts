@@ -167,7 +167,10 @@ export function checkInputs(
   const c = new Checker();
   const connection = checkConnection(c.at("connection"), news.connection, news.credentials);
   const own = kind.check(news, c, olds && Object.keys(olds).length > 0 ? olds : undefined);
-  if (!c.ok || !connection || !own) return { failures: c.errors };
+  if (!c.ok) return { failures: c.errors };
+  // Some input is not known yet (preview before a dependency exists): pass the inputs through unnormalised; they
+  // are checked in full at `up`, when every value is known.
+  if (!connection || !own) return { inputs: { ...news }, failures: [] };
   const inputs: Record<string, unknown> = {
     ...own,
     connection,

@@ -281,7 +281,7 @@ export function checkGuestBase(
     const image = ic.string(inst, "image", { required: true });
     if (image !== undefined && !isSafeAbsolutePath(image))
       ic.fail("image", image, "must be an absolute path on the dom0");
-    const ns = (ic.array(inst, "nameservers") ?? DEFAULT_NAMESERVERS);
+    const ns = ic.array(inst, "nameservers") ?? DEFAULT_NAMESERVERS;
     ns.forEach((n, i) => {
       if (typeof n !== "string" || !isIPv4(n)) ic.fail(`nameservers[${i}]`, n, "must be an IPv4 address");
     });

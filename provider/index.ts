@@ -6,7 +6,7 @@
  */
 export * from "./errors";
 export * from "./connection";
-export { Checker } from "./validate";
+export { Checker, UNKNOWN, containsUnknown } from "./validate";
 export { shellQuote, shellJoin } from "./shell";
 export { Logger, redact, setLogSink, formatBytes } from "./log";
 export type { LogSink, Severity } from "./log";

@@ -28,7 +28,7 @@ import {
 import { claimOnConstruction } from "./bridgedDomU";
 import { broadcast, derivedMac, firstHost } from "./network";
 import { render } from "./templates";
-import { Checker } from "./validate";
+import { Checker, containsUnknown, UNKNOWN } from "./validate";
 
 export interface NatDomUArgs extends GuestArgsBase {
   /** The guest's address in `network`; not the network, gateway (first) or broadcast address. */
@@ -69,6 +69,8 @@ export const natDomUKind = registerKind<GuestInputs, GuestOutputs>({
       guestNetwork: { address: ip, prefix: net.prefix, gateway, onLink: false },
       natNetwork: network,
     };
+    // A file that depends on a value not known yet is itself not known yet (preview).
+    if (containsUnknown(g)) return { ...g, files: UNKNOWN as unknown as Record<string, string> };
     return {
       ...g,
       files: {

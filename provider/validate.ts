@@ -4,6 +4,19 @@
  */
 import { InputError, showValue } from "./errors";
 
+/**
+ * What the engine sends in place of a value that is not known yet (an output of a resource still to be made)
+ * during `preview`. Validation lets it through; the value is checked when it is known, at `up`.
+ */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+/** Whether a value, or anything inside it, is not known yet. */
+export function containsUnknown(v: unknown): boolean {
+  if (v === UNKNOWN) return true;
+  if (v && typeof v === "object") return Object.values(v).some(containsUnknown);
+  return false;
+}
+
 export class Checker {
   readonly errors: InputError[] = [];
 
@@ -24,6 +37,8 @@ export class Checker {
   }
 
   fail(property: string, value: unknown, rule: string, hint?: string, secret = false): undefined {
+    // Not known yet (preview): checked again at `up`, when it is.
+    if (containsUnknown(value)) return undefined;
     this.errors.push(new InputError(this.path(property), showValue(value, secret), rule, hint));
     return undefined;
   }
@@ -46,6 +61,7 @@ export class Checker {
     } = {},
   ): string | undefined {
     const v = obj[key];
+    if (v === UNKNOWN) return v;
     if (v === undefined || v === null || v === "") {
       if (opts.default !== undefined) return opts.default;
       if (opts.required) return this.fail(key, v, "is required");
@@ -73,6 +89,7 @@ export class Checker {
     } = {},
   ): number | undefined {
     let v = obj[key];
+    if (v === UNKNOWN) return v as unknown as number;
     if (v === undefined || v === null || v === "") {
       if (opts.default !== undefined) return opts.default;
       if (opts.required) return this.fail(key, v, "is required");
@@ -98,6 +115,7 @@ export class Checker {
   boolean(obj: Record<string, unknown>, key: string, def: boolean): boolean {
     const v = obj[key];
     if (v === undefined || v === null) return def;
+    if (v === UNKNOWN) return v as unknown as boolean;
     if (typeof v === "boolean") return v;
     if (v === "true" || v === "false") return v === "true";
     this.fail(key, v, "must be true or false");
@@ -111,6 +129,7 @@ export class Checker {
     def?: T,
   ): T | undefined {
     const v = obj[key];
+    if (v === UNKNOWN) return v as T;
     if (v === undefined || v === null || v === "") {
       if (def !== undefined) return def;
       return this.fail(key, v, "is required");
@@ -122,6 +141,7 @@ export class Checker {
 
   object(obj: Record<string, unknown>, key: string, required = false): Record<string, unknown> | undefined {
     const v = obj[key];
+    if (v === UNKNOWN) return {};
     if (v === undefined || v === null) {
       if (required) return this.fail(key, v, "is required");
       return undefined;
@@ -132,6 +152,7 @@ export class Checker {
 
   array(obj: Record<string, unknown>, key: string, required = false): unknown[] | undefined {
     const v = obj[key];
+    if (v === UNKNOWN) return [];
     if (v === undefined || v === null) {
       if (required) return this.fail(key, v, "is required");
       return undefined;

@@ -13,6 +13,7 @@ import {
   planDiff,
   VERSION,
   derivedMac,
+  UNKNOWN,
 } from "../../provider";
 
 const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
@@ -150,7 +151,9 @@ describe("rendered files", () => {
     );
     assert.match(g.files["/etc/xen/app1.cfg"]!, /^# xen-estate-nat-network 10\.0\.0\.0\/24$/m);
     assert.match(g.files["/etc/xen/app1.cfg"]!, /script=vif-xen-estate-nat/);
-    const code = g.files["/etc/xen/scripts/vif-xen-estate-nat"]!.split("\n").filter((l) => !l.trimStart().startsWith("#"));
+    const code = g.files["/etc/xen/scripts/vif-xen-estate-nat"]!.split("\n").filter(
+      (l) => !l.trimStart().startsWith("#"),
+    );
     assert.doesNotMatch(code.join("\n"), /ifconfig|\+ ?127/);
   });
 
@@ -195,6 +198,22 @@ describe("addresses used twice in one program", () => {
     );
     assert.doesNotThrow(() =>
       claimAddresses("guest-c", "dom8", [{ kind: "MAC", value: "00:50:56:aa:bb:cc" }]),
+    );
+  });
+});
+
+describe("preview with values not known yet", () => {
+  test("a disk path that is still unknown passes check and leaves the rendered files unknown", () => {
+    const g = ok("BridgedDomU", { ...bridged, disks: [{ path: UNKNOWN, vdev: "xvda" }] });
+    assert.equal(g.disks[0]!.path, UNKNOWN);
+    assert.equal(g.files as unknown, UNKNOWN);
+  });
+
+  test("an unknown size passes the volume's check untouched, and a known bad value still fails", () => {
+    assert.deepEqual(checkInputs("LvmVolume", { ...common, name: "v", size: UNKNOWN }).failures, []);
+    assert.equal(
+      checkInputs("LvmVolume", { ...common, name: "v", size: "huge" }).failures[0]?.property,
+      "size",
     );
   });
 });
