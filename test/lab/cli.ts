@@ -4,11 +4,21 @@
  * npm run lab -- ssh <host> <command…>   run a command there (e.g. `npm run lab -- ssh dom0 xl info`)
  * npm run lab -- status                  running instances, cached images
  * npm run lab -- down                    stop every lab instance and remove its overlays
+ * npm run lab -- prune                   remove cached images of older recipes
  * npm run lab -- bench                   measure the lab (see bench.ts)
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LAB_HOSTS, LabHostName, Lab, buildImage, downAll, labCacheDir, recipeHash } from "./lab";
+import {
+  LAB_HOSTS,
+  LabHostName,
+  Lab,
+  buildImage,
+  downAll,
+  labCacheDir,
+  pruneImages,
+  recipeHash,
+} from "./lab";
 import { SourceVps, buildSourceImage, downSources } from "./source";
 
 function usage(): never {
@@ -20,6 +30,7 @@ function usage(): never {
       "  ssh <host> <command…>    run a command on a running host",
       "  status                   show running instances and cached images",
       "  down                     stop all instances",
+      "  prune                    remove cached images of older recipes",
       "  bench                    measure build, boot and xl create times",
       "",
     ].join("\n"),
@@ -153,6 +164,11 @@ async function main(): Promise<number> {
     case "down": {
       const names = [...(await downAll()), ...downSources()];
       process.stdout.write(names.length ? `stopped: ${names.join(", ")}\n` : "nothing was running\n");
+      return 0;
+    }
+    case "prune": {
+      const removed = pruneImages();
+      process.stdout.write(removed.length ? `removed: ${removed.join(", ")}\n` : "nothing to prune\n");
       return 0;
     }
     case "bench": {

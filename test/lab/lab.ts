@@ -115,12 +115,50 @@ export function imageDir(host: LabHostName): string {
   return path.join(labCacheDir(), host === "dom0" ? hash : `${host}-${hash}`);
 }
 
+function libHash(fn: "lab_recipe_hash" | "lab_base_hash"): string {
+  const lib = path.join(repoRoot(), "test", "lab", "images", "lib.sh");
+  const r = spawnSync("bash", ["-c", `source "${lib}" && ${fn}`], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${fn} failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
 /** The recipe hash, computed by the same shell function the build uses. */
 export function recipeHash(): string {
-  const lib = path.join(repoRoot(), "test", "lab", "images", "lib.sh");
-  const r = spawnSync("bash", ["-c", `source "${lib}" && lab_recipe_hash`], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`lab_recipe_hash failed: ${r.stderr}`);
-  return r.stdout.trim();
+  return libHash("lab_recipe_hash");
+}
+
+/** The hash of the debootstrap stage (images/debootstrap.sh + images/packages.txt). */
+export function baseHash(): string {
+  return libHash("lab_base_hash");
+}
+
+/**
+ * Removes cached images of other recipes, except those a running instance boots from; returns the removed
+ * directories. The apt cache and logs stay.
+ */
+export function pruneImages(): string[] {
+  const cache = labCacheDir();
+  if (!fs.existsSync(cache)) return [];
+  const hash = recipeHash();
+  const keep = new Set([
+    hash,
+    `bare-${hash}`,
+    `source-${hash}`,
+    `base-${baseHash()}`,
+    "run",
+    "apt",
+    "logs",
+    "sources",
+  ]);
+  for (const lab of Lab.list()) if (lab.isRunning()) keep.add(path.basename(lab.imageDir));
+  const removed: string[] = [];
+  for (const d of fs.readdirSync(cache)) {
+    if (keep.has(d)) continue;
+    if (!/^((bare|source|base)-)?[0-9a-f]{16}(\.tmp\.\d+)?$/.test(d)) continue;
+    fs.rmSync(path.join(cache, d), { recursive: true, force: true });
+    removed.push(d);
+  }
+  return removed;
 }
 
 export async function freePort(): Promise<number> {
