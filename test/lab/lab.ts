@@ -572,7 +572,7 @@ export class Lab implements LabState {
       return (
         fs
           .readFileSync(`/proc/${this.qemuPid}/cmdline`, "utf8")
-          .includes(`xen-estate-lab-${this.instance}`) || this.qemuPid === this.pgid
+          .includes(`\0xen-estate-lab-${this.instance}\0`) || this.qemuPid === this.pgid
       );
     } catch {
       return false;
