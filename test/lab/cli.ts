@@ -29,7 +29,7 @@ function usage(): never {
       "  up [host]                boot host (dom0, bare or source; default dom0) in the background",
       "  ssh <host> <command…>    run a command on a running host",
       "  status                   show running instances and cached images",
-      "  down                     stop all instances",
+      "  down [instance]          stop one instance, or all of them (other processes' test runs too)",
       "  prune                    remove cached images of older recipes",
       "  bench                    measure build, boot and xl create times",
       "",
@@ -162,6 +162,19 @@ async function main(): Promise<number> {
       return 0;
     }
     case "down": {
+      if (rest[0]) {
+        // One instance only (`down guestpath`); without a name, everything, including other processes' runs.
+        const lab = Lab.attach(rest[0]);
+        const src = SourceVps.attach(rest[0]);
+        if (!lab && !src) {
+          process.stderr.write(`no lab instance ${rest[0]}\n`);
+          return 1;
+        }
+        await lab?.stop();
+        src?.stopSync();
+        process.stdout.write(`stopped: ${rest[0]}\n`);
+        return 0;
+      }
       const names = [...(await downAll()), ...downSources()];
       process.stdout.write(names.length ? `stopped: ${names.join(", ")}\n` : "nothing was running\n");
       return 0;
