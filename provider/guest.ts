@@ -572,7 +572,8 @@ async function startDomain(ctx: Context, g: GuestInputs): Promise<number> {
       },
     );
     const [id, state] = r.stdout.trim().split(" ");
-    if (id && /^\d+$/.test(id) && state && /[rb]/.test(state)) return Number(id);
+    // r(unning), b(locked) and ------ (runnable, waiting for a CPU) all mean it is up.
+    if (id && /^\d+$/.test(id) && state && !/[cds]/.test(state)) return Number(id);
     if (state && /[cd]/.test(state))
       throw new Error(
         `guest ${g.name} crashed or is dying right after start (state ${state}); see \`xl dmesg\` and /var/log/xen/`,
@@ -758,15 +759,15 @@ export async function deleteGuest(ctx: Context, outs: GuestOutputs): Promise<voi
   await removeRemoteFile(ctx.host, configPath(outs.name));
   if (outs.natNetwork) {
     // Shared NAT pieces go with the last NAT guest of that network on this host.
-    const net = shellQuote(outs.natNetwork);
     const r = await ctx.host.script(
       withHostLock(
         [
-          `users=$(grep -l -F ${shellQuote(`# xen-estate-nat-network ${outs.natNetwork}`)} ${XEN_CONFIG_DIR}/*.cfg 2>/dev/null | wc -l)`,
+          // grep finds nothing (exit 1) when this was the last user: not a failure under pipefail.
+          `users=$( (grep -l -F ${shellQuote(`# xen-estate-nat-network ${outs.natNetwork}`)} ${XEN_CONFIG_DIR}/*.cfg 2>/dev/null || true) | wc -l)`,
           `if [ "$users" -eq 0 ]; then`,
           natRulesScript(outs.natNetwork, "remove"),
           `  rm -f -- ${shellQuote(NAT_CONF)} ${shellQuote(NAT_SCRIPT)}`,
-          `  echo "removed NAT for ${"$(printf %s " + net + ")"}"`,
+          `  echo ${shellQuote(`removed the NAT rules and script of ${outs.natNetwork}: no guest uses it any more`)}`,
           `fi`,
         ].join("\n"),
       ),

@@ -328,9 +328,12 @@ export function updateScript(olds: LvmVolumeOutputs, news: LvmVolumeInputs): str
     `fi`,
     `mnt=$(findmnt -n -o TARGET -S "$real" 2>/dev/null | head -n1 || true)`,
     `fs=$(blkid -p -o value -s TYPE ${dev} 2>/dev/null || true)`,
+    // A journalled ext4 carries needs_recovery while mounted (here or in a guest): then only the mounter may resize.
+    `inuse=0`,
+    `if [ "$fs" = ext4 ]; then dumpe2fs -h "$real" 2>/dev/null | grep -q '^Filesystem features:.*needs_recovery' && inuse=1; fi`,
     `if [ "$grown" = 1 ] && [ "$fs" = ext4 ]; then`,
     `  if [ -n "$mnt" ]; then resize2fs "$real" >&2`,
-    `  elif [ -n "$guest" ]; then echo "WARN ${news.volumeGroup}/${news.name} grew, but guest $guest has it attached: run resize2fs on its disk inside the guest (dom0 must not resize a filesystem a guest may have mounted)"`,
+    `  elif [ "$inuse" = 1 ]; then echo "WARN ${news.volumeGroup}/${news.name} grew, but its filesystem is mounted\${guest:+ by guest $guest}: run resize2fs on that disk inside the guest (dom0 must not resize a filesystem mounted elsewhere)"`,
     `  else e2fsck -f -p "$real" >&2 || [ $? -le 1 ]; resize2fs "$real" >&2; fi`,
     `fi`,
     `if [ "$grown" = 1 ] && [ "$fs" = swap ]; then`,

@@ -1,0 +1,178 @@
+/**
+ * The example estate (examples/estate: two volumes, a bridged and a NAT guest) through the real Pulumi engine
+ * against the lab's real Xen 4.17 dom0: up, idempotence without remote writes, offline preview, growing a
+ * volume under a running guest, live memory, drift after `xl destroy`, and a destroy that leaves nothing behind.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
+import { Lab } from "./lab";
+
+const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
+const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
+const BRIDGED = "pulumi-nodejs:dynamic/xen-estate:BridgedDomU";
+const MiB = 2 ** 20;
+
+describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () => {
+  let lab: Lab;
+  let stack: PulumiStack;
+
+  /** `xl list` as name → { id, mem, state }. */
+  async function domains(): Promise<Map<string, { id: number; mem: number; state: string }>> {
+    const out = await lab.ssh("xl list | tail -n +2");
+    const map = new Map<string, { id: number; mem: number; state: string }>();
+    for (const line of out.trim().split("\n")) {
+      const [name, id, mem, , state] = line.trim().split(/\s+/);
+      if (name) map.set(name, { id: Number(id), mem: Number(mem), state: state ?? "" });
+    }
+    return map;
+  }
+
+  /** Inode and mtime of every file the estate writes on the dom0, and the backups made so far. */
+  function fingerprint(): Promise<string> {
+    return lab.ssh(
+      "stat -c '%n %i %Y' /etc/xen/web1.cfg /etc/xen/app1.cfg /etc/xen/xen-estate-nat.conf /etc/xen/scripts/vif-xen-estate-nat; find /var/backups/xen-estate -type f 2>/dev/null | sort",
+    );
+  }
+
+  async function sshLogins(): Promise<number> {
+    return Number(
+      (
+        await lab.ssh("journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true")
+      ).trim(),
+    );
+  }
+
+  before(async () => {
+    lab = await Lab.start("dom0");
+    stack = await createStack({
+      programDir: repoRoot(),
+      linkPackage: true,
+      config: {
+        dom0Host: { value: lab.host },
+        dom0Port: { value: String(lab.port) },
+        dom0HostKey: { value: lab.hostKey },
+        dom0PrivateKey: { value: lab.privateKey, secret: true },
+      },
+    });
+  });
+
+  after(async () => {
+    await stack?.remove();
+    await lab?.stop({ keepConsoleLog: true });
+  });
+
+  test("up makes both volumes and starts both guests, each answering on its network", async () => {
+    const up = await stack.up();
+    assert.deepEqual(
+      resourceChanges(up)
+        .filter((s) => s.type !== "xen-estate:components:XenGuest")
+        .map((s) => [s.type, s.op])
+        .sort(),
+      [
+        [BRIDGED, "create"],
+        [LV, "create"],
+        [LV, "create"],
+        [NAT, "create"],
+      ],
+    );
+    const doms = await domains();
+    assert.match(doms.get("web1")?.state ?? "", /^[-rbp]{6}$/);
+    assert.match(doms.get("app1")?.state ?? "", /^[-rbp]{6}$/);
+    assert.match(await lab.ssh("lvs --noheadings -o lv_name vg0"), /app1-root[\s\S]*web1-root/);
+    assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.99.0.10/"), /xen-estate-kit ok name=web1/);
+    assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.0.0.5/"), /xen-estate-kit ok name=app1/);
+    assert.match(
+      await lab.ssh("iptables -t nat -S POSTROUTING"),
+      /-s 10\.0\.0\.0\/24 ! -d 10\.0\.0\.0\/24 .*xen-estate-nat -j MASQUERADE/,
+    );
+    assert.match(
+      await lab.ssh("readlink /etc/xen/auto/web1.cfg /etc/xen/auto/app1.cfg"),
+      /web1\.cfg\n\/etc\/xen\/app1\.cfg/,
+    );
+  });
+
+  test("a second up reports no changes and writes nothing on the dom0", async () => {
+    const before = await fingerprint();
+    const up = await stack.up();
+    assert.deepEqual(resourceChanges(up), []);
+    assert.equal(await fingerprint(), before);
+  });
+
+  test("preview plans a change without connecting to the dom0", async () => {
+    await stack.setConfig("appMemoryMiB", "224");
+    const logins = await sshLogins();
+    const preview = await stack.preview({ diff: true });
+    assert.deepEqual(
+      resourceChanges(preview).map((s) => [s.type, s.op]),
+      [[NAT, "update"]],
+    );
+    assert.match(preview.stdout, /memory = 224/, "the diff shows the config file's new line");
+    // The count itself logs in once.
+    assert.equal(await sshLogins(), logins + 1);
+  });
+
+  test("changing memory applies live: same domain, new size", async () => {
+    const before = (await domains()).get("app1");
+    const up = await stack.up();
+    assert.deepEqual(
+      resourceChanges(up).map((s) => [s.type, s.op]),
+      [[NAT, "update"]],
+    );
+    const now = (await domains()).get("app1");
+    assert.equal(now?.id, before?.id, "the guest was not restarted");
+    assert.equal(now?.mem, 224);
+    assert.match(await lab.ssh("grep '^memory' /etc/xen/app1.cfg"), /memory = 224/);
+  });
+
+  test("growing a volume is an in-place update that grows the filesystem while the guest keeps running", async () => {
+    const before = (await domains()).get("app1");
+    await stack.setConfig("appRootSize", "96MiB");
+    const up = await stack.up();
+    assert.deepEqual(
+      resourceChanges(up).map((s) => [s.type, s.op]),
+      [[LV, "update"]],
+    );
+    assert.equal(
+      Number((await lab.ssh("lvs --noheadings --units b --nosuffix -o lv_size vg0/app1-root")).trim()),
+      96 * MiB,
+    );
+    const sb = await lab.ssh(
+      "dumpe2fs -h /dev/vg0/app1-root 2>/dev/null | grep -E '^(Block count|Block size):'",
+    );
+    const blocks = Number(/Block count:\s+(\d+)/.exec(sb)?.[1]);
+    const size = Number(/Block size:\s+(\d+)/.exec(sb)?.[1]);
+    assert.equal(blocks * size, 96 * MiB, "the filesystem fills the grown volume");
+    assert.equal((await domains()).get("app1")?.id, before?.id, "the guest kept running");
+  });
+
+  test("a guest destroyed out of band shows up in refresh, and the next up starts it again", async () => {
+    await lab.ssh("xl destroy web1");
+    const refresh = await stack.refresh();
+    assert.equal(refresh.changeSummary?.update, 1, JSON.stringify(refresh.changeSummary));
+    const up = await stack.up();
+    assert.deepEqual(
+      resourceChanges(up).map((s) => [s.type, s.op]),
+      [[BRIDGED, "update"]],
+    );
+    assert.match((await domains()).get("web1")?.state ?? "", /^[-rbp]{6}$/);
+    assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.99.0.10/"), /name=web1/);
+  });
+
+  test("destroy leaves no guests, configs, links, volumes or NAT rules", async () => {
+    const destroy = await stack.destroy();
+    assert.equal(destroy.code, 0);
+    assert.deepEqual([...(await domains()).keys()], ["Domain-0"]);
+    assert.equal((await lab.ssh("ls /etc/xen/auto; ls /etc/xen/*.cfg 2>/dev/null || true")).trim(), "");
+    assert.equal((await lab.ssh("lvs --noheadings -o lv_name vg0")).trim(), "");
+    assert.doesNotMatch(await lab.ssh("iptables-save"), /xen-estate-nat/);
+    assert.equal(
+      (
+        await lab.ssh(
+          "ls /etc/xen/xen-estate-nat.conf /etc/xen/scripts/vif-xen-estate-nat 2>/dev/null || true",
+        )
+      ).trim(),
+      "",
+    );
+  });
+});

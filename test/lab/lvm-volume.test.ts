@@ -1,0 +1,147 @@
+/**
+ * LvmVolume on the lab dom0's real LVM, through the provider runtime (the same entry points the engine calls):
+ * adoption, refusals that keep data, growth, drift, and deletion refused while a guest uses the volume.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { runtime, RefusedError, VERSION, setSharedPool, SshPool } from "../../provider";
+import { Lab, LAB_NET } from "./lab";
+
+const MiB = 2 ** 20;
+
+describe("LvmVolume on real LVM", { timeout: 20 * 60 * 1000 }, () => {
+  let lab: Lab;
+  let pool: SshPool;
+  let connection: Record<string, unknown>;
+  let credentials: Record<string, unknown>;
+
+  function inputs(over: Record<string, unknown>): Record<string, unknown> {
+    return {
+      connection,
+      credentials,
+      xenEstateVersion: VERSION,
+      volumeGroup: "vg0",
+      size: "32MiB",
+      filesystem: "ext4",
+      ...over,
+    };
+  }
+
+  async function checked(over: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const r = await runtime.check("LvmVolume", {}, inputs(over));
+    assert.deepEqual(r.failures ?? [], []);
+    return r.inputs as Record<string, unknown>;
+  }
+
+  before(async () => {
+    lab = await Lab.start("dom0");
+    pool = new SshPool();
+    setSharedPool(pool);
+    connection = { host: lab.host, port: lab.port, hostKey: lab.hostKey };
+    credentials = { privateKey: lab.privateKey };
+  });
+
+  after(async () => {
+    await pool?.close();
+    setSharedPool(undefined);
+    await lab?.stop({ keepConsoleLog: true });
+  });
+
+  test("creates and formats a volume, reporting its real size and UUID", async () => {
+    const i = await checked({ name: "data1", size: "30MiB", label: "data" });
+    const r = await runtime.create("LvmVolume", i);
+    assert.equal(r.id, `${lab.host}:/dev/vg0/data1`);
+    assert.equal(r.outs.allocatedBytes, 32 * MiB, "rounded up to whole 4 MiB extents");
+    assert.match(String(r.outs.uuid), /^[0-9a-f-]{36}$/);
+    assert.match(await lab.ssh("blkid -o export /dev/vg0/data1"), /LABEL=data[\s\S]*TYPE=ext4/);
+  });
+
+  test("refuses an LV that already exists unless adopt is set, then keeps its data", async () => {
+    await lab.ssh("lvcreate -q -y -L 8M -n legacy vg0 && mkfs.ext4 -q -L old /dev/vg0/legacy");
+    await assert.rejects(
+      runtime.create("LvmVolume", await checked({ name: "legacy", size: "8MiB" })),
+      (e: unknown) => {
+        assert.ok(e instanceof RefusedError);
+        assert.match(e.message, /already exists: set adopt: true/);
+        return true;
+      },
+    );
+    const uuid = (await lab.ssh("blkid -o value -s UUID /dev/vg0/legacy")).trim();
+    const r = await runtime.create(
+      "LvmVolume",
+      await checked({ name: "legacy", size: "16MiB", adopt: true }),
+    );
+    assert.equal(r.outs.uuid, uuid, "the adopted filesystem was not re-made");
+    assert.equal(r.outs.allocatedBytes, 16 * MiB, "a smaller adopted volume is grown to the declared size");
+  });
+
+  test("never formats a volume that holds another filesystem", async () => {
+    await lab.ssh("lvcreate -q -y -L 8M -n xfsish vg0 && mkswap -q /dev/vg0/xfsish >/dev/null");
+    await assert.rejects(
+      runtime.create("LvmVolume", await checked({ name: "xfsish", size: "8MiB", adopt: true })),
+      /holds a swap filesystem, not ext4: refusing to format a disk that holds data/,
+    );
+    assert.match(await lab.ssh("blkid -o value -s TYPE /dev/vg0/xfsish"), /swap/);
+  });
+
+  test("grows in place with the filesystem, and refresh reports a volume shrunk behind its back", async () => {
+    const made = await runtime.create("LvmVolume", await checked({ name: "data2", size: "16MiB" }));
+    const olds = (await runtime.read("LvmVolume", made.id, made.outs)).props!;
+    const news = await checked({ name: "data2", size: "40MiB" });
+    const diff = await runtime.diff("LvmVolume", "", olds, news);
+    assert.deepEqual([diff.changes, diff.replaces], [true, []]);
+    const up = await runtime.update("LvmVolume", "", olds, news);
+    assert.equal(up.outs!.allocatedBytes, 40 * MiB);
+    const sb = await lab.ssh("dumpe2fs -h /dev/vg0/data2 2>/dev/null");
+    assert.equal(
+      Number(/Block count:\s+(\d+)/.exec(sb)?.[1]) * Number(/Block size:\s+(\d+)/.exec(sb)?.[1]),
+      40 * MiB,
+    );
+
+    await lab.ssh("lvreduce -q -f -y -L 36M vg0/data2");
+    const refreshed = await runtime.read("LvmVolume", "", up.outs);
+    assert.equal(refreshed.props!.sizeBytes, 36 * MiB, "drift shows up as a changed size");
+    assert.equal((await runtime.diff("LvmVolume", "", refreshed.props, news)).changes, true);
+  });
+
+  test("refuses to delete a volume a running guest uses, naming the guest", async () => {
+    const vol = await runtime.create(
+      "LvmVolume",
+      await checked({ name: "busy", size: "8MiB", filesystem: "none" }),
+    );
+    await lab.ssh(`cat > /tmp/busy.cfg && xl create -q /tmp/busy.cfg`, {
+      input: [
+        `name = "busy"`,
+        `type = "pv"`,
+        `kernel = "${LAB_NET.kitDir}/vmlinuz"`,
+        `ramdisk = "${LAB_NET.kitDir}/initrd.gz"`,
+        `memory = 128`,
+        `disk = [ "format=raw, vdev=xvda, access=rw, target=/dev/vg0/busy" ]`,
+        "",
+      ].join("\n"),
+      timeoutMs: 300_000,
+    });
+    try {
+      await assert.rejects(runtime.delete("LvmVolume", vol.id, vol.outs), (e: unknown) => {
+        assert.ok(e instanceof RefusedError);
+        assert.match(e.message, /refusing to remove vg0\/busy: guest busy uses it/);
+        return true;
+      });
+      assert.match(await lab.ssh("lvs --noheadings -o lv_name vg0/busy"), /busy/);
+    } finally {
+      await lab.ssh("xl destroy busy");
+    }
+    await runtime.delete("LvmVolume", vol.id, vol.outs);
+    assert.equal((await lab.exec("lvs vg0/busy")).exitCode, 5, "gone once the guest is");
+  });
+
+  test("deleting a volume that is already gone succeeds", async () => {
+    const vol = await runtime.create(
+      "LvmVolume",
+      await checked({ name: "gone", size: "8MiB", filesystem: "none" }),
+    );
+    await lab.ssh("lvremove -q -y vg0/gone");
+    assert.equal((await runtime.read("LvmVolume", vol.id, vol.outs)).id, "", "refresh drops it from state");
+    await runtime.delete("LvmVolume", vol.id, vol.outs);
+  });
+});
