@@ -5,7 +5,8 @@
 #   npm run lab -- ssh dom0 bash -s deb1 10.99.0.30 < test/lab/guest/debian-guest.sh
 #
 # Args: NAME (LV and domain name, default deb1), IP on xenbr0 (default 10.99.0.30), LV size (default 2G).
-# Slow under emulation: debootstrap alone takes about 8-9 minutes in the lab (FIELD-NOTES §10).
+# Slow under emulation: debootstrap alone took 8-9 minutes on an idle machine (FIELD-NOTES §10) and 29
+# minutes with other emulated machines running; the guest's first boot to SSH a few minutes more.
 # Prints "debian guest NAME up at IP" once the guest answers SSH from dom0 with dom0's root key.
 set -euo pipefail
 name="${1:-deb1}"
@@ -61,7 +62,9 @@ on_poweroff = "destroy"
 CFG
 step "xl create"
 xl create -q "/etc/xen/$name.cfg"
-for _ in $(seq 1 120); do
+# A full systemd boot under emulation takes minutes; wait up to 15.
+deadline=$((SECONDS + 900))
+while ((SECONDS < deadline)); do
   if ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=/root/.ssh/known_hosts_$name" -o ConnectTimeout=5 \
     "root@$ip" true 2>/dev/null; then
     step "debian guest $name up at $ip"
