@@ -9,7 +9,7 @@ import { Lab, LAB_NET } from "./lab";
 
 const MiB = 2 ** 20;
 
-describe("LvmVolume on real LVM", { timeout: 20 * 60 * 1000 }, () => {
+describe("LvmVolume (and a guest's address check) on the lab dom0", { timeout: 20 * 60 * 1000 }, () => {
   let lab: Lab;
   let pool: SshPool;
   let connection: Record<string, unknown>;
@@ -133,6 +133,40 @@ describe("LvmVolume on real LVM", { timeout: 20 * 60 * 1000 }, () => {
     }
     await runtime.delete("LvmVolume", vol.id, vol.outs);
     assert.equal((await lab.exec("lvs vg0/busy")).exitCode, 5, "gone once the guest is");
+  });
+
+  test("a guest whose MAC a guest config on the host already uses is refused before anything is written", async () => {
+    await lab.ssh(
+      `printf '%s\\n' 'name = "squatter"' 'vif = [ "mac=00:16:3e:77:00:01,bridge=xenbr0" ]' > /etc/xen/squatter.cfg`,
+    );
+    const r = await runtime.check(
+      "BridgedDomU",
+      {},
+      {
+        connection,
+        credentials,
+        xenEstateVersion: VERSION,
+        name: "newcomer",
+        memoryMiB: 128,
+        type: "pv",
+        boot: { kernel: `${LAB_NET.kitDir}/vmlinuz` },
+        disks: [{ path: "/dev/vg0/data1", vdev: "xvda" }],
+        ip: "10.99.0.77",
+        mac: "00:16:3e:77:00:01",
+      },
+    );
+    assert.deepEqual(r.failures ?? [], []);
+    await assert.rejects(runtime.create("BridgedDomU", r.inputs as Record<string, unknown>), (e: unknown) => {
+      assert.ok(e instanceof RefusedError);
+      assert.match(
+        e.message,
+        /MAC 00:16:3e:77:00:01 is already used by the guest config \/etc\/xen\/squatter\.cfg/,
+      );
+      return true;
+    });
+    assert.equal((await lab.exec("test -e /etc/xen/newcomer.cfg")).exitCode, 1, "no config was written");
+    assert.equal((await lab.exec("xl domid newcomer")).exitCode === 0, false, "no domain was made");
+    await lab.ssh("rm -f /etc/xen/squatter.cfg");
   });
 
   test("deleting a volume that is already gone succeeds", async () => {
