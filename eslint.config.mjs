@@ -15,7 +15,9 @@ export default tseslint.config(
         "error",
         {
           // node:test's describe/test return promises the runner itself awaits.
-          allowForKnownSafeCalls: [{ from: "package", name: ["describe", "test", "it", "suite"], package: "node:test" }],
+          allowForKnownSafeCalls: [
+            { from: "package", name: ["describe", "test", "it", "suite"], package: "node:test" },
+          ],
         },
       ],
       "@typescript-eslint/no-misused-promises": "error",

@@ -59,6 +59,9 @@ const app = new XenGuest("app1", {
   maxMemoryMiB: 256,
   type: "pv",
   boot: kit("app1", appIp, 24, "10.0.0.1"),
+  // Unattended install: the image is unpacked onto the fresh root volume, which the guest then boots into
+  // (the kit's initramfs switches to it). Its network settings are the ones the install writes.
+  install: { image: config.get("appImage") ?? `${kitDir}/rootfs.tar.gz` },
   waitForNetwork: { port: 80, timeoutSeconds: 300 },
 });
 

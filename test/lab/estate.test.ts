@@ -81,7 +81,8 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
     assert.match(doms.get("app1")?.state ?? "", /^[-rbp]{6}$/);
     assert.match(await lab.ssh("lvs --noheadings -o lv_name vg0"), /app1-root[\s\S]*web1-root/);
     assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.99.0.10/"), /xen-estate-kit ok name=web1/);
-    assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.0.0.5/"), /xen-estate-kit ok name=app1/);
+    // app1 was installed from the image and boots its own userland from its volume.
+    assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.0.0.5/"), /xen-estate-image ok name=app1/);
     assert.match(
       await lab.ssh("iptables -t nat -S POSTROUTING"),
       /-s 10\.0\.0\.0\/24 ! -d 10\.0\.0\.0\/24 .*xen-estate-nat -j MASQUERADE/,
@@ -90,6 +91,15 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
       await lab.ssh("readlink /etc/xen/auto/web1.cfg /etc/xen/auto/app1.cfg"),
       /web1\.cfg\n\/etc\/xen\/app1\.cfg/,
     );
+  });
+
+  test("the NAT guest reaches beyond its private network through the dom0's NAT", async () => {
+    // 10.0.2.100:3142 is on the dom0's uplink side (the lab's package source); the guest has no other way there.
+    assert.match(
+      await lab.ssh("curl -fsS --max-time 20 'http://10.0.0.5/cgi-bin/reach?10.0.2.100:3142'"),
+      /reach 10\.0\.2\.100:3142 ok/,
+    );
+    assert.match(await lab.ssh("iptables -t nat -L POSTROUTING -v -n"), /^\s*[1-9]\d*\s+\d+\s+MASQUERADE/m);
   });
 
   test("a second up reports no changes and writes nothing on the dom0", async () => {
@@ -126,24 +136,26 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
   });
 
   test("growing a volume is an in-place update that grows the filesystem while the guest keeps running", async () => {
-    const before = (await domains()).get("app1");
-    await stack.setConfig("appRootSize", "96MiB");
+    // web1's guest has its volume attached but not mounted, so dom0 may grow the filesystem too; a volume
+    // mounted inside a guest (app1's root) grows, and the guest runs resize2fs itself.
+    const before = (await domains()).get("web1");
+    await stack.setConfig("webRootSize", "96MiB");
     const up = await stack.up();
     assert.deepEqual(
       resourceChanges(up).map((s) => [s.type, s.op]),
       [[LV, "update"]],
     );
     assert.equal(
-      Number((await lab.ssh("lvs --noheadings --units b --nosuffix -o lv_size vg0/app1-root")).trim()),
+      Number((await lab.ssh("lvs --noheadings --units b --nosuffix -o lv_size vg0/web1-root")).trim()),
       96 * MiB,
     );
     const sb = await lab.ssh(
-      "dumpe2fs -h /dev/vg0/app1-root 2>/dev/null | grep -E '^(Block count|Block size):'",
+      "dumpe2fs -h /dev/vg0/web1-root 2>/dev/null | grep -E '^(Block count|Block size):'",
     );
     const blocks = Number(/Block count:\s+(\d+)/.exec(sb)?.[1]);
     const size = Number(/Block size:\s+(\d+)/.exec(sb)?.[1]);
     assert.equal(blocks * size, 96 * MiB, "the filesystem fills the grown volume");
-    assert.equal((await domains()).get("app1")?.id, before?.id, "the guest kept running");
+    assert.equal((await domains()).get("web1")?.id, before?.id, "the guest kept running");
   });
 
   test("a guest destroyed out of band shows up in refresh, and the next up starts it again", async () => {

@@ -12,6 +12,11 @@
 # HTTP on port 80: /          "xen-estate-kit ok name=NAME"
 #                  /disks     "xvda:SECTORS ..." for every xvd* disk seen
 #                  /xvda      the first 64 bytes of /dev/xvda (NULs dropped), to prove the disk is the one you gave
+#                  /cgi-bin/reach?HOST:PORT   "reach HOST:PORT ok|failed": a TCP connect from the guest (e.g. through NAT)
+# Root filesystem image: OUTDIR/rootfs.tar.gz is a tiny busybox userland for xen-estate's image install. When
+# /dev/xvda holds an ext4 filesystem with an executable /sbin/init, the initramfs switches to it; that init
+# configures eth0 from /etc/network/interfaces (as the install writes it) and answers
+# "xen-estate-image ok name=HOSTNAME" on / (plus /cgi-bin/reach).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 rootfs="$1"
@@ -56,7 +61,19 @@ add_module() {
 }
 add_module xen-blkfront
 add_module xen-netfront
+add_module ext4
+# ext4 asks the crypto API for crc32c at mount time (a soft dependency, not in modules.dep).
+if grep -qE "/crc32c_generic\.ko(\.xz|\.zst|\.gz)?:" "$moddir/modules.dep"; then add_module crc32c_generic; fi
 printf '%s\n' "${order[@]}" >"$tmp/etc/modules.order"
+
+reach_cgi='#!/bin/sh
+echo "Content-Type: text/plain"
+echo
+t="$QUERY_STRING"
+if nc -w 5 "${t%:*}" "${t##*:}" </dev/null >/dev/null 2>&1; then echo "reach $t ok"; else echo "reach $t failed"; fi'
+mkdir -p "$tmp/www/cgi-bin"
+printf '%s\n' "$reach_cgi" >"$tmp/www/cgi-bin/reach"
+chmod +x "$tmp/www/cgi-bin/reach"
 
 cat >"$tmp/init" <<'INIT'
 #!/bin/busybox sh
@@ -69,6 +86,19 @@ say() { echo "kit: $*" >/dev/console; }
 for m in $(cat /etc/modules.order); do
   insmod "/lib/modules/$m" || say "insmod $m failed"
 done
+# An installed root filesystem on xvda takes over.
+i=0
+while [ ! -b /dev/xvda ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i + 1)); done
+mkdir -p /newroot
+if [ -b /dev/xvda ] && mount -t ext4 /dev/xvda /newroot 2>/dev/null; then
+  if [ -x /newroot/sbin/init ]; then
+    say "switching to the root filesystem on xvda"
+    umount /sys /proc
+    mount --move /dev /newroot/dev 2>/dev/null || umount /dev
+    exec switch_root /newroot /sbin/init
+  fi
+  umount /newroot
+fi
 ip=""; gw=""; name=kit
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
@@ -103,7 +133,42 @@ while true; do sleep 3600; done
 INIT
 chmod +x "$tmp/init"
 
+# The root filesystem image for image installs.
+img="$(mktemp -d)"
+trap 'rm -rf "$tmp" "$img"' EXIT
+mkdir -p "$img"/{bin,sbin,dev,proc,sys,tmp,etc/network,www/cgi-bin,root}
+cp "$rootfs/bin/busybox" "$img/bin/busybox"
+printf '%s\n' "$reach_cgi" >"$img/www/cgi-bin/reach"
+chmod +x "$img/www/cgi-bin/reach"
+cat >"$img/sbin/init" <<'IMGINIT'
+#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+/bin/busybox --install -s /bin
+export PATH=/bin
+name=$(cat /etc/hostname 2>/dev/null || echo image)
+hostname "$name"
+ip link set lo up
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+ip link set eth0 up
+# The install writes ifupdown syntax: an address with its prefix, then a gateway (or on-link routes).
+addr=$(sed -n 's/^[[:space:]]*address[[:space:]]*//p' /etc/network/interfaces | head -n1)
+gw=$(sed -n 's/^[[:space:]]*gateway[[:space:]]*//p' /etc/network/interfaces | head -n1)
+[ -n "$addr" ] && ip addr add "$addr" dev eth0
+if [ -n "$gw" ]; then ip route add default via "$gw"; else
+  sed -n 's/^[[:space:]]*up ip route add //p' /etc/network/interfaces | while read -r r; do ip route add $r; done
+fi
+echo "xen-estate-image ok name=$name" >/www/index.html
+httpd -p 80 -h /www
+echo "image: ready name=$name addr=$addr" >/dev/console
+while true; do sleep 3600; done
+IMGINIT
+chmod +x "$img/sbin/init"
+
 mkdir -p "$out"
+(cd "$img" && tar --numeric-owner --owner=0 --group=0 -czf "$out/rootfs.tar.gz" .)
 (cd "$tmp" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -9 >"$out/initrd.gz"
 cp "$rootfs/boot/vmlinuz-$kver" "$out/vmlinuz"
 echo "$kver" >"$out/kernel-version"
