@@ -13,15 +13,11 @@ import {
   checkMac,
   claimAddresses,
   configPath,
-  createGuest,
-  deleteGuest,
   GuestArgsBase,
   GuestInputs,
   GuestOutputs,
-  readGuest,
+  guestLifecycle,
   renderGuestConfig,
-  updateGuest,
-  GUEST_CHANGES,
 } from "./guest";
 import { contains, networkOf } from "./network";
 import { Checker, containsUnknown, UNKNOWN, isIPv4 } from "./validate";
@@ -44,9 +40,7 @@ export interface BridgedDomUArgs extends GuestArgsBase {
 
 export const bridgedDomUKind = registerKind<GuestInputs, GuestOutputs>({
   name: "BridgedDomU",
-  replaceOn: GUEST_CHANGES.replace,
-  deleteBeforeReplace: true,
-  outputOnly: ["domid"],
+  ...guestLifecycle,
 
   check(raw, c: Checker) {
     const base = checkGuestBase(raw, c);
@@ -81,12 +75,6 @@ export const bridgedDomUKind = registerKind<GuestInputs, GuestOutputs>({
     if (containsUnknown(g)) return { ...g, files: UNKNOWN as unknown as Record<string, string> };
     return { ...g, files: { [configPath(g.name)]: renderGuestConfig(g as GuestInputs) } };
   },
-
-  id: (i) => `${i.connection.host}:${i.name}`,
-  create: (ctx, i, progress) => createGuest(ctx, i, progress),
-  read: (ctx, _id, outs) => readGuest(ctx, outs),
-  update: (ctx, _id, olds, news) => updateGuest(ctx, olds, news),
-  delete: (ctx, _id, outs) => deleteGuest(ctx, outs),
 });
 
 /** A Xen guest with its own public IP and the provider-assigned MAC on the dom0's bridge. */

@@ -651,6 +651,22 @@ export function natRulesScript(network: string, action: "add" | "remove"): strin
   ].join("\n");
 }
 
+/**
+ * Everything of a guest kind but its `name` and `check`: BridgedDomU and NatDomU differ only in how they
+ * validate and render their network.
+ */
+export const guestLifecycle = {
+  replaceOn: GUEST_CHANGES.replace,
+  deleteBeforeReplace: true,
+  outputOnly: ["domid"],
+  id: (i: GuestInputs): string => `${i.connection.host}:${i.name}`,
+  create: (ctx: Context, i: GuestInputs, progress: (p: Partial<GuestOutputs>) => void) =>
+    createGuest(ctx, i, progress),
+  read: (ctx: Context, _id: string, outs: GuestOutputs) => readGuest(ctx, outs),
+  update: (ctx: Context, _id: string, olds: GuestOutputs, news: GuestInputs) => updateGuest(ctx, olds, news),
+  delete: (ctx: Context, _id: string, outs: GuestOutputs) => deleteGuest(ctx, outs),
+} as const;
+
 /** Runs the create steps; reports progress so a failure after the config exists is recorded, not forgotten. */
 export async function createGuest(
   ctx: Context,

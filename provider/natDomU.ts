@@ -13,17 +13,13 @@ import {
   checkIp,
   checkMac,
   configPath,
-  createGuest,
-  deleteGuest,
   GuestArgsBase,
   GuestInputs,
   GuestOutputs,
-  GUEST_CHANGES,
+  guestLifecycle,
   NAT_CONF,
   NAT_SCRIPT,
-  readGuest,
   renderGuestConfig,
-  updateGuest,
 } from "./guest";
 import { claimOnConstruction } from "./bridgedDomU";
 import { broadcast, derivedMac, firstHost } from "./network";
@@ -41,9 +37,7 @@ export interface NatDomUArgs extends GuestArgsBase {
 
 export const natDomUKind = registerKind<GuestInputs, GuestOutputs>({
   name: "NatDomU",
-  replaceOn: GUEST_CHANGES.replace,
-  deleteBeforeReplace: true,
-  outputOnly: ["domid"],
+  ...guestLifecycle,
 
   check(raw, c: Checker) {
     const base = checkGuestBase(raw, c);
@@ -80,12 +74,6 @@ export const natDomUKind = registerKind<GuestInputs, GuestOutputs>({
       },
     };
   },
-
-  id: (i) => `${i.connection.host}:${i.name}`,
-  create: (ctx, i, progress) => createGuest(ctx, i, progress),
-  read: (ctx, _id, outs) => readGuest(ctx, outs),
-  update: (ctx, _id, olds, news) => updateGuest(ctx, olds, news),
-  delete: (ctx, _id, outs) => deleteGuest(ctx, outs),
 });
 
 /** A Xen guest on a host-local network behind the dom0's NAT. */
