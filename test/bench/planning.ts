@@ -3,12 +3,10 @@
  * The baseline, measured in the same run, is a JSON round trip of the same inputs, so the ratio is comparable
  * across machines; the absolute figure is checked against the target of 1 ms per resource.
  */
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { fixtureKeys } from "../support/fixture-keys";
 import { checkInputs, planDiff, render, VERSION } from "../../provider";
 
 const COUNT = 1000;
-const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
 
 function guestContext(i: number): Record<string, unknown> {
   const name = `guest${i}`;
@@ -58,8 +56,8 @@ function measure(fn: () => void, rounds = 5): number {
 }
 
 export function benchPlanning(print: (name: string, value: number, unit: string) => void): void {
-  const hostKey = fs.readFileSync(path.join(keys, "host_ed25519.fingerprint"), "utf8").trim();
-  const privateKey = fs.readFileSync(path.join(keys, "client_ed25519"), "utf8");
+  const hostKey = fixtureKeys.hostFingerprint;
+  const privateKey = fixtureKeys.clientPrivateKey;
   const contexts = Array.from({ length: COUNT }, (_, i) => guestContext(i));
   const news = contexts.map((ctx) => ({
     connection: { host: "dom0.example.net", hostKey },

@@ -3,8 +3,6 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as path from "node:path";
 import {
   Checker,
   checkConnection,
@@ -13,11 +11,11 @@ import {
   splitConnection,
   joinConnection,
 } from "../../provider";
+import { fixtureKeys } from "../support/fixture-keys";
 
-const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
-const hostPub = fs.readFileSync(path.join(keys, "host_ed25519.pub"), "utf8").trim();
-const hostFp = fs.readFileSync(path.join(keys, "host_ed25519.fingerprint"), "utf8").trim();
-const clientKey = fs.readFileSync(path.join(keys, "client_ed25519"), "utf8");
+const hostPub = fixtureKeys.hostPublicKey;
+const hostFp = fixtureKeys.hostFingerprint;
+const clientKey = fixtureKeys.clientPrivateKey;
 
 function check(
   raw: unknown,

@@ -3,8 +3,6 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as path from "node:path";
 import {
   checkInputs,
   classifyChange,
@@ -15,9 +13,9 @@ import {
   derivedMac,
   UNKNOWN,
 } from "../../provider";
+import { fixtureKeys } from "../support/fixture-keys";
 
-const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
-const hostKey = fs.readFileSync(path.join(keys, "host_ed25519.fingerprint"), "utf8").trim();
+const hostKey = fixtureKeys.hostFingerprint;
 
 const common = {
   connection: { host: "dom0", hostKey },

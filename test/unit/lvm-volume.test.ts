@@ -3,12 +3,10 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { checkInputs, parseSize, formatSize, planDiff, VERSION, parseProbe } from "../../provider";
+import { fixtureKeys } from "../support/fixture-keys";
 
-const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
-const hostKey = fs.readFileSync(path.join(keys, "host_ed25519.fingerprint"), "utf8").trim();
+const hostKey = fixtureKeys.hostFingerprint;
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 

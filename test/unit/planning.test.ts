@@ -4,13 +4,11 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { checkInputs, planDiff, providerFor, runtime, VERSION } from "../../provider";
+import { fixtureKeys } from "../support/fixture-keys";
 
-const keys = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
-const hostFp = fs.readFileSync(path.join(keys, "host_ed25519.fingerprint"), "utf8").trim();
-const clientKey = fs.readFileSync(path.join(keys, "client_ed25519"), "utf8");
+const hostFp = fixtureKeys.hostFingerprint;
+const clientKey = fixtureKeys.clientPrivateKey;
 
 const base = {
   connection: { host: "dom0", hostKey: hostFp },
