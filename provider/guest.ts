@@ -9,7 +9,7 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { ConnectionArgs } from "./connection";
 import { CommonInputs, Context, deepEqual, VERSION } from "./dynamic";
-import { RefusedError, RemoteCommandError } from "./errors";
+import { RefusedError } from "./errors";
 import { contains, Ipv4Network, macProblem, parseCidr } from "./network";
 import { removeRemoteFile, sha256, statRemoteFiles, withHostLock, writeRemoteFile } from "./remote-file";
 import { shellQuote } from "./shell";
@@ -478,23 +478,6 @@ function duplicateCheckScript(g: GuestInputs): string {
   ].join("\n");
 }
 
-async function runRefusable(
-  ctx: Context,
-  script: string,
-  summary: string,
-  timeoutMs?: number,
-): Promise<string> {
-  try {
-    return (await ctx.host.script(script, timeoutMs ? { summary, timeoutMs } : { summary })).stdout;
-  } catch (err) {
-    if (err instanceof RemoteCommandError && err.exitCode === 3) {
-      const lines = err.stderrTail.trim().split("\n");
-      throw new RefusedError(`${lines[lines.length - 1] ?? err.message}`);
-    }
-    throw err;
-  }
-}
-
 /** Writes every file the guest owns (config, NAT script and settings); returns the paths that changed. */
 async function writeFiles(ctx: Context, g: GuestInputs): Promise<string[]> {
   const changed: string[] = [];
@@ -673,7 +656,9 @@ export async function createGuest(
   g: GuestInputs,
   progress: (p: Partial<GuestOutputs>) => void,
 ): Promise<GuestOutputs> {
-  await runRefusable(ctx, withHostLock(duplicateCheckScript(g)), `check ${g.name}'s addresses are free`);
+  await ctx.host.refusable(withHostLock(duplicateCheckScript(g)), {
+    summary: `check ${g.name}'s addresses are free`,
+  });
   const existing = await domainState(ctx, g.name);
   if (existing !== null)
     throw new RefusedError(
@@ -695,7 +680,10 @@ export async function createGuest(
   if (g.natNetwork)
     await ctx.host.script(natRulesScript(g.natNetwork, "add"), { summary: `NAT rules for ${g.natNetwork}` });
   if (g.install)
-    await runRefusable(ctx, installScript(g), `install ${g.name} from ${g.install.image}`, 1_800_000);
+    await ctx.host.refusable(installScript(g), {
+      summary: `install ${g.name} from ${g.install.image}`,
+      timeoutMs: 1_800_000,
+    });
   let domid: number | null = null;
   if (g.running) {
     domid = await startDomain(ctx, g);
@@ -733,11 +721,9 @@ export async function updateGuest(
   news: GuestInputs,
 ): Promise<GuestOutputs> {
   const change = classifyChange(olds, news);
-  await runRefusable(
-    ctx,
-    withHostLock(duplicateCheckScript(news)),
-    `check ${news.name}'s addresses are free`,
-  );
+  await ctx.host.refusable(withHostLock(duplicateCheckScript(news)), {
+    summary: `check ${news.name}'s addresses are free`,
+  });
   const changedFiles = await writeFiles(ctx, news);
   await ctx.host.script(autostartScript(news), { summary: `autostart ${news.name}` });
   if (news.natNetwork)
@@ -761,7 +747,11 @@ export async function updateGuest(
       await ctx.host.script(`xl vcpu-set ${q} ${news.vcpus}`, { summary: `xl vcpu-set ${news.name}` });
   }
   if (domid === null && news.running) {
-    if (news.install) await runRefusable(ctx, installScript(news), `install ${news.name}`, 1_800_000);
+    if (news.install)
+      await ctx.host.refusable(installScript(news), {
+        summary: `install ${news.name}`,
+        timeoutMs: 1_800_000,
+      });
     domid = await startDomain(ctx, news);
     await waitForNetwork(ctx, news);
   }

@@ -8,8 +8,8 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { ConnectionArgs } from "./connection";
-import { CommonInputs, Context, MODULE, providerFor, registerKind, resourceInputs } from "./dynamic";
-import { InputError, RefusedError, RemoteCommandError, showValue } from "./errors";
+import { CommonInputs, MODULE, providerFor, registerKind, resourceInputs } from "./dynamic";
+import { InputError, showValue } from "./errors";
 import { shellQuote } from "./shell";
 import { formatSize, parseSize, roundUpToExtent } from "./units";
 import { Checker } from "./validate";
@@ -159,7 +159,7 @@ export const lvmVolumeKind = registerKind<LvmVolumeInputs, LvmVolumeOutputs>({
 
   async create(ctx, i, progress) {
     ctx.log.info(`creating ${i.volumeGroup}/${i.name} (${formatSize(i.sizeBytes)}, ${i.filesystem})`);
-    const r = await runLvm(ctx, createScript(i), `create ${i.volumeGroup}/${i.name}`);
+    const r = await ctx.host.refusable(createScript(i), { summary: `create ${i.volumeGroup}/${i.name}` });
     const state = parseProbe(r);
     if (!state) throw new Error(`${i.volumeGroup}/${i.name} vanished right after it was created`);
     progress(outsOf(i, state));
@@ -190,7 +190,7 @@ export const lvmVolumeKind = registerKind<LvmVolumeInputs, LvmVolumeOutputs>({
 
   async update(ctx, _id, olds, news) {
     const script = updateScript(olds, news);
-    const r = await runLvm(ctx, script, `update ${news.volumeGroup}/${news.name}`);
+    const r = await ctx.host.refusable(script, { summary: `update ${news.volumeGroup}/${news.name}` });
     for (const line of r.split("\n")) if (line.startsWith("WARN ")) ctx.log.warn(line.slice(5));
     const state = parseProbe(r);
     if (!state)
@@ -199,7 +199,7 @@ export const lvmVolumeKind = registerKind<LvmVolumeInputs, LvmVolumeOutputs>({
   },
 
   async delete(ctx, _id, outs) {
-    await runLvm(ctx, deleteScript(outs), `remove ${outs.volumeGroup}/${outs.name}`);
+    await ctx.host.refusable(deleteScript(outs), { summary: `remove ${outs.volumeGroup}/${outs.name}` });
   },
 });
 
@@ -223,19 +223,6 @@ function outsOf(i: LvmVolumeInputs, p: Probe): LvmVolumeOutputs {
     extentBytes: p.extentBytes,
     uuid: p.uuid,
   };
-}
-
-/** Runs a script whose exit code 3 means "refused" (stderr says why). Returns stdout. */
-async function runLvm(ctx: Context, script: string, summary: string): Promise<string> {
-  try {
-    return (await ctx.host.script(script, { summary })).stdout;
-  } catch (err) {
-    if (err instanceof RemoteCommandError && err.exitCode === 3) {
-      const lines = err.stderrTail.trim().split("\n");
-      throw new RefusedError(lines[lines.length - 1] ?? err.message);
-    }
-    throw err;
-  }
 }
 
 // ---- Remote scripts (pure: strings from inputs; every value quoted) ----------------------------------------
@@ -305,6 +292,21 @@ export function createScript(i: LvmVolumeInputs): string {
   ].join("\n");
 }
 
+/**
+ * Sets `$guest` to the name of the domain whose block backend holds the device `$real` (empty when none): xenstore
+ * lists every vbd's `params`, the path xl was given.
+ */
+function guestUsingDeviceScript(): string[] {
+  return [
+    `guest=""`,
+    `if command -v xenstore-ls >/dev/null 2>&1; then`,
+    `  for p in $(xenstore-ls -f /local/domain/0/backend/vbd 2>/dev/null | sed -n 's|^/local/domain/0/backend/vbd/\\([0-9]*\\)/[0-9]*/params = "\\(.*\\)"$|\\1:\\2|p'); do`,
+    `    d=\${p%%:*}; path=\${p#*:}; if [ "$(readlink -f "$path" 2>/dev/null)" = "$real" ]; then guest=$(xl domname "$d" 2>/dev/null || echo "domid $d"); fi`,
+    `  done`,
+    `fi`,
+  ];
+}
+
 /** Grows the LV (and the filesystem where that is safe from dom0) and applies a new label. */
 export function updateScript(olds: LvmVolumeOutputs, news: LvmVolumeInputs): string {
   const lvq = shellQuote(`${news.volumeGroup}/${news.name}`);
@@ -320,12 +322,7 @@ export function updateScript(olds: LvmVolumeOutputs, news: LvmVolumeInputs): str
     `if [ "$want" -gt "$cur" ]; then lvextend --size "$want"b ${lvq} >&2; grown=1; fi`,
     `real=$(readlink -f ${dev})`,
     // Who has the device: a guest through blkback, a mount in dom0, active swap.
-    `guest=""`,
-    `if command -v xenstore-ls >/dev/null 2>&1; then`,
-    `  for p in $(xenstore-ls -f /local/domain/0/backend/vbd 2>/dev/null | sed -n 's|^/local/domain/0/backend/vbd/\\([0-9]*\\)/[0-9]*/params = "\\(.*\\)"$|\\1:\\2|p'); do`,
-    `    d=\${p%%:*}; path=\${p#*:}; if [ "$(readlink -f "$path" 2>/dev/null)" = "$real" ]; then guest=$(xl domname "$d" 2>/dev/null || echo "domid $d"); fi`,
-    `  done`,
-    `fi`,
+    ...guestUsingDeviceScript(),
     `mnt=$(findmnt -n -o TARGET -S "$real" 2>/dev/null | head -n1 || true)`,
     `fs=$(blkid -p -o value -s TYPE ${dev} 2>/dev/null || true)`,
     // A journalled ext4 carries needs_recovery while mounted (here or in a guest): then only the mounter may resize.
@@ -359,12 +356,8 @@ export function deleteScript(o: LvmVolumeOutputs): string {
   return [
     `lvs ${lvq} >/dev/null 2>&1 || { echo "${name} is already gone" >&2; exit 0; }`,
     `real=$(readlink -f ${dev})`,
-    `if command -v xenstore-ls >/dev/null 2>&1; then`,
-    `  for p in $(xenstore-ls -f /local/domain/0/backend/vbd 2>/dev/null | sed -n 's|^/local/domain/0/backend/vbd/\\([0-9]*\\)/[0-9]*/params = "\\(.*\\)"$|\\1:\\2|p'); do`,
-    `    d=\${p%%:*}; path=\${p#*:}`,
-    `    if [ "$(readlink -f "$path" 2>/dev/null)" = "$real" ]; then echo "refusing to remove ${name}: guest $(xl domname "$d" 2>/dev/null || echo "domid $d") uses it; shut the guest down or remove it first" >&2; exit 3; fi`,
-    `  done`,
-    `fi`,
+    ...guestUsingDeviceScript(),
+    `if [ -n "$guest" ]; then echo "refusing to remove ${name}: guest $guest uses it; shut the guest down or remove it first" >&2; exit 3; fi`,
     `dm=$(lvs --noheadings -o lv_dm_path ${lvq} | tr -d ' ')`,
     `for cfg in /etc/xen/*.cfg /etc/xen/auto/*; do`,
     `  [ -f "$cfg" ] || continue`,

@@ -93,15 +93,19 @@ export async function statRemoteFiles(
   });
 }
 
+/** A file's directory, its name, and the directory its dated backups go to (mirrored under BACKUP_ROOT). */
+function locate(path: string): { dir: string; base: string; backupDir: string } {
+  const dir = path.replace(/\/[^/]*$/, "") || "/";
+  return { dir, base: path.slice(dir.length + 1), backupDir: `${BACKUP_ROOT}${dir === "/" ? "" : dir}` };
+}
+
 /** The script that writes `content` to `path` atomically; prints `unchanged` or `changed <backup>`. */
 export function writeFileScript(path: string, content: string | Buffer, opts: WriteOptions = {}): string {
   const owner = opts.owner ?? "root";
   const group = opts.group ?? "root";
   const mode = (opts.mode ?? "644").replace(/^0+(?=\d{3})/, "");
   const q = shellQuote(path);
-  const dir = path.replace(/\/[^/]*$/, "") || "/";
-  const base = path.slice(dir.length + 1);
-  const backupDir = `${BACKUP_ROOT}${dir === "/" ? "" : dir}`;
+  const { dir, base, backupDir } = locate(path);
   const delimiter = `XEN_ESTATE_${sha256(content).slice(0, 16)}`;
   const validate = opts.validate ? opts.validate.split("%s").join('"$tmp"') : undefined;
   const body = [
@@ -167,9 +171,7 @@ export async function removeRemoteFile(
   opts: { lock?: boolean } = {},
 ): Promise<boolean> {
   const q = shellQuote(path);
-  const dir = path.replace(/\/[^/]*$/, "") || "/";
-  const base = path.slice(dir.length + 1);
-  const backupDir = `${BACKUP_ROOT}${dir === "/" ? "" : dir}`;
+  const { base, backupDir } = locate(path);
   const body = [
     `if [ -L ${q} ]; then rm -f -- ${q}; echo removed; exit 0; fi`,
     `if [ ! -e ${q} ]; then echo absent; exit 0; fi`,

@@ -11,6 +11,7 @@ import type { Duplex, Readable } from "node:stream";
 import type { Client, ClientChannel, ConnectConfig } from "ssh2";
 import {
   ConnectFailureKind,
+  RefusedError,
   RemoteCommandError,
   SshConnectError,
   SudoPasswordRequiredError,
@@ -64,6 +65,9 @@ interface PoolEntry {
   waiting: (() => void)[];
   closed: boolean;
 }
+
+/** The exit code by which remote scripts say "refused: doing this would lose data or clash". */
+export const REFUSED_EXIT = 3;
 
 /** How many lines of a command's output are copied into the debug log before it is summarised. */
 const LOGGED_LINES = 400;
@@ -400,6 +404,23 @@ export class RemoteHost {
       stdin: wrapped,
       summary: opts.summary ?? firstLine(script),
     });
+  }
+
+  /**
+   * Runs a script that exits with {@link REFUSED_EXIT} when the remote state makes the change unsafe (a volume
+   * in use, a MAC already taken); that becomes a {@link RefusedError} carrying the script's last stderr line.
+   * Returns stdout.
+   */
+  async refusable(script: string, opts: Omit<RunOptions, "stdin"> = {}): Promise<string> {
+    try {
+      return (await this.script(script, opts)).stdout;
+    } catch (err) {
+      if (err instanceof RemoteCommandError && err.exitCode === REFUSED_EXIT) {
+        const lines = err.stderrTail.trim().split("\n");
+        throw new RefusedError(lines[lines.length - 1] ?? err.message);
+      }
+      throw err;
+    }
   }
 
   /** Runs one command line (already quoted by the caller) with optional stdin data or stream. */
