@@ -14,8 +14,11 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
+import { freePort } from "../support/sshd";
+
+/** Re-exported for tests that already take it from here. */
+export { freePort };
 
 /**
  * dom0: Debian 12 + Xen 4.17, booted by QEMU multiboot. bare: plain Debian 12 that boots through its own
@@ -159,17 +162,6 @@ export function pruneImages(): string[] {
     removed.push(d);
   }
   return removed;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export interface SshResult {
