@@ -8,9 +8,6 @@ import * as os from "node:os";
 import * as path from "node:path";
 import {
   BACKUP_ROOT,
-  Checker,
-  checkConnection,
-  joinConnection,
   readRemoteFile,
   RemoteCommandError,
   RemoteHost,
@@ -21,7 +18,7 @@ import {
   withHostLock,
   writeRemoteFile,
 } from "../../provider";
-import { generateKey, startSshd, Sshd } from "../support/sshd";
+import { startLocalHost, Sshd } from "../support/sshd";
 
 let sshd: Sshd;
 let pool: SshPool;
@@ -30,16 +27,7 @@ let dir: string;
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-files-"));
-  const key = await generateKey(dir, "client");
-  sshd = await startSshd({ authorizedKeys: [key.publicKey] });
-  const c = new Checker();
-  const conn = checkConnection(
-    c,
-    { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint },
-    {},
-  );
-  pool = new SshPool();
-  host = pool.host(joinConnection(conn!, { privateKey: key.privateKey }));
+  ({ sshd, pool, host } = await startLocalHost(dir));
 });
 
 after(async () => {

@@ -11,6 +11,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
+import { Checker, checkConnection, joinConnection, RemoteHost, SshPool } from "../../provider";
 
 const run = promisify(execFile);
 
@@ -277,4 +278,31 @@ export class JumpTopology {
       `ip link del ${this.hostIf} 2>/dev/null; ip netns del ${this.jumpNs} 2>/dev/null; ip netns del ${this.targetNs} 2>/dev/null; true`,
     ]);
   }
+}
+
+/** A real sshd on this machine and a pooled {@link RemoteHost} logged in to it as root with a fresh key. */
+export async function startLocalHost(dir: string): Promise<{
+  sshd: Sshd;
+  pool: SshPool;
+  host: RemoteHost;
+  stop: () => Promise<void>;
+}> {
+  const key = await generateKey(dir, "client");
+  const sshd = await startSshd({ authorizedKeys: [key.publicKey] });
+  const conn = checkConnection(
+    new Checker(),
+    { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint },
+    {},
+  );
+  const pool = new SshPool();
+  const host = pool.host(joinConnection(conn!, { privateKey: key.privateKey }));
+  return {
+    sshd,
+    pool,
+    host,
+    stop: async () => {
+      await pool.close();
+      await sshd.stop();
+    },
+  };
 }
