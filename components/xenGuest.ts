@@ -87,6 +87,8 @@ export class XenGuest extends pulumi.ComponentResource {
   readonly domid: pulumi.Output<number | null>;
   /** The guest's address. */
   readonly ip: pulumi.Output<string>;
+  /** Fingerprint (`SHA256:…`) of the SSH host key the install gave the guest, else null. */
+  readonly sshHostKey: pulumi.Output<string | null>;
 
   constructor(name: string, args: XenGuestArgs, opts?: pulumi.ComponentResourceOptions) {
     super("xen-estate:components:XenGuest", name, {}, opts);
@@ -162,7 +164,13 @@ export class XenGuest extends pulumi.ComponentResource {
     this.rootPath = this.root.path;
     this.domid = this.guest.domid;
     this.ip = pulumi.output(net.ip);
-    this.registerOutputs({ rootPath: this.rootPath, domid: this.domid, ip: this.ip });
+    this.sshHostKey = this.guest.sshHostKey;
+    this.registerOutputs({
+      rootPath: this.rootPath,
+      domid: this.domid,
+      ip: this.ip,
+      sshHostKey: this.sshHostKey,
+    });
   }
 }
 

@@ -82,6 +82,8 @@ export class BridgedDomU extends pulumi.dynamic.Resource {
   declare readonly name: pulumi.Output<string>;
   /** Domain id while running, else null. */
   declare readonly domid: pulumi.Output<number | null>;
+  /** Fingerprint (`SHA256:…`) of the SSH host key the install gave the guest; pin it to reach the guest. */
+  declare readonly sshHostKey: pulumi.Output<string | null>;
   declare readonly running: pulumi.Output<boolean>;
   /** Files the guest owns on the dom0 (path → content). */
   declare readonly files: pulumi.Output<Record<string, string>>;

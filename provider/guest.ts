@@ -13,8 +13,9 @@ import { RefusedError } from "./errors";
 import { contains, Ipv4Network, macProblem, parseCidr } from "./network";
 import { removeRemoteFile, sha256, statRemoteFiles, withHostLock, writeRemoteFile } from "./remote-file";
 import { shellQuote } from "./shell";
+import { fingerprintOf } from "./ssh/hostkey";
 import { render } from "./templates";
-import { Checker, isIPv4, isSafeAbsolutePath } from "./validate";
+import { Checker, isIPv4, isSafeAbsolutePath, UNKNOWN } from "./validate";
 
 export type GuestType = "pvh" | "pv";
 export type LifecycleAction =
@@ -55,16 +56,63 @@ export interface GuestDiskArgs {
   readonly access?: pulumi.Input<"rw" | "ro">;
 }
 
-/** Root filesystem to put on a fresh root disk before the first boot. */
+/**
+ * How to put a root filesystem on a fresh root disk before the first boot: exactly one of `image` or
+ * `debootstrap`. Either way the install runs only on an empty ext4 filesystem; a disk that already holds files is
+ * never touched, and an install that was interrupted (its marker file is still there) is wiped and started again.
+ */
 export interface GuestInstallArgs {
   /**
-   * A root filesystem tarball on the dom0 (`.tar`, `.tar.gz`, `.tar.zst`…), unpacked onto the first disk when that
-   * disk holds an empty ext4 filesystem. A disk that already holds files is never touched.
+   * A root filesystem tarball on the dom0 (`.tar`, `.tar.gz`, `.tar.zst`…), unpacked onto the first disk. The fast
+   * path: build the image once, install many guests from it.
    */
-  readonly image: pulumi.Input<string>;
+  readonly image?: pulumi.Input<string>;
+  /** Install Debian (or Ubuntu) from a package mirror with `debootstrap` on the dom0 (package `debootstrap`). */
+  readonly debootstrap?: pulumi.Input<DebootstrapArgs>;
   /** Resolvers written to the guest's /etc/resolv.conf. @default Hetzner's 185.12.64.1 and 185.12.64.2 */
   readonly nameservers?: pulumi.Input<pulumi.Input<string>[]>;
+  /**
+   * OpenSSH public keys (`ssh-ed25519 AAAA… comment`) written to the guest's /root/.ssh/authorized_keys, so the
+   * fresh guest can be reached. @default none (a debootstrapped guest then has no way in but `xl console`)
+   */
+  readonly authorizedKeys?: pulumi.Input<pulumi.Input<string>[]>;
 }
+
+/** A Debian-family userland installed by `debootstrap` from a mirror the dom0 can reach. */
+export interface DebootstrapArgs {
+  /** Release codename, e.g. `bookworm`, `trixie`, `noble` (Ubuntu). @default "bookworm" */
+  readonly suite?: pulumi.Input<string>;
+  /** Package mirror (http or https URL); also written to the guest's sources.list. @default "http://deb.debian.org/debian" */
+  readonly mirror?: pulumi.Input<string>;
+  /**
+   * Packages on top of the base set. The base set is what an unattended guest needs to boot and be reached:
+   * systemd-sysv, udev, kmod, ifupdown, iproute2, iputils-ping, openssh-server, plus a kernel and GRUB config when
+   * `boot` is a bootloader. @default []
+   */
+  readonly include?: pulumi.Input<pulumi.Input<string>[]>;
+  /** debootstrap's `--variant`. @default "minbase" */
+  readonly variant?: pulumi.Input<"minbase" | "buildd" | "default">;
+  /** HTTP proxy (URL) for the download, also configured for apt inside the guest. @default none */
+  readonly proxy?: pulumi.Input<string>;
+}
+
+/** The validated install settings. */
+export type GuestInstall = {
+  nameservers: string[];
+  authorizedKeys: string[];
+} & (
+  | { image: string; debootstrap: null }
+  | {
+      image: null;
+      debootstrap: {
+        suite: string;
+        mirror: string;
+        include: string[];
+        variant: string;
+        proxy: string | null;
+      };
+    }
+);
 
 /** What every guest takes, whatever its network. */
 export interface GuestArgsBase {
@@ -145,7 +193,7 @@ export interface GuestInputs extends CommonInputs {
   onCrash: LifecycleAction;
   waitForNetwork: { port: number | null; timeoutSeconds: number } | null;
   shutdownTimeoutSeconds: number;
-  install: { image: string; nameservers: string[] } | null;
+  install: GuestInstall | null;
   guestNetwork: GuestNetwork;
   /** The NAT network this guest lives in (NatDomU only). */
   natNetwork: string | null;
@@ -156,6 +204,11 @@ export interface GuestInputs extends CommonInputs {
 export interface GuestOutputs extends GuestInputs {
   /** Domain id while running, else null. */
   domid: number | null;
+  /**
+   * Fingerprint (`SHA256:…`) of the SSH host key an install gave the guest, ready to pin as a connection's
+   * `hostKey`; null without an install or when the guest has no SSH server.
+   */
+  sshHostKey: string | null;
 }
 
 /** Which change does what. Anything not listed is bookkeeping (no remote action beyond converging). */
@@ -174,6 +227,11 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const VDEV = /^xvd[a-z]{1,2}$/;
 const MIN_MEMORY_MIB = 64;
 export const XEN_CONFIG_DIR = "/etc/xen";
+/** GRUB images for Xen guests from Debian's grub-xen-host: one per guest type (a PV guest cannot boot the PVH one). */
+export const PVGRUB2: Record<GuestType, string> = {
+  pvh: "/usr/lib/grub-xen/grub-i386-xen_pvh.bin",
+  pv: "/usr/lib/grub-xen/grub-x86_64-xen.bin",
+};
 export const NAT_SCRIPT = "/etc/xen/scripts/vif-xen-estate-nat";
 export const NAT_CONF = "/etc/xen/xen-estate-nat.conf";
 export const NAT_LOCK = "/run/lock/xen-estate-nat.lock";
@@ -274,22 +332,7 @@ export function checkGuestBase(
   }
   const shutdownTimeoutSeconds =
     c.integer(raw, "shutdownTimeoutSeconds", { min: 1, max: 3600, default: 120, unit: "seconds" }) ?? 120;
-  let install: GuestInputs["install"] = null;
-  const inst = c.object(raw, "install");
-  if (inst) {
-    const ic = c.at("install");
-    const image = ic.string(inst, "image", { required: true });
-    if (image !== undefined && !isSafeAbsolutePath(image))
-      ic.fail("image", image, "must be an absolute path on the dom0");
-    const ns = ic.array(inst, "nameservers") ?? DEFAULT_NAMESERVERS;
-    ns.forEach((n, i) => {
-      if (typeof n !== "string" || !isIPv4(n)) ic.fail(`nameservers[${i}]`, n, "must be an IPv4 address");
-    });
-    if (image) install = { image, nameservers: ns as string[] };
-    const root = disks[0];
-    if (root && root.access !== "rw")
-      c.fail("disks[0].access", root.access, "must be rw to install onto the root disk");
-  }
+  const install = checkInstall(c, raw, disks);
   if (
     !name ||
     !vcpus ||
@@ -322,6 +365,80 @@ export function checkGuestBase(
     shutdownTimeoutSeconds,
     install,
   };
+}
+
+const PACKAGE = /^[a-z0-9][a-z0-9+.-]+$/;
+const SUITE = /^[a-z][a-z0-9-]{1,31}$/;
+const URL_RULE = "must be an http:// or https:// URL without spaces or quotes";
+/** An OpenSSH public key line: type, base64 blob, optional comment; no options, no newlines. */
+const AUTHORIZED_KEY =
+  /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [\x20-\x7e]*)?$/;
+
+function isHttpUrl(v: string): boolean {
+  if (v === UNKNOWN) return true; // checked again at `up`, when it is known
+  return /^https?:\/\/[A-Za-z0-9._~:@[\]%-]+(\/[A-Za-z0-9._~%/+-]*)?$/.test(v);
+}
+
+/** Validates `install`: exactly one source, safe paths, URLs, package names and keys. Pure. */
+function checkInstall(c: Checker, raw: Record<string, unknown>, disks: GuestDisk[]): GuestInstall | null {
+  const inst = c.object(raw, "install");
+  if (!inst) return null;
+  const ic = c.at("install");
+  const nameservers = (ic.array(inst, "nameservers") ?? DEFAULT_NAMESERVERS).filter((n, i) => {
+    if (typeof n === "string" && isIPv4(n)) return true;
+    ic.fail(`nameservers[${i}]`, n, "must be an IPv4 address");
+    return false;
+  }) as string[];
+  const authorizedKeys = (ic.array(inst, "authorizedKeys") ?? []).filter((k, i) => {
+    if (typeof k === "string" && AUTHORIZED_KEY.test(k.trim())) return true;
+    ic.fail(
+      `authorizedKeys[${i}]`,
+      k,
+      "must be one OpenSSH public key line: `ssh-ed25519 AAAA… comment` (no options, no newlines)",
+    );
+    return false;
+  }) as string[];
+  const root = disks[0];
+  if (root && root.access !== "rw")
+    c.fail("disks[0].access", root.access, "must be rw to install onto the root disk");
+  const hasImage = inst.image !== undefined && inst.image !== null;
+  const hasDebootstrap = inst.debootstrap !== undefined && inst.debootstrap !== null;
+  if (hasImage === hasDebootstrap) {
+    ic.fail(
+      "",
+      inst,
+      "must name exactly one source: `image` (a tarball on the dom0) or `debootstrap` (a mirror)",
+    );
+    return null;
+  }
+  const common = { nameservers, authorizedKeys: authorizedKeys.map((k) => k.trim()) };
+  if (hasImage) {
+    const image = ic.string(inst, "image", { required: true });
+    if (image !== undefined && !isSafeAbsolutePath(image))
+      return ic.fail("image", image, "must be an absolute path on the dom0") ?? null;
+    return image ? { ...common, image, debootstrap: null } : null;
+  }
+  const d = ic.object(inst, "debootstrap", true);
+  if (!d) return null;
+  const dc = ic.at("debootstrap");
+  const suite = dc.string(d, "suite", {
+    default: "bookworm",
+    pattern: SUITE,
+    rule: "must be a release codename such as bookworm, trixie or noble",
+  });
+  const mirror = dc.string(d, "mirror", { default: "http://deb.debian.org/debian" });
+  if (mirror !== undefined && !isHttpUrl(mirror)) dc.fail("mirror", mirror, URL_RULE);
+  const proxy = dc.string(d, "proxy") ?? null;
+  if (proxy !== null && !isHttpUrl(proxy)) dc.fail("proxy", proxy, URL_RULE);
+  const variant = dc.oneOf(d, "variant", ["minbase", "buildd", "default"], "minbase");
+  const include = (dc.array(d, "include") ?? []).filter((p, i) => {
+    if (typeof p === "string" && PACKAGE.test(p)) return true;
+    dc.fail(`include[${i}]`, p, "must be a Debian package name (lower case letters, digits and `+.-`)");
+    return false;
+  }) as string[];
+  if (!suite || !mirror || !variant || !isHttpUrl(mirror) || (proxy !== null && !isHttpUrl(proxy)))
+    return null;
+  return { ...common, image: null, debootstrap: { suite, mirror, include, variant, proxy } };
 }
 
 /** Checks a guest's IPv4 address against an optional network. */
@@ -383,7 +500,7 @@ export function renderGuestConfig(g: Omit<GuestInputs, "files">): string {
       g.boot.kind === "direct"
         ? g.boot
         : g.boot.kind === "pvgrub2"
-          ? { kind: "pvgrub2", kernel: "/usr/lib/grub-xen/grub-i386-xen_pvh.bin" }
+          ? { kind: "pvgrub2", kernel: PVGRUB2[g.type] }
           : g.boot,
     disks: g.disks,
     vifs: g.vifs,
@@ -500,35 +617,184 @@ function autostartScript(g: GuestInputs): string {
     : `rm -f -- ${link}`;
 }
 
-/** Unpacks the image onto an empty root filesystem; never touches a disk that holds files. */
-export function installScript(g: GuestInputs): string {
-  if (!g.install) return "";
-  const dev = shellQuote(g.disks[0]!.path);
-  const net = g.guestNetwork;
-  const interfaces = render("guest-interfaces", { version: VERSION, ...net });
-  const resolv = g.install.nameservers.map((n) => `nameserver ${n}`).join("\n") + "\n";
-  const put = (file: string, content: string): string =>
-    `printf '%s' ${shellQuote(content)} > "$mnt"${shellQuote(file)}`;
+/** Left at the root of a disk while an install runs: proof that the disk was empty when the install began. */
+export const INSTALL_MARKER = ".xen-estate-install-incomplete";
+/** Packages every debootstrapped guest gets: enough to boot unattended, configure its network and be reached. */
+export const DEBOOTSTRAP_BASE = [
+  "systemd-sysv",
+  "udev",
+  "kmod",
+  "ifupdown",
+  "iproute2",
+  "iputils-ping",
+  "openssh-server",
+];
+
+/** The kernel release of a direct-boot kernel named like Debian's `/boot/vmlinuz-<release>`, else null. */
+export function directKernelRelease(g: Pick<GuestInputs, "boot">): string | null {
+  if (g.boot.kind !== "direct") return null;
+  const m = /^\/boot\/vmlinuz-([A-Za-z0-9._+-]+)$/.exec(g.boot.kernel);
+  return m ? m[1]! : null;
+}
+
+/** GRUB menu that pvgrub2 and pygrub read from inside the guest. Pure. */
+export function guestGrubConfig(g: Pick<GuestInputs, "name" | "disks">): string {
+  return render("guest-grub.cfg", { version: VERSION, name: g.name, rootDevice: `/dev/${g.disks[0]!.vdev}` });
+}
+
+/** The guest's fstab: its root disk, and the disks that hold swap (by their vdev). Pure. */
+export function guestFstab(g: Pick<GuestInputs, "name" | "disks">, swapVdevs: readonly string[]): string {
+  return render("guest-fstab", {
+    version: VERSION,
+    name: g.name,
+    rootDevice: `/dev/${g.disks[0]!.vdev}`,
+    swapDevices: swapVdevs.map((v) => `/dev/${v}`),
+  });
+}
+
+/**
+ * Installs a fresh root filesystem onto the first disk, from an image or by debootstrap, then writes the
+ * guest's own settings (hostname, network, resolvers, fstab, SSH keys). Never touches a disk that holds files;
+ * an install interrupted earlier (marker present) is wiped and run again. `swapVdevs` are the guest's disks that
+ * hold swap, listed in the fstab of a debootstrapped guest. Prints `hostkey <type> <base64>` when
+ * the guest has an SSH host key.
+ */
+export function installScript(g: GuestInputs, swapVdevs: readonly string[] = []): string {
+  const inst = g.install;
+  if (!inst) return "";
+  const root = g.disks[0]!;
+  const dev = shellQuote(root.path);
+  const interfaces = render("guest-interfaces", { version: VERSION, ...g.guestNetwork });
+  const resolv = inst.nameservers.map((n) => `nameserver ${n}`).join("\n") + "\n";
+  const put = (file: string, content: string, mode = "644"): string =>
+    `install -D -m ${mode} /dev/null "$mnt"${shellQuote(file)} && printf '%s' ${shellQuote(content)} > "$mnt"${shellQuote(file)}`;
+  const release = directKernelRelease(g);
+  const body: string[] = [];
+  if (inst.image !== null) {
+    const image = shellQuote(inst.image);
+    body.push(
+      `[ -f ${image} ] || { echo "image ${inst.image} not found on $(hostname)" >&2; exit 3; }`,
+      `echo "unpacking ${inst.image}" >&2`,
+      `tar -x --numeric-owner -C "$mnt" -f ${image}`,
+      // An image is shared by many guests: each gets its own SSH host keys and machine id.
+      `if [ -d "$mnt/etc/ssh" ]; then rm -f "$mnt"/etc/ssh/ssh_host_*; ssh-keygen -q -A -f "$mnt"; fi`,
+      `if [ -e "$mnt/etc/machine-id" ]; then : > "$mnt/etc/machine-id"; fi`,
+      // A bootloader guest needs a GRUB menu; an image that brings its own keeps it.
+      ...(g.boot.kind === "direct"
+        ? []
+        : [`[ -e "$mnt/boot/grub/grub.cfg" ] || { ${put("/boot/grub/grub.cfg", guestGrubConfig(g))}; }`]),
+    );
+  } else {
+    const d = inst.debootstrap;
+    const packages = [
+      ...DEBOOTSTRAP_BASE,
+      ...(g.boot.kind === "direct" ? [] : ["linux-image-amd64"]),
+      ...d.include,
+    ];
+    const suite = shellQuote(d.suite);
+    body.push(
+      `command -v debootstrap >/dev/null || { echo "debootstrap is not installed on $(hostname): apt-get install debootstrap" >&2; exit 3; }`,
+      `[ -e /usr/share/debootstrap/scripts/${d.suite} ] || { echo "the debootstrap on $(hostname) does not know the suite ${d.suite}: upgrade it or pick another suite" >&2; exit 3; }`,
+      ...(d.proxy ? [`export http_proxy=${shellQuote(d.proxy)} https_proxy=${shellQuote(d.proxy)}`] : []),
+      `echo "debootstrap ${d.suite} from ${d.mirror}" >&2`,
+      // Every line goes to stderr: the provider turns them into progress and keeps the tail for errors.
+      `debootstrap --arch=amd64 --variant=${d.variant} --include=${shellQuote(packages.join(","))} ${suite} "$mnt" ${shellQuote(d.mirror)} >&2`,
+      `rm -rf "$mnt"/var/cache/apt/archives/*.deb`,
+      put("/etc/fstab", guestFstab(g, swapVdevs)),
+      ...(d.proxy
+        ? [put("/etc/apt/apt.conf.d/01xen-estate-proxy", `Acquire::http::Proxy "${d.proxy}";\n`)]
+        : []),
+      ...(g.boot.kind === "direct" ? [] : [put("/boot/grub/grub.cfg", guestGrubConfig(g))]),
+    );
+    if (release) {
+      // The guest boots the dom0's kernel: give it that kernel's Xen front-end drivers.
+      const mods = shellQuote(`/lib/modules/${release}`);
+      body.push(
+        `if [ -d ${mods} ]; then`,
+        `  find ${mods} -name 'xen-*front.ko*' | while read -r m; do install -D -m 644 "$m" "$mnt$m"; done`,
+        `  for f in modules.order modules.builtin modules.builtin.modinfo; do [ ! -f ${mods}/$f ] || install -D -m 644 ${mods}/$f "$mnt"${mods}/$f; done`,
+        `  depmod -b "$mnt" ${shellQuote(release)}`,
+        `  printf 'xen-netfront\nxen-blkfront\n' >> "$mnt/etc/modules"`,
+        `fi`,
+      );
+    }
+  }
   return withHostLock(
     [
       `fs=$(blkid -p -o value -s TYPE ${dev} 2>/dev/null || true)`,
-      `if [ "$fs" != ext4 ]; then echo "install needs an ext4 root disk; ${g.disks[0]!.path} holds ${"${fs:-nothing}"}" >&2; exit 3; fi`,
+      `if [ "$fs" != ext4 ]; then echo "install needs an ext4 root disk; ${root.path} holds ${"${fs:-nothing}"}" >&2; exit 3; fi`,
       `mnt=$(mktemp -d /run/xen-estate-install.XXXXXX)`,
       `trap 'umount "$mnt" 2>/dev/null; rmdir "$mnt"' EXIT`,
       `mount ${dev} "$mnt"`,
-      `if [ -e "$mnt/etc/os-release" ] || [ -e "$mnt/sbin/init" ]; then echo "already installed" >&2; exit 0; fi`,
-      `if [ -n "$(ls -A "$mnt" | grep -vx lost+found)" ]; then echo "refusing to install onto ${g.disks[0]!.path}: it already holds files" >&2; exit 3; fi`,
-      `[ -f ${shellQuote(g.install.image)} ] || { echo "image ${g.install.image} not found on $(hostname)" >&2; exit 3; }`,
-      `tar -x --numeric-owner -C "$mnt" -f ${shellQuote(g.install.image)}`,
+      `hostkey() { if [ -f "$mnt/etc/ssh/ssh_host_ed25519_key.pub" ]; then echo "hostkey $(cut -d' ' -f1-2 "$mnt/etc/ssh/ssh_host_ed25519_key.pub")"; fi; }`,
+      `if [ -e "$mnt/${INSTALL_MARKER}" ]; then`,
+      `  echo "an earlier install onto ${root.path} did not finish: wiping it and starting again" >&2`,
+      `  find "$mnt" -mindepth 1 -maxdepth 1 ! -name lost+found ! -name ${INSTALL_MARKER} -exec rm -rf {} +`,
+      `elif [ -e "$mnt/etc/os-release" ] || [ -L "$mnt/sbin/init" ] || [ -e "$mnt/sbin/init" ]; then`,
+      `  echo "already installed" >&2; hostkey; exit 0`,
+      `elif [ -n "$(ls -A "$mnt" | grep -vx lost+found)" ]; then`,
+      `  echo "refusing to install onto ${root.path}: it already holds files" >&2; exit 3`,
+      `fi`,
+      `: > "$mnt/${INSTALL_MARKER}"`,
+      ...body,
       `mkdir -p "$mnt/etc/network"`,
       put("/etc/hostname", `${g.name}\n`),
       put("/etc/network/interfaces", interfaces),
       `rm -f "$mnt/etc/resolv.conf"`,
       put("/etc/resolv.conf", resolv),
+      ...(inst.authorizedKeys.length > 0
+        ? [
+            `install -d -m 700 "$mnt/root/.ssh"`,
+            put("/root/.ssh/authorized_keys", inst.authorizedKeys.join("\n") + "\n", "600"),
+          ]
+        : []),
+      `rm -f "$mnt/${INSTALL_MARKER}"`,
       `sync`,
-      `echo installed`,
+      `hostkey`,
+      `echo installed >&2`,
     ].join("\n"),
   );
+}
+
+/** Turns debootstrap's `I: Retrieving …` lines into a progress line with counts and, once known, a percent. */
+export class DebootstrapProgress {
+  private retrieved = 0;
+  private stage = "resolving";
+  private done = 0;
+  private readonly started = Date.now();
+
+  /** Returns a progress message for this line, or null when the line says nothing new. */
+  line(text: string): string | null {
+    const m =
+      /^I: (Retrieving|Validating|Extracting|Unpacking|Configuring|Installing|Base system installed)/.exec(
+        text,
+      );
+    if (!m) return null;
+    const verb = m[1]!;
+    if (verb === "Retrieving") {
+      this.retrieved++;
+      return this.message("downloading", `${this.retrieved} packages`);
+    }
+    if (verb === "Base system installed") return this.message("finished", `${this.retrieved} packages`);
+    if (verb === "Installing") {
+      this.stage = "installing";
+      this.done = 0;
+      return this.message("installing", "");
+    }
+    const stage = verb.toLowerCase();
+    if (stage !== this.stage) {
+      this.stage = stage;
+      this.done = 0;
+    }
+    this.done++;
+    const total = Math.max(this.retrieved, this.done);
+    return this.message(stage, `${this.done}/${total} (${Math.floor((100 * this.done) / total)}%)`);
+  }
+
+  private message(stage: string, detail: string): string {
+    const s = Math.round((Date.now() - this.started) / 1000);
+    return `debootstrap: ${stage}${detail ? ` ${detail}` : ""}, ${s} s`;
+  }
 }
 
 /** State of the domain: its id, or null when it is not running. */
@@ -641,7 +907,7 @@ export function natRulesScript(network: string, action: "add" | "remove"): strin
 export const guestLifecycle = {
   replaceOn: GUEST_CHANGES.replace,
   deleteBeforeReplace: true,
-  outputOnly: ["domid"],
+  outputOnly: ["domid", "sshHostKey"],
   id: (i: GuestInputs): string => `${i.connection.host}:${i.name}`,
   create: (ctx: Context, i: GuestInputs, progress: (p: Partial<GuestOutputs>) => void) =>
     createGuest(ctx, i, progress),
@@ -679,17 +945,43 @@ export async function createGuest(
   await ctx.host.script(autostartScript(g), { summary: `autostart ${g.name}` });
   if (g.natNetwork)
     await ctx.host.script(natRulesScript(g.natNetwork, "add"), { summary: `NAT rules for ${g.natNetwork}` });
-  if (g.install)
-    await ctx.host.refusable(installScript(g), {
-      summary: `install ${g.name} from ${g.install.image}`,
-      timeoutMs: 1_800_000,
-    });
+  const sshHostKey = g.install ? await installGuest(ctx, g) : null;
   let domid: number | null = null;
   if (g.running) {
     domid = await startDomain(ctx, g);
     await waitForNetwork(ctx, g);
   }
-  return { ...g, domid };
+  return { ...g, domid, sshHostKey };
+}
+
+/** Runs the install with its progress in Pulumi's output; returns the guest's SSH host key fingerprint. */
+async function installGuest(ctx: Context, g: GuestInputs): Promise<string | null> {
+  if (!g.install) return null;
+  const source = g.install.image ?? `${g.install.debootstrap.suite} from ${g.install.debootstrap.mirror}`;
+  ctx.log.info(`installing ${g.name}: ${source}`);
+  const tracker = new DebootstrapProgress();
+  let last = 0;
+  const swapVdevs: string[] = [];
+  for (const d of g.install.debootstrap ? g.disks.slice(1) : []) {
+    const r = await ctx.host.script(`blkid -p -o value -s TYPE ${shellQuote(d.path)} 2>/dev/null || true`, {
+      summary: `blkid ${d.path}`,
+    });
+    if (r.stdout.trim() === "swap") swapVdevs.push(d.vdev);
+  }
+  const out = await ctx.host.refusable(installScript(g, swapVdevs), {
+    summary: `install ${g.name} (${source})`,
+    // debootstrap under load or emulation takes tens of minutes.
+    timeoutMs: 3_600_000,
+    onStderrLine: (line) => {
+      const msg = tracker.line(line);
+      if (msg && (Date.now() - last > 2000 || msg.includes("finished"))) {
+        last = Date.now();
+        ctx.log.progress(`${g.name}: ${msg}`);
+      }
+    },
+  });
+  const key = /^hostkey (\S+) ([A-Za-z0-9+/=]+)$/m.exec(out);
+  return key ? fingerprintOf(Buffer.from(key[2]!, "base64")) : null;
 }
 
 export async function readGuest(ctx: Context, outs: GuestOutputs): Promise<GuestOutputs | null> {
@@ -712,7 +1004,7 @@ export async function readGuest(ctx: Context, outs: GuestOutputs): Promise<Guest
         `[ -e ${shellQuote(`${XEN_CONFIG_DIR}/auto/${outs.name}.cfg`)} ] && echo yes || echo no`,
       )
     ).stdout.trim() === "yes";
-  return { ...outs, files, domid, running: domid !== null, autostart };
+  return { ...outs, files, domid, running: domid !== null, autostart, sshHostKey: outs.sshHostKey ?? null };
 }
 
 export async function updateGuest(
@@ -731,9 +1023,10 @@ export async function updateGuest(
       summary: `NAT rules for ${news.natNetwork}`,
     });
   let domid = await domainState(ctx, news.name);
+  let sshHostKey = olds.sshHostKey ?? null;
   if (domid !== null && !news.running) {
     await stopDomain(ctx, news.name, news.shutdownTimeoutSeconds);
-    return { ...news, domid: null };
+    return { ...news, domid: null, sshHostKey };
   }
   if (domid !== null && change.restart.length > 0) {
     ctx.log.info(`${change.restart.join(", ")} changed: restarting ${news.name}`);
@@ -747,16 +1040,12 @@ export async function updateGuest(
       await ctx.host.script(`xl vcpu-set ${q} ${news.vcpus}`, { summary: `xl vcpu-set ${news.name}` });
   }
   if (domid === null && news.running) {
-    if (news.install)
-      await ctx.host.refusable(installScript(news), {
-        summary: `install ${news.name}`,
-        timeoutMs: 1_800_000,
-      });
+    if (news.install) sshHostKey = (await installGuest(ctx, news)) ?? sshHostKey;
     domid = await startDomain(ctx, news);
     await waitForNetwork(ctx, news);
   }
   if (changedFiles.length > 0) ctx.log.info(`rewrote ${changedFiles.join(", ")}`);
-  return { ...news, domid };
+  return { ...news, domid, sshHostKey };
 }
 
 export async function deleteGuest(ctx: Context, outs: GuestOutputs): Promise<void> {

@@ -81,6 +81,8 @@ export class NatDomU extends pulumi.dynamic.Resource {
   declare readonly name: pulumi.Output<string>;
   /** Domain id while running, else null. */
   declare readonly domid: pulumi.Output<number | null>;
+  /** Fingerprint (`SHA256:…`) of the SSH host key the install gave the guest; pin it to reach the guest. */
+  declare readonly sshHostKey: pulumi.Output<string | null>;
   declare readonly running: pulumi.Output<boolean>;
   declare readonly natNetwork: pulumi.Output<string>;
   /** Files the guest owns on the dom0 (path → content). */

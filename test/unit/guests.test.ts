@@ -3,6 +3,7 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import {
   checkInputs,
   classifyChange,
@@ -12,6 +13,9 @@ import {
   VERSION,
   derivedMac,
   UNKNOWN,
+  installScript,
+  DebootstrapProgress,
+  renderGuestConfig,
 } from "../../provider";
 import { fixtureKeys } from "../support/fixture-keys";
 
@@ -213,5 +217,130 @@ describe("preview with values not known yet", () => {
       checkInputs("LvmVolume", { ...common, name: "v", size: "huge" }).failures[0]?.property,
       "size",
     );
+  });
+});
+
+describe("unattended install", () => {
+  const key =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@example";
+  const debootstrap = { debootstrap: { mirror: "http://deb.example.org/debian" } };
+
+  const bad: [string, Record<string, unknown>, string[]][] = [
+    ["both an image and debootstrap", { image: "/srv/r.tar", ...debootstrap }, ["install"]],
+    ["neither an image nor debootstrap", { nameservers: ["192.0.2.1"] }, ["install"]],
+    ["a relative image path", { image: "images/r.tar" }, ["install.image"]],
+    [
+      "a mirror that is not an http URL",
+      { debootstrap: { mirror: "ftp://x/debian" } },
+      ["install.debootstrap.mirror"],
+    ],
+    [
+      "a mirror with a shell metacharacter",
+      { debootstrap: { mirror: "http://x/debian;reboot" } },
+      ["install.debootstrap.mirror"],
+    ],
+    [
+      "a suite that is not a codename",
+      { debootstrap: { suite: "Bookworm 12" } },
+      ["install.debootstrap.suite"],
+    ],
+    [
+      "a package name with a space",
+      { debootstrap: { include: ["vim", "curl wget"] } },
+      ["install.debootstrap.include[1]"],
+    ],
+    ["an unknown variant", { debootstrap: { variant: "tiny" } }, ["install.debootstrap.variant"]],
+    ["a proxy that is not a URL", { debootstrap: { proxy: "10.0.0.1:3128" } }, ["install.debootstrap.proxy"]],
+    [
+      "a private key given as an authorized key",
+      { image: "/srv/r.tar", authorizedKeys: ["-----BEGIN OPENSSH PRIVATE KEY-----"] },
+      ["install.authorizedKeys[0]"],
+    ],
+    [
+      "an authorized key with options in front",
+      { image: "/srv/r.tar", authorizedKeys: [`command="sh" ${key}`] },
+      ["install.authorizedKeys[0]"],
+    ],
+    [
+      "a nameserver that is not IPv4",
+      { image: "/srv/r.tar", nameservers: ["dns.example"] },
+      ["install.nameservers[0]"],
+    ],
+  ];
+  for (const [what, install, props] of bad) {
+    test(`reject ${what}`, () => assert.deepEqual(failing("NatDomU", { ...nat, install }), props));
+  }
+
+  test("debootstrap defaults to Debian 12 minbase from deb.debian.org, without a proxy", () => {
+    const g = ok("NatDomU", { ...nat, install: { debootstrap: {} } });
+    assert.deepEqual(g.install?.debootstrap, {
+      suite: "bookworm",
+      mirror: "http://deb.debian.org/debian",
+      include: [],
+      variant: "minbase",
+      proxy: null,
+    });
+    assert.equal(g.install?.image, null);
+  });
+
+  test("the install script hands every value to the shell quoted, and parses", () => {
+    const hostile = `${key.replace(" admin@example", "")} admin's key $(reboot)`;
+    const g = ok("NatDomU", {
+      ...nat,
+      install: {
+        debootstrap: { mirror: "http://deb.example.org/~me/debian", include: ["vim", "g++"] },
+        authorizedKeys: [hostile],
+      },
+    });
+    const script = installScript(g);
+    assert.match(
+      script,
+      /--include=systemd-sysv,udev,kmod,ifupdown,iproute2,iputils-ping,openssh-server,vim,g\+\+ bookworm "\$mnt" 'http:\/\/deb\.example\.org\/~me\/debian' >&2/,
+    );
+    assert.ok(
+      script.includes(`printf '%s' 'ssh-ed25519 AAAA`),
+      "the key is written by printf from a quoted string",
+    );
+    assert.ok(script.includes(`admin'\\''s key $(reboot)\n' > "$mnt"/root/.ssh/authorized_keys`));
+    const parsed = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
+    assert.equal(parsed.status, 0, parsed.stderr);
+  });
+
+  test("a guest booting the dom0's kernel gets that kernel's Xen front-end modules; a bootloader guest its own kernel and GRUB menu", () => {
+    const direct = installScript(
+      ok("NatDomU", {
+        ...nat,
+        boot: { kernel: "/boot/vmlinuz-6.1.0-40-amd64", ramdisk: "/boot/initrd.img-6.1.0-40-amd64" },
+        install: debootstrap,
+      }),
+    );
+    assert.match(direct, /find \/lib\/modules\/6\.1\.0-40-amd64 -name 'xen-\*front\.ko\*'/);
+    assert.doesNotMatch(direct, /linux-image-amd64|grub\.cfg/);
+    const grub = installScript(
+      ok("NatDomU", { ...nat, boot: { bootloader: "pvgrub2" }, install: debootstrap }),
+    );
+    assert.match(grub, /openssh-server,linux-image-amd64 /);
+    assert.match(grub, /boot\/grub\/grub\.cfg/);
+    assert.doesNotMatch(grub, /lib\/modules/);
+  });
+
+  test("pvgrub2 boots the GRUB image that matches the guest type", () => {
+    const cfg = (type: string): string =>
+      renderGuestConfig(ok("NatDomU", { ...nat, type, boot: { bootloader: "pvgrub2" } }));
+    assert.match(cfg("pvh"), /kernel = "\/usr\/lib\/grub-xen\/grub-i386-xen_pvh\.bin"/);
+    assert.match(cfg("pv"), /kernel = "\/usr\/lib\/grub-xen\/grub-x86_64-xen\.bin"/);
+  });
+
+  test("debootstrap's output becomes progress with counts, then percent once the package count is known", () => {
+    const p = new DebootstrapProgress();
+    assert.equal(p.line("I: Keyring file not available"), null);
+    assert.match(p.line("I: Retrieving libc6 2.36-9")!, /^debootstrap: downloading 1 packages, \d+ s$/);
+    p.line("I: Retrieving bash 5.2");
+    p.line("I: Retrieving dpkg 1.21");
+    p.line("I: Retrieving base-files 12.4");
+    assert.match(p.line("I: Unpacking libc6...")!, /^debootstrap: unpacking 1\/4 \(25%\), \d+ s$/);
+    assert.match(p.line("I: Configuring libc6...")!, /configuring 1\/4 \(25%\)/);
+    assert.match(p.line("I: Configuring bash...")!, /configuring 2\/4 \(50%\)/);
+    assert.match(p.line("I: Base system installed successfully.")!, /finished/);
   });
 });

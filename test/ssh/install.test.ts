@@ -1,0 +1,173 @@
+/**
+ * A guest's unattended install from an image, run by the real install script over a real sshd onto a real ext4
+ * filesystem on a loop device (the dom0 stand-in is this machine; the lab proves the same path under Xen).
+ * What it must never do matters most here: touch a disk that holds files.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import {
+  checkInputs,
+  fingerprintOf,
+  GuestInputs,
+  INSTALL_MARKER,
+  installScript,
+  RefusedError,
+  RemoteHost,
+  SshPool,
+  VERSION,
+} from "../../provider";
+import { startLocalHost, Sshd } from "../support/sshd";
+
+let sshd: Sshd;
+let pool: SshPool;
+let host: RemoteHost;
+let dir: string;
+let loop: string;
+let mnt: string;
+let image: string;
+let imageHostKey: string;
+const guestKey =
+  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@example";
+
+const sh = (cmd: string): string =>
+  execFileSync("bash", ["-euo", "pipefail", "-c", cmd], { encoding: "utf8" });
+
+function guest(disk: string): GuestInputs {
+  const { inputs, failures } = checkInputs("NatDomU", {
+    connection: { host: "dom0", hostKey: "SHA256:" + "A".repeat(43) },
+    xenEstateVersion: VERSION,
+    name: "app9",
+    memoryMiB: 128,
+    ip: "10.0.0.9",
+    boot: { kernel: "/boot/vmlinuz", cmdline: "root=/dev/xvda" },
+    disks: [{ path: disk, vdev: "xvda" }],
+    install: { image, nameservers: ["192.0.2.53"], authorizedKeys: [guestKey] },
+  });
+  assert.deepEqual(
+    failures.map((f) => f.message),
+    [],
+  );
+  return inputs as unknown as GuestInputs;
+}
+
+/** Runs `body` with the loop device mounted at `mnt`. */
+function onDisk<T>(body: () => T): T {
+  sh(`mount ${loop} ${mnt}`);
+  try {
+    return body();
+  } finally {
+    sh(`umount ${mnt}`);
+  }
+}
+
+function freshFilesystem(type = "ext4"): void {
+  sh(type === "swap" ? `mkswap -q ${loop}` : `wipefs -qa ${loop}; mkfs.ext4 -q -F ${loop}`);
+}
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-install-"));
+  mnt = path.join(dir, "mnt");
+  fs.mkdirSync(mnt);
+  sh(`truncate -s 64M ${dir}/disk.img`);
+  loop = sh(`losetup -f --show ${dir}/disk.img`).trim();
+  // An image as users build them: a userland with SSH host keys and a machine id, shared by every guest made from it.
+  const root = path.join(dir, "rootfs");
+  sh(
+    `mkdir -p ${root}/etc/ssh ${root}/sbin && echo 'ID=imagetest' > ${root}/etc/os-release.in && echo 0123456789abcdef0123456789abcdef > ${root}/etc/machine-id && ssh-keygen -q -t ed25519 -N '' -f ${root}/etc/ssh/ssh_host_ed25519_key && printf '#!/bin/sh\\n' > ${root}/sbin/init && chmod +x ${root}/sbin/init && tar -C ${root} -czf ${dir}/image.tar.gz .`,
+  );
+  image = path.join(dir, "image.tar.gz");
+  imageHostKey = fs.readFileSync(`${root}/etc/ssh/ssh_host_ed25519_key.pub`, "utf8").split(" ")[1]!;
+  ({ sshd, pool, host } = await startLocalHost(dir));
+});
+
+after(async () => {
+  await pool?.close();
+  await sshd?.stop();
+  if (loop) sh(`umount ${loop} 2>/dev/null || true; losetup -d ${loop}`);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe("installing a guest from an image", () => {
+  test("unpacks the image and writes the guest's own hostname, network, resolvers and SSH key", async () => {
+    freshFilesystem();
+    const out = await host.refusable(installScript(guest(loop)));
+    onDisk(() => {
+      assert.equal(fs.readFileSync(`${mnt}/etc/hostname`, "utf8"), "app9\n");
+      assert.match(
+        fs.readFileSync(`${mnt}/etc/network/interfaces`, "utf8"),
+        /address 10\.0\.0\.9\/24\n\s+gateway 10\.0\.0\.1/,
+      );
+      assert.equal(fs.readFileSync(`${mnt}/etc/resolv.conf`, "utf8"), "nameserver 192.0.2.53\n");
+      assert.equal(fs.readFileSync(`${mnt}/root/.ssh/authorized_keys`, "utf8"), `${guestKey}\n`);
+      assert.equal((fs.statSync(`${mnt}/root/.ssh/authorized_keys`).mode & 0o777).toString(8), "600");
+      assert.ok(fs.existsSync(`${mnt}/sbin/init`), "the image's files are there");
+      assert.ok(!fs.existsSync(`${mnt}/${INSTALL_MARKER}`), "the in-progress marker is gone");
+    });
+    assert.match(out, /^hostkey ssh-ed25519 [A-Za-z0-9+/=]+$/m);
+  });
+
+  test("gives each guest its own SSH host key and machine id instead of the image's", async () => {
+    const out = await host.refusable(installScript(guest(loop)));
+    const reported = /^hostkey ssh-ed25519 (\S+)$/m.exec(out)?.[1];
+    onDisk(() => {
+      const onDiskKey = fs.readFileSync(`${mnt}/etc/ssh/ssh_host_ed25519_key.pub`, "utf8").split(" ")[1];
+      assert.equal(reported, onDiskKey, "the key reported is the key on the disk");
+      assert.notEqual(onDiskKey, imageHostKey);
+      assert.equal(
+        fs.readFileSync(`${mnt}/etc/machine-id`, "utf8"),
+        "",
+        "systemd makes a new one at first boot",
+      );
+    });
+    assert.match(fingerprintOf(Buffer.from(reported!, "base64")), /^SHA256:[A-Za-z0-9+/]{43}$/);
+  });
+
+  test("a second run sees the installed system and changes nothing", async () => {
+    const before = onDisk(() => sh(`find ${mnt} -printf '%p %i %T@\\n' | sort`));
+    const out = await host.refusable(installScript(guest(loop)));
+    assert.match(out, /^hostkey /m);
+    assert.equal(
+      onDisk(() => sh(`find ${mnt} -printf '%p %i %T@\\n' | sort`)),
+      before,
+    );
+  });
+
+  test("refuses a disk that holds someone's files, and leaves them alone", async () => {
+    freshFilesystem();
+    onDisk(() => fs.writeFileSync(`${mnt}/precious.db`, "data"));
+    await assert.rejects(host.refusable(installScript(guest(loop))), (err: unknown) => {
+      assert.ok(err instanceof RefusedError);
+      assert.match(err.message, new RegExp(`refusing to install onto ${loop}: it already holds files`));
+      return true;
+    });
+    onDisk(() => assert.deepEqual(fs.readdirSync(mnt).sort(), ["lost+found", "precious.db"]));
+  });
+
+  test("refuses a root disk that is not ext4 (here: swap)", async () => {
+    freshFilesystem("swap");
+    await assert.rejects(
+      host.refusable(installScript(guest(loop))),
+      /install needs an ext4 root disk; .* holds swap/,
+    );
+    assert.equal(sh(`blkid -p -o value -s TYPE ${loop}`).trim(), "swap", "the swap signature is untouched");
+  });
+
+  test("wipes and redoes an install that was interrupted, proven by its marker", async () => {
+    freshFilesystem();
+    onDisk(() => {
+      fs.writeFileSync(`${mnt}/${INSTALL_MARKER}`, "");
+      fs.mkdirSync(`${mnt}/usr`);
+      fs.writeFileSync(`${mnt}/usr/half-unpacked`, "x");
+    });
+    await host.refusable(installScript(guest(loop)));
+    onDisk(() => {
+      assert.ok(!fs.existsSync(`${mnt}/usr/half-unpacked`));
+      assert.ok(!fs.existsSync(`${mnt}/${INSTALL_MARKER}`));
+      assert.equal(fs.readFileSync(`${mnt}/etc/hostname`, "utf8"), "app9\n");
+    });
+  });
+});
