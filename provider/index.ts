@@ -36,3 +36,4 @@ export * from "./guest";
 export * from "./bridgedDomU";
 export * from "./natDomU";
 export { parseCidr, derivedMac, macProblem } from "./network";
+export * from "./varnishFrontend";
