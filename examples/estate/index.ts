@@ -1,6 +1,7 @@
 /**
- * The example estate: one dom0, a bridged guest with its own "public" IP and provider MAC, and a guest on the
- * dom0's host-local network behind NAT, each with its root volume.
+ * The example estate: one dom0, a bridged guest with its own "public" IP and provider MAC, a guest on the dom0's
+ * host-local network behind NAT (installed from an image, booting its own kernel through pvgrub2), each with its
+ * root volume, and Varnish on the dom0 routing HTTP by Host header to the NAT guest.
  *
  * `npm run estate` boots the lab dom0 and runs this program against it (see README.md). Against a real server,
  * set the stack config yourself:
@@ -13,6 +14,7 @@
 import * as pulumi from "@pulumi/pulumi";
 // Inside this repository the example imports the sources; a project of yours imports "xen-estate/components".
 import { XenGuest } from "../../components";
+import { VarnishFrontend } from "../../provider";
 
 const config = new pulumi.Config();
 const connection = {
@@ -22,8 +24,8 @@ const connection = {
   privateKey: config.requireSecret("dom0PrivateKey"),
 };
 
-// Guests boot a kernel and initramfs kept on the dom0 (in the lab: the busybox guest kit, which configures eth0
-// from xe.ip/xe.gw and serves HTTP). Real guests would use pvgrub2 or a kernel of their own.
+// web1 boots a kernel and initramfs kept on the dom0 (in the lab: the busybox guest kit, which configures eth0
+// from xe.ip/xe.gw and serves HTTP); app1 boots its own through pvgrub2.
 const kitDir = config.get("kitDir") ?? "/var/lib/xen-estate/kits/busybox";
 const kit = (name: string, ip: string, prefix: number, gateway: string) => ({
   kernel: `${kitDir}/vmlinuz`,
@@ -58,14 +60,63 @@ const app = new XenGuest("app1", {
   memoryMiB: config.getNumber("appMemoryMiB") ?? 192,
   maxMemoryMiB: 256,
   type: "pv",
-  boot: kit("app1", appIp, 24, "10.0.0.1"),
-  // Unattended install: the image is unpacked onto the fresh root volume, which the guest then boots into
-  // (the kit's initramfs switches to it). Its network settings are the ones the install writes.
-  install: { image: config.get("appImage") ?? `${kitDir}/rootfs.tar.gz` },
+  // The guest boots its own kernel from its own disk through pvgrub2 (GRUB built for Xen, run inside the guest: no
+  // bootloader runs in the dom0). The install unpacks the image, which carries /vmlinuz and /initrd.img, onto the
+  // fresh root volume, writes the guest's network settings and the GRUB menu pvgrub2 reads.
+  boot: { bootloader: "pvgrub2" },
+  install: { image: config.get("appImage") ?? `${kitDir}/rootfs-boot.tar.gz` },
   waitForNetwork: { port: 80, timeoutSeconds: 300 },
 });
+
+// Varnish on the dom0 answers HTTP on its port 80 and passes each request to the guest its Host header names:
+// the way NAT'd guests serve the public. Adding a host name reloads Varnish without dropping a request.
+const frontend = new VarnishFrontend("frontend", {
+  connection,
+  sites: [{ hostnames: (config.get("appHostnames") ?? "app1.estate.test").split(","), backend: app.ip }],
+  cacheSize: "64MiB",
+});
+
+// Optional: a full Debian guest installed by debootstrap from a package mirror, the path for a user without
+// images (`npm run pulumi -- config set debian true`). It is slow: minutes on a real server, tens of minutes
+// inside the emulated lab dom0. By default it boots with pvgrub2 and its own kernel (needs grub-xen-host on
+// the dom0); with debianKernelRelease set it boots the dom0's kernel directly instead.
+let debian: XenGuest | undefined;
+if (config.getBoolean("debian")) {
+  const debianIp = config.get("debianIp") ?? "10.0.0.7";
+  const release = config.get("debianKernelRelease");
+  const proxy = config.get("debianProxy");
+  const key = config.get("debianAuthorizedKey");
+  debian = new XenGuest("deb1", {
+    connection,
+    network: { mode: "nat", ip: debianIp, network: "10.0.0.0/24" },
+    rootSize: config.get("debianRootSize") ?? "1GiB",
+    swapSize: "128MiB",
+    // Debian's stock initrd needs about 768 MiB to unpack (FIELD-NOTES §10).
+    memoryMiB: config.getNumber("debianMemoryMiB") ?? 768,
+    type: "pv",
+    boot: release
+      ? {
+          kernel: `/boot/vmlinuz-${release}`,
+          ramdisk: `/boot/initrd.img-${release}`,
+          cmdline: "root=/dev/xvda ro console=hvc0 net.ifnames=0",
+        }
+      : { bootloader: "pvgrub2" },
+    install: {
+      debootstrap: {
+        suite: config.get("debianSuite") ?? "bookworm",
+        mirror: config.get("debianMirror") ?? "http://deb.debian.org/debian",
+        ...(proxy ? { proxy } : {}),
+      },
+      ...(key ? { authorizedKeys: [key] } : {}),
+    },
+    waitForNetwork: { port: 22, timeoutSeconds: config.getNumber("debianBootTimeout") ?? 900 },
+  });
+}
 
 export const webRoot = web.rootPath;
 export const webDomid = web.domid;
 export const appRoot = app.rootPath;
 export const appDomid = app.domid;
+export const frontendVcl = frontend.activeVcl;
+export const debianDomid = debian?.domid;
+export const debianHostKey = debian?.sshHostKey;

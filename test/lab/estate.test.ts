@@ -1,9 +1,11 @@
 /**
- * The example estate (examples/estate: two volumes, a bridged and a NAT guest) through the real Pulumi engine
- * against the lab's real Xen 4.17 dom0: up, idempotence without remote writes, offline preview, growing a
- * volume under a running guest, live memory, drift after `xl destroy`, and a destroy that leaves nothing behind.
+ * The example estate (examples/estate: two volumes, a bridged and a NAT guest, Varnish in front of the NAT guest)
+ * through the real Pulumi engine against the lab's real Xen 4.17 dom0: up, idempotence without remote writes,
+ * offline preview, growing a volume under a running guest, live memory, a Varnish reload under traffic, drift after
+ * `xl destroy`, and a destroy that leaves nothing behind.
  */
 import assert from "node:assert/strict";
+import * as http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
 import { Lab } from "./lab";
@@ -11,6 +13,7 @@ import { Lab } from "./lab";
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 const BRIDGED = "pulumi-nodejs:dynamic/xen-estate:BridgedDomU";
+const VARNISH = "pulumi-nodejs:dynamic/xen-estate:VarnishFrontend";
 const MiB = 2 ** 20;
 
 describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () => {
@@ -31,7 +34,7 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
   /** Inode and mtime of every file the estate writes on the dom0, and the backups made so far. */
   function fingerprint(): Promise<string> {
     return lab.ssh(
-      "stat -c '%n %i %Y' /etc/xen/web1.cfg /etc/xen/app1.cfg /etc/xen/xen-estate-nat.conf /etc/xen/scripts/vif-xen-estate-nat; find /var/backups/xen-estate -type f 2>/dev/null | sort",
+      "stat -c '%n %i %Y' /etc/xen/web1.cfg /etc/xen/app1.cfg /etc/xen/xen-estate-nat.conf /etc/xen/scripts/vif-xen-estate-nat /etc/varnish/xen-estate.vcl /etc/systemd/system/varnish.service.d/xen-estate.conf; find /var/backups/xen-estate -type f 2>/dev/null | sort",
     );
   }
 
@@ -41,6 +44,30 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
         await lab.ssh("journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true")
       ).trim(),
     );
+  }
+
+  /** GET / through the dom0's port 80 (Varnish) with this Host header: "STATUS body", or "error …". */
+  function viaFrontend(host: string): Promise<string> {
+    return new Promise((resolve) => {
+      const req = http.get(
+        {
+          host: "127.0.0.1",
+          port: lab.httpPort,
+          path: "/",
+          headers: { host },
+          agent: false,
+          timeout: 20_000,
+        },
+        (res) => {
+          let body = "";
+          res.on("data", (c: Buffer) => (body += c.toString()));
+          res.on("end", () => resolve(`${res.statusCode} ${body.trim()}`));
+          res.on("error", (err) => resolve(`error ${err.message}`));
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error("timed out")));
+      req.on("error", (err) => resolve(`error ${err.message}`));
+    });
   }
 
   before(async () => {
@@ -74,6 +101,7 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
         [LV, "create"],
         [LV, "create"],
         [NAT, "create"],
+        [VARNISH, "create"],
       ],
     );
     const doms = await domains();
@@ -81,7 +109,8 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
     assert.match(doms.get("app1")?.state ?? "", /^[-rbp]{6}$/);
     assert.match(await lab.ssh("lvs --noheadings -o lv_name vg0"), /app1-root[\s\S]*web1-root/);
     assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.99.0.10/"), /xen-estate-kit ok name=web1/);
-    // app1 was installed from the image and boots its own userland from its volume.
+    // app1 was installed from the image and boots its own kernel and userland from its volume through pvgrub2.
+    assert.match(await lab.ssh("grep '^kernel' /etc/xen/app1.cfg"), /grub-x86_64-xen\.bin/);
     assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.0.0.5/"), /xen-estate-image ok name=app1/);
     assert.match(
       await lab.ssh("iptables -t nat -S POSTROUTING"),
@@ -91,6 +120,12 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
       await lab.ssh("readlink /etc/xen/auto/web1.cfg /etc/xen/auto/app1.cfg"),
       /web1\.cfg\n\/etc\/xen\/app1\.cfg/,
     );
+  });
+
+  test("Varnish on the dom0 passes a request to the NAT guest its Host header names, and refuses other hosts", async () => {
+    assert.equal(await viaFrontend("app1.estate.test"), "200 xen-estate-image ok name=app1");
+    assert.equal(await viaFrontend("APP1.estate.test:80"), "200 xen-estate-image ok name=app1");
+    assert.match(await viaFrontend("web1.estate.test"), /^404 /);
   });
 
   test("the NAT guest reaches beyond its private network through the dom0's NAT", async () => {
@@ -158,6 +193,38 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
     assert.equal((await domains()).get("web1")?.id, before?.id, "the guest kept running");
   });
 
+  test("adding a host name reloads Varnish under traffic: no request fails, the cache process keeps running", async () => {
+    const uptime = async (): Promise<number> =>
+      Number((await lab.ssh("varnishstat -1 -f MAIN.uptime | awk '{print $2}'")).trim());
+    const before = { uptime: await uptime(), vcl: (await stack.outputs()).frontendVcl };
+    await stack.setConfig("appHostnames", "app1.estate.test,www.app1.estate.test");
+    const answers: string[] = [];
+    let done = false;
+    const traffic = (async () => {
+      while (!done) answers.push(await viaFrontend("app1.estate.test"));
+    })();
+    const up = await stack.up();
+    // Keep asking a little after the switch too.
+    await new Promise((r) => setTimeout(r, 3000));
+    done = true;
+    await traffic;
+    assert.deepEqual(
+      resourceChanges(up).map((s) => [s.type, s.op]),
+      [[VARNISH, "update"]],
+    );
+    assert.ok(answers.length >= 5, `only ${answers.length} requests were made during the reload`);
+    assert.deepEqual(
+      answers.filter((a) => a !== "200 xen-estate-image ok name=app1"),
+      [],
+      `${answers.length} requests`,
+    );
+    assert.equal(await viaFrontend("www.app1.estate.test"), "200 xen-estate-image ok name=app1");
+    assert.ok((await uptime()) >= before.uptime, "varnishd was reloaded, not restarted");
+    const after = (await stack.outputs()).frontendVcl;
+    assert.notEqual(after, before.vcl);
+    assert.match(String(after), /^reload_/);
+  });
+
   test("a guest destroyed out of band shows up in refresh, and the next up starts it again", async () => {
     await lab.ssh("xl destroy web1");
     const refresh = await stack.refresh();
@@ -178,6 +245,19 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
     assert.equal((await lab.ssh("ls /etc/xen/auto; ls /etc/xen/*.cfg 2>/dev/null || true")).trim(), "");
     assert.equal((await lab.ssh("lvs --noheadings -o lv_name vg0")).trim(), "");
     assert.doesNotMatch(await lab.ssh("iptables-save"), /xen-estate-nat/);
+    assert.equal(
+      (
+        await lab.ssh(
+          "ls /etc/varnish/xen-estate.vcl /etc/systemd/system/varnish.service.d/xen-estate.conf 2>/dev/null || true",
+        )
+      ).trim(),
+      "",
+    );
+    assert.match(
+      await viaFrontend("app1.estate.test"),
+      /^error /,
+      "nothing answers on the dom0's port 80 any more",
+    );
     assert.equal(
       (
         await lab.ssh(

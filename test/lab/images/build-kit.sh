@@ -16,7 +16,8 @@
 # Root filesystem image: OUTDIR/rootfs.tar.gz is a tiny busybox userland for xen-estate's image install. When
 # /dev/xvda holds an ext4 filesystem with an executable /sbin/init, the initramfs switches to it; that init
 # configures eth0 from /etc/network/interfaces (as the install writes it) and answers
-# "xen-estate-image ok name=HOSTNAME" on / (plus /cgi-bin/reach).
+# "xen-estate-image ok name=HOSTNAME" on / (plus /cgi-bin/reach). OUTDIR/rootfs-boot.tar.gz is that userland with
+# the kit's kernel and initramfs at /vmlinuz and /initrd.img, for guests booting through pvgrub2.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 rootfs="$1"
@@ -172,6 +173,11 @@ mkdir -p "$out"
 (cd "$tmp" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) | gzip -9 >"$out/initrd.gz"
 cp "$rootfs/boot/vmlinuz-$kver" "$out/vmlinuz"
 echo "$kver" >"$out/kernel-version"
+# The same userland carrying its own kernel and initramfs at /vmlinuz and /initrd.img (where Debian's kernel
+# package links them), for guests that boot through pvgrub2 from their own disk.
+cp "$out/vmlinuz" "$img/vmlinuz"
+cp "$out/initrd.gz" "$img/initrd.img"
+(cd "$img" && tar --numeric-owner --owner=0 --group=0 -czf "$out/rootfs-boot.tar.gz" .)
 cat >"$out/example.cfg" <<'CFG'
 # A busybox kit guest: boots in seconds, answers HTTP on port 80 with "xen-estate-kit ok name=kit1".
 name = "kit1"
