@@ -36,14 +36,17 @@ const guestKey =
 const sh = (cmd: string): string =>
   execFileSync("bash", ["-euo", "pipefail", "-c", cmd], { encoding: "utf8" });
 
-function guest(disk: string): GuestInputs {
+function guest(
+  disk: string,
+  boot: Record<string, unknown> = { kernel: "/boot/vmlinuz", cmdline: "root=/dev/xvda" },
+): GuestInputs {
   const { inputs, failures } = checkInputs("NatDomU", {
     connection: { host: "dom0", hostKey: "SHA256:" + "A".repeat(43) },
     xenEstateVersion: VERSION,
     name: "app9",
     memoryMiB: 128,
     ip: "10.0.0.9",
-    boot: { kernel: "/boot/vmlinuz", cmdline: "root=/dev/xvda" },
+    boot,
     disks: [{ path: disk, vdev: "xvda" }],
     install: { image, nameservers: ["192.0.2.53"], authorizedKeys: [guestKey] },
   });
@@ -169,5 +172,30 @@ describe("installing a guest from an image", () => {
       assert.ok(!fs.existsSync(`${mnt}/${INSTALL_MARKER}`));
       assert.equal(fs.readFileSync(`${mnt}/etc/hostname`, "utf8"), "app9\n");
     });
+  });
+
+  test("a guest booting through pvgrub2 gets a GRUB menu for its own kernel; one the image brings is kept", async () => {
+    freshFilesystem();
+    await host.refusable(installScript(guest(loop, { bootloader: "pvgrub2" })));
+    onDisk(() =>
+      assert.match(
+        fs.readFileSync(`${mnt}/boot/grub/grub.cfg`, "utf8"),
+        /linux \/vmlinuz root=\/dev\/xvda ro console=hvc0 net\.ifnames=0\n\s+initrd \/initrd\.img/,
+      ),
+    );
+    freshFilesystem();
+    const own = path.join(dir, "rootfs", "boot", "grub");
+    fs.mkdirSync(own, { recursive: true });
+    fs.writeFileSync(path.join(own, "grub.cfg"), "# the image's own menu\n");
+    sh(`tar -C ${dir}/rootfs -czf ${image} .`);
+    try {
+      await host.refusable(installScript(guest(loop, { bootloader: "pvgrub2" })));
+      onDisk(() =>
+        assert.equal(fs.readFileSync(`${mnt}/boot/grub/grub.cfg`, "utf8"), "# the image's own menu\n"),
+      );
+    } finally {
+      fs.rmSync(path.join(dir, "rootfs", "boot"), { recursive: true });
+      sh(`tar -C ${dir}/rootfs -czf ${image} .`);
+    }
   });
 });
