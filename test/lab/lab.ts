@@ -573,31 +573,14 @@ export class Lab implements LabState {
 
   /** Arguments for the system ssh client, up to and including the destination. */
   sshArgs(): string[] {
-    return [
-      "-i",
-      this.privateKeyFile,
-      "-p",
-      String(this.port),
-      "-o",
-      "StrictHostKeyChecking=yes",
-      "-o",
-      `UserKnownHostsFile=${this.knownHostsFile}`,
-      "-o",
-      "GlobalKnownHostsFile=/dev/null",
-      "-o",
-      "IdentitiesOnly=yes",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "LogLevel=ERROR",
-      "-o",
-      "ConnectTimeout=10",
-      "-o",
-      "ServerAliveInterval=5",
-      "-o",
-      "ServerAliveCountMax=6",
-      `${this.user}@${this.host}`,
-    ];
+    return systemSshArgs({
+      keyFile: this.privateKeyFile,
+      port: this.port,
+      knownHostsFile: this.knownHostsFile,
+      destination: `${this.user}@${this.host}`,
+      connectTimeoutSeconds: 10,
+      keepAlive: true,
+    });
   }
 
   /** A command line a person can paste. */
@@ -607,29 +590,7 @@ export class Lab implements LabState {
 
   /** Runs `command` through the remote shell; never throws for a non-zero exit. */
   exec(command: string, opts: { timeoutMs?: number; input?: string | Buffer } = {}): Promise<SshResult> {
-    const started = Date.now();
-    return new Promise((resolve, reject) => {
-      const p = spawn("ssh", [...this.sshArgs(), command], { stdio: ["pipe", "pipe", "pipe"] });
-      let stdout = "";
-      let stderr = "";
-      let timedOut = false;
-      p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-      p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => {
-        timedOut = true;
-        p.kill("SIGKILL");
-      }, opts.timeoutMs ?? 120_000);
-      p.on("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      p.on("close", (code, signal) => {
-        clearTimeout(timer);
-        resolve({ exitCode: code, signal, stdout, stderr, timedOut, durationMs: Date.now() - started });
-      });
-      p.stdin.on("error", () => undefined);
-      p.stdin.end(opts.input);
-    });
+    return runSystemSsh(this.sshArgs(), command, opts);
   }
 
   /** Runs `command`, returns its stdout; throws LabCommandError unless it exits 0. */
@@ -735,4 +696,63 @@ export async function downAll(): Promise<string[]> {
     await lab.stop();
   }
   return names;
+}
+
+/** Options of the system ssh client for a lab machine: its pinned host key only, our key only, never a prompt. */
+export function systemSshArgs(o: {
+  keyFile: string;
+  port: number;
+  knownHostsFile: string;
+  destination: string;
+  connectTimeoutSeconds: number;
+  /** Detect a dead connection within 30 s. */
+  keepAlive?: boolean;
+}): string[] {
+  const opt = (v: string): string[] => ["-o", v];
+  return [
+    "-i",
+    o.keyFile,
+    "-p",
+    String(o.port),
+    ...opt("StrictHostKeyChecking=yes"),
+    ...opt(`UserKnownHostsFile=${o.knownHostsFile}`),
+    ...opt("GlobalKnownHostsFile=/dev/null"),
+    ...opt("IdentitiesOnly=yes"),
+    ...opt("BatchMode=yes"),
+    ...opt("LogLevel=ERROR"),
+    ...opt(`ConnectTimeout=${o.connectTimeoutSeconds}`),
+    ...(o.keepAlive ? [...opt("ServerAliveInterval=5"), ...opt("ServerAliveCountMax=6")] : []),
+    o.destination,
+  ];
+}
+
+/** Runs `command` with the system ssh client; never throws for a non-zero exit. */
+export function runSystemSsh(
+  args: string[],
+  command: string,
+  opts: { timeoutMs?: number; input?: string | Buffer } = {},
+): Promise<SshResult> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const p = spawn("ssh", [...args, command], { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let timedOut = false;
+    p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      p.kill("SIGKILL");
+    }, opts.timeoutMs ?? 120_000);
+    p.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    p.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ exitCode: code, signal, stdout, stderr, timedOut, durationMs: Date.now() - started });
+    });
+    p.stdin.on("error", () => undefined);
+    p.stdin.end(opts.input);
+  });
 }

@@ -16,7 +16,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LabCommandError, SshResult, labCacheDir, repoRoot } from "./lab";
+import { LabCommandError, SshResult, labCacheDir, repoRoot, runSystemSsh, systemSshArgs } from "./lab";
 
 export interface SourceImage {
   dir: string;
@@ -237,48 +237,17 @@ export class SourceVps implements SourceVpsState {
   }
 
   sshArgs(): string[] {
-    return [
-      "-i",
-      this.privateKeyFile,
-      "-p",
-      String(this.port),
-      "-o",
-      "StrictHostKeyChecking=yes",
-      "-o",
-      `UserKnownHostsFile=${this.knownHostsFile}`,
-      "-o",
-      "GlobalKnownHostsFile=/dev/null",
-      "-o",
-      "IdentitiesOnly=yes",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "LogLevel=ERROR",
-      "-o",
-      "ConnectTimeout=5",
-      `${this.user}@${this.address}`,
-    ];
+    return systemSshArgs({
+      keyFile: this.privateKeyFile,
+      port: this.port,
+      knownHostsFile: this.knownHostsFile,
+      destination: `${this.user}@${this.address}`,
+      connectTimeoutSeconds: 5,
+    });
   }
 
   exec(command: string, opts: { timeoutMs?: number } = {}): Promise<SshResult> {
-    const started = Date.now();
-    return new Promise((resolve, reject) => {
-      const p = spawn("ssh", [...this.sshArgs(), command], { stdio: ["ignore", "pipe", "pipe"] });
-      let stdout = "";
-      let stderr = "";
-      let timedOut = false;
-      p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-      p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => {
-        timedOut = true;
-        p.kill("SIGKILL");
-      }, opts.timeoutMs ?? 120_000);
-      p.on("error", reject);
-      p.on("close", (code, signal) => {
-        clearTimeout(timer);
-        resolve({ exitCode: code, signal, stdout, stderr, timedOut, durationMs: Date.now() - started });
-      });
-    });
+    return runSystemSsh(this.sshArgs(), command, opts);
   }
 
   async ssh(command: string, opts: { timeoutMs?: number } = {}): Promise<string> {

@@ -11,33 +11,15 @@
 # Needs on the host: grub-mkimage and /usr/lib/grub/i386-pc (grub-common, grub-pc-bin), sfdisk (fdisk).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-hash="$(lab_recipe_hash)"
-out="$LAB_CACHE/bare-$hash"
-if [[ "${1:-}" == "--force" ]]; then rm -rf "$out"; fi
-if [[ -f "$out/done" ]]; then
-  echo "$out"
-  exit 0
-fi
-[[ $EUID -eq 0 ]] || { echo "building the bare image needs root" >&2; exit 1; }
+lab_image_begin bare "${1:-}"
 grubdir=/usr/lib/grub/i386-pc
 for need in grub-mkimage sfdisk; do
   command -v "$need" >/dev/null || { echo "$need is missing: run test/lab/install-deps.sh" >&2; exit 1; }
 done
 [[ -f "$grubdir/boot.img" ]] || { echo "$grubdir missing (grub-pc-bin): run test/lab/install-deps.sh" >&2; exit 1; }
 
-start=$SECONDS
-base_rootfs="$(bash "$LAB_IMAGES_DIR/debootstrap.sh")"
-work="$out.tmp.$$"
-trap 'rm -rf "$work"' EXIT
-rm -rf "$out"
-mkdir -p "$work"
-R="$work/rootfs"
-log "copying the base rootfs for the bare server"
-cp -a "$base_rootfs" "$R"
-kver="$(ls "$R/lib/modules" | sort -V | tail -1)"
-
-ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-client -f "$work/id_ed25519"
-ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-bare -f "$work/ssh_host_ed25519_key"
+lab_copy_base "the bare server"
+lab_keys bare
 
 # No Xen on a bare server: drop the hypervisor files (the packages stay installed but inert).
 rm -f "$R"/boot/xen-*

@@ -12,32 +12,13 @@
 # Cached: a second run with the same recipe files prints the directory at once.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-hash="$(lab_recipe_hash)"
-out="$LAB_CACHE/$hash"
-if [[ "${1:-}" == "--force" ]]; then rm -rf "$out"; fi
-if [[ -f "$out/done" ]]; then
-  echo "$out"
-  exit 0
-fi
-[[ $EUID -eq 0 ]] || { echo "building the lab image needs root (debootstrap, chroot, file ownership)" >&2; exit 1; }
-
-start=$SECONDS
-base_rootfs="$(bash "$LAB_IMAGES_DIR/debootstrap.sh")"
-work="$out.tmp.$$"
-trap 'rm -rf "$work"' EXIT
-rm -rf "$out"
-mkdir -p "$work"
-R="$work/rootfs"
-log "copying the base rootfs"
-cp -a "$base_rootfs" "$R"
-
-kver="$(ls "$R/lib/modules" | sort -V | tail -1)"
+lab_image_begin "" "${1:-}"
+lab_copy_base "the dom0"
 xengz="$(ls "$R"/boot/xen-*-amd64.gz | sort -V | tail -1)"
 [[ -f "$R/boot/initrd.img-$kver" ]] || chroot "$R" update-initramfs -c -k "$kver" >/dev/null
 
 log "generating keys"
-ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-client -f "$work/id_ed25519"
-ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-dom0 -f "$work/ssh_host_ed25519_key"
+lab_keys dom0
 ssh-keygen -lf "$work/ssh_host_ed25519_key.pub" | awk '{print $2}' >"$work/host-key-fingerprint"
 
 log "configuring the rootfs"

@@ -12,27 +12,9 @@
 #   image.json
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-hash="$(lab_recipe_hash)"
-out="$LAB_CACHE/source-$hash"
-if [[ "${1:-}" == "--force" ]]; then rm -rf "$out"; fi
-if [[ -f "$out/done" ]]; then
-  echo "$out"
-  exit 0
-fi
-[[ $EUID -eq 0 ]] || { echo "building the source image needs root" >&2; exit 1; }
-start=$SECONDS
-base_rootfs="$(bash "$LAB_IMAGES_DIR/debootstrap.sh")"
-work="$out.tmp.$$"
-trap 'rm -rf "$work"' EXIT
-rm -rf "$out"
-mkdir -p "$work"
-R="$work/rootfs"
-log "copying the base rootfs for the source VPS"
-cp -a "$base_rootfs" "$R"
-kver="$(ls "$R/lib/modules" | sort -V | tail -1)"
-
-ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-client -f "$work/id_ed25519"
-ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-source -f "$work/ssh_host_ed25519_key"
+lab_image_begin source "${1:-}"
+lab_copy_base "the source VPS"
+lab_keys source
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/marker"
 
 # A plain VPS: no Xen in it.

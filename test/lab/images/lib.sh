@@ -28,3 +28,38 @@ lab_base_hash() {
 }
 
 log() { printf '[lab %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# The start every image recipe shares. `lab_image_begin KIND [--force]` sets $hash (the recipe hash) and $out
+# (the finished image's directory: $LAB_CACHE/KIND-<hash>, or $LAB_CACHE/<hash> for an empty KIND); when that is
+# already built, prints it and ends the script. Otherwise checks for root and sets $start.
+lab_image_begin() {
+  hash="$(lab_recipe_hash)"
+  out="$LAB_CACHE/${1:+$1-}$hash"
+  if [[ "${2:-}" == "--force" ]]; then rm -rf "$out"; fi
+  if [[ -f "$out/done" ]]; then
+    echo "$out"
+    exit 0
+  fi
+  [[ $EUID -eq 0 ]] || { echo "building the ${1:-dom0} image needs root (debootstrap, chroot, file ownership)" >&2; exit 1; }
+  start=$SECONDS
+}
+
+# `lab_copy_base WHAT`: a private copy of the debootstrapped base in $work/rootfs ($R), removed on exit unless
+# moved to $out; sets $kver to its newest kernel.
+lab_copy_base() {
+  base_rootfs="$(bash "$LAB_IMAGES_DIR/debootstrap.sh")"
+  work="$out.tmp.$$"
+  trap 'rm -rf "$work"' EXIT
+  rm -rf "$out"
+  mkdir -p "$work"
+  R="$work/rootfs"
+  log "copying the base rootfs for $1"
+  cp -a "$base_rootfs" "$R"
+  kver="$(ls "$R/lib/modules" | sort -V | tail -1)"
+}
+
+# `lab_keys ROLE`: the test client key ($work/id_ed25519) and the machine's host key ($work/ssh_host_ed25519_key).
+lab_keys() {
+  ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-client -f "$work/id_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -C "xen-estate-lab-$1" -f "$work/ssh_host_ed25519_key"
+}
