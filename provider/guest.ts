@@ -9,10 +9,11 @@
 import type * as pulumi from "@pulumi/pulumi";
 import { ConnectionArgs } from "./connection";
 import { CommonInputs, Context, deepEqual, VERSION } from "./dynamic";
-import { RefusedError } from "./errors";
+import { RefusedError, RemoteCommandError } from "./errors";
 import { contains, Ipv4Network, macProblem, parseCidr } from "./network";
 import { removeRemoteFile, sha256, statRemoteFiles, withHostLock, writeRemoteFile } from "./remote-file";
 import { shellQuote } from "./shell";
+import type { RunResult } from "./ssh/executor";
 import { fingerprintOf } from "./ssh/hostkey";
 import { render } from "./templates";
 import { Checker, isIPv4, isSafeAbsolutePath, UNKNOWN } from "./validate";
@@ -808,10 +809,20 @@ export async function domainState(ctx: Context, name: string): Promise<number | 
 
 async function startDomain(ctx: Context, g: GuestInputs): Promise<number> {
   ctx.log.info(`starting ${g.name}`);
-  await ctx.host.script(`xl create -q ${shellQuote(configPath(g.name))}`, {
-    summary: `xl create ${g.name}`,
-    timeoutMs: 600_000,
-  });
+  const create = (): Promise<RunResult> =>
+    ctx.host.script(`xl create -q ${shellQuote(configPath(g.name))}`, {
+      summary: `xl create ${g.name}`,
+      timeoutMs: 600_000,
+    });
+  try {
+    await create();
+  } catch (err) {
+    // A hotplug script that outlives libxl's deadline (a loaded dom0, several guests starting at once) makes xl
+    // give up and tear the half-built domain down again; one more attempt is safe and usually enough.
+    if (!(err instanceof RemoteCommandError) || !/because of timeout/.test(err.stderrTail)) throw err;
+    ctx.log.warn(`xl create ${g.name}: a hotplug script timed out (dom0 busy?); trying once more`);
+    await create();
+  }
   const deadline = Date.now() + 120_000;
   for (;;) {
     const r = await ctx.host.script(
