@@ -54,9 +54,15 @@ async function main(): Promise<number> {
   await must(["config", "set", "--stack", STACK, "dom0HostKey", lab.hostKey]);
   await must(["config", "set", "--stack", STACK, "--secret", "dom0PrivateKey"], lab.privateKey);
   switch (action) {
-    case "up":
+    case "up": {
       // --refresh: a lab boots pristine, so state from an earlier boot must be reconciled first.
-      return pulumi(["up", "--yes", "--refresh", "--stack", STACK]);
+      const code = await pulumi(["up", "--yes", "--refresh", "--stack", STACK]);
+      if (code === 0)
+        process.stderr.write(
+          `the dom0's Varnish answers on this machine: curl -H 'Host: app1.estate.test' http://127.0.0.1:${lab.httpPort}/\n`,
+        );
+      return code;
+    }
     case "preview":
       return pulumi(["preview", "--diff", "--stack", STACK]);
     case "refresh":
