@@ -1,0 +1,110 @@
+/**
+ * NAT guests created at once share one set of NAT pieces on the dom0: the vif script and settings are written once
+ * and each iptables rule exists exactly once, however the creates interleave; the pieces stay while any NAT guest
+ * is left and go with the last one. Real engine (which creates independent resources in parallel), real Xen.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import {
+  createStack,
+  repoRoot,
+  resourceChanges,
+  type EngineEvent,
+  type PulumiStack,
+} from "../engine/harness";
+import { Lab } from "./lab";
+
+const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
+
+describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 1000 }, () => {
+  let lab: Lab;
+  let stack: PulumiStack;
+
+  /** How many times each xen-estate NAT rule is in the dom0's ruleset. */
+  async function ruleCounts(): Promise<{ masquerade: number; forward: number }> {
+    const rules = await lab.ssh("iptables-save | grep -- '--comment xen-estate-nat' || true");
+    return {
+      masquerade: rules.split("\n").filter((l) => l.includes("-j MASQUERADE")).length,
+      forward: rules.split("\n").filter((l) => l.startsWith("-A FORWARD")).length,
+    };
+  }
+
+  /** [start, end] seconds of each NatDomU create in an up's event log. */
+  function createSpans(events: EngineEvent[]): [number, number][] {
+    const spans = new Map<string, [number, number]>();
+    for (const e of events) {
+      const pre = e.resourcePreEvent?.metadata;
+      const done = e.resOutputsEvent?.metadata;
+      const m = pre ?? done;
+      if (!m || m.type !== NAT || m.op !== "create" || e.timestamp === undefined) continue;
+      const span = spans.get(m.urn) ?? [e.timestamp, e.timestamp];
+      if (pre) span[0] = e.timestamp;
+      else span[1] = e.timestamp;
+      spans.set(m.urn, span);
+    }
+    return [...spans.values()];
+  }
+
+  before(async () => {
+    lab = await Lab.start("dom0");
+    stack = await createStack({
+      programDir: `${repoRoot()}/test/lab/fixtures/nat-guests`,
+      linkPackage: true,
+      config: {
+        dom0Host: { value: lab.host },
+        dom0Port: { value: String(lab.port) },
+        dom0HostKey: { value: lab.hostKey },
+        dom0PrivateKey: { value: lab.privateKey, secret: true },
+        count: { value: "3" },
+      },
+    });
+  });
+
+  after(async () => {
+    await stack?.remove();
+    await lab?.stop({ keepConsoleLog: true });
+  });
+
+  test("three guests created at once: each answers, and each NAT rule exists exactly once", async () => {
+    const up = await stack.up();
+    assert.equal(resourceChanges(up).filter((s) => s.type === NAT && s.op === "create").length, 3);
+    const spans = createSpans(up.events);
+    assert.equal(spans.length, 3);
+    assert.ok(
+      Math.max(...spans.map((s) => s[0])) < Math.min(...spans.map((s) => s[1])),
+      `the three creates overlapped in time: ${JSON.stringify(spans)}`,
+    );
+    assert.deepEqual(await ruleCounts(), { masquerade: 1, forward: 2 });
+    for (const i of [1, 2, 3])
+      assert.match(
+        await lab.ssh(`curl -fsS --max-time 10 http://10.0.0.${10 + i}/`),
+        new RegExp(`xen-estate-kit ok name=nat${i}`),
+      );
+    assert.equal((await lab.ssh("ls /etc/xen/scripts/ | grep -c xen-estate-nat")).trim(), "1");
+  });
+
+  test("removing two guests keeps the shared NAT pieces for the one left", async () => {
+    await stack.setConfig("count", "1");
+    const up = await stack.up();
+    assert.equal(resourceChanges(up).filter((s) => s.type === NAT && s.op === "delete").length, 2);
+    assert.deepEqual(await ruleCounts(), { masquerade: 1, forward: 2 });
+    assert.equal(
+      (await lab.ssh("ls /etc/xen/xen-estate-nat.conf /etc/xen/scripts/vif-xen-estate-nat | wc -l")).trim(),
+      "2",
+    );
+    assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.0.0.11/"), /name=nat1/);
+  });
+
+  test("the last NAT guest takes the rules, the script and the settings with it", async () => {
+    await stack.destroy();
+    assert.deepEqual(await ruleCounts(), { masquerade: 0, forward: 0 });
+    assert.equal(
+      (
+        await lab.ssh(
+          "ls /etc/xen/xen-estate-nat.conf /etc/xen/scripts/vif-xen-estate-nat 2>/dev/null || true",
+        )
+      ).trim(),
+      "",
+    );
+  });
+});
