@@ -57,19 +57,28 @@ export interface XenGuestArgs {
   /** Swap volume size; no swap volume when unset. */
   readonly swapSize?: pulumi.Input<string | number>;
   /** @default 1 */
+  /** Virtual CPUs at boot; changed live up to `maxVcpus`. @default 1 */
   readonly vcpus?: pulumi.Input<number>;
+  /** Most vCPUs without a restart. @default vcpus */
   readonly maxVcpus?: pulumi.Input<number>;
-  /** Memory in MiB. */
+  /** Memory in MiB; changed live up to `maxMemoryMiB`. Minimum 64. */
   readonly memoryMiB: pulumi.Input<number>;
+  /** Most memory in MiB without a restart. @default memoryMiB */
   readonly maxMemoryMiB?: pulumi.Input<number>;
-  /** @default "pvh" */
+  /** `pvh` or `pv`. @default "pvh" */
   readonly type?: pulumi.Input<"pvh" | "pv">;
+  /** A kernel on the dom0, or `{ bootloader: "pvgrub2" }` for the guest's own kernel. */
   readonly boot: pulumi.Input<GuestBoot>;
+  /** Unattended install onto the fresh root volume (an image or debootstrap). @default none */
   readonly install?: pulumi.Input<GuestInstallArgs>;
-  /** @default true */
+  /** Start the guest when the dom0 boots. @default true */
   readonly autostart?: pulumi.Input<boolean>;
+  /** @default "restart" */
   readonly onCrash?: pulumi.Input<LifecycleAction>;
+  /** Wait until the guest answers ping (and this TCP port) from the dom0. @default no wait */
   readonly waitForNetwork?: pulumi.Input<{ port?: number; timeoutSeconds?: number }>;
+  /** Seconds `xl shutdown -w` may take before the domain is destroyed. @default 120 */
+  readonly shutdownTimeoutSeconds?: pulumi.Input<number>;
   /** Let a volume change that destroys data (filesystem, name) go ahead. @default false */
   readonly allowReplace?: pulumi.Input<boolean>;
 }
@@ -141,6 +150,7 @@ export class XenGuest extends pulumi.ComponentResource {
         autostart: args.autostart,
         onCrash: args.onCrash,
         waitForNetwork: args.waitForNetwork,
+        shutdownTimeoutSeconds: args.shutdownTimeoutSeconds,
       }),
     };
     const net = args.network;

@@ -50,6 +50,8 @@ const web = new XenGuest("web1", {
   type: "pv",
   boot: kit("web1", webIp, 24, webGateway),
   waitForNetwork: { port: 80, timeoutSeconds: 300 },
+  // The busybox kit ignores shutdown requests: do not wait the default 120 s before `xl destroy`.
+  shutdownTimeoutSeconds: 20,
 });
 
 const appIp = config.get("appIp") ?? "10.0.0.5";
@@ -66,6 +68,7 @@ const app = new XenGuest("app1", {
   boot: { bootloader: "pvgrub2" },
   install: { image: config.get("appImage") ?? `${kitDir}/rootfs-boot.tar.gz` },
   waitForNetwork: { port: 80, timeoutSeconds: 300 },
+  shutdownTimeoutSeconds: 20,
 });
 
 // Varnish on the dom0 answers HTTP on its port 80 and passes each request to the guest its Host header names:

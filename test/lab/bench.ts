@@ -5,9 +5,15 @@
  *   lab_xl_create        seconds for `xl create` of the busybox kit guest (LV disk + vif on xenbr0)
  *   lab_guest_http       seconds from `xl create` returning to the guest answering HTTP from dom0
  *   lab_xl_destroy       seconds for `xl destroy` + `lvremove`
+ *   estate_up            seconds for `pulumi up` of the example estate (7 resources on one dom0) from nothing
+ *   estate_up_handshakes_per_host   SSH logins the dom0's sshd accepted during that up (goal: 1)
+ *   estate_up_handshakes_vs_one_per_resource   the same against the baseline of one connection per remote
+ *                        resource, counted in the same run (lower is better; 1/resources is the floor)
+ *   estate_second_up     seconds for an `up` that finds nothing to change
  *   lab_stop             seconds to stop the lab
- * Not wired into the bench runner; call runLabBench() or `npm run lab -- bench`.
+ * Run by `npm run bench` (all figures) or `npm run bench -- lab`.
  */
+import { createStack, repoRoot, resourceChanges } from "../engine/harness";
 import { Lab, buildImage } from "./lab";
 import { destroyKitGuest, kitGuestConfig, waitForKitHttp } from "./kit";
 
@@ -49,12 +55,60 @@ export async function runLabBench(
     t = Date.now();
     await destroyKitGuest(lab, guest.name, guest.lv);
     emit("lab_xl_destroy", secs(Date.now() - t), "s");
+    await benchEstate(lab, emit, secs);
   } finally {
     t = Date.now();
     await lab.stop();
     emit("lab_stop", secs(Date.now() - t), "s");
   }
   return figures;
+}
+
+/** `pulumi up` of the example estate, counting the SSH logins the dom0's sshd accepted meanwhile. */
+async function benchEstate(
+  lab: Lab,
+  emit: (name: string, value: number, unit: string) => void,
+  secs: (ms: number) => number,
+): Promise<void> {
+  // Each count logs in once itself.
+  const logins = async (): Promise<number> =>
+    Number(
+      (
+        await lab.ssh("journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true")
+      ).trim(),
+    );
+  const stack = await createStack({
+    programDir: repoRoot(),
+    linkPackage: true,
+    config: {
+      dom0Host: { value: lab.host },
+      dom0Port: { value: String(lab.port) },
+      dom0HostKey: { value: lab.hostKey },
+      dom0PrivateKey: { value: lab.privateKey, secret: true },
+    },
+  });
+  try {
+    const before = await logins();
+    let t = Date.now();
+    const up = await stack.up();
+    emit("estate_up", secs(Date.now() - t), "s");
+    const handshakes = (await logins()) - before - 1;
+    const remote = resourceChanges(up).filter(
+      (s) => s.op === "create" && !s.type.includes(":components:"),
+    ).length;
+    emit("estate_up_handshakes_per_host", handshakes, "count");
+    emit(
+      "estate_up_handshakes_vs_one_per_resource",
+      Math.round((handshakes / remote) * 1000) / 1000,
+      "ratio",
+    );
+    t = Date.now();
+    await stack.up();
+    emit("estate_second_up", secs(Date.now() - t), "s");
+    await stack.destroy();
+  } finally {
+    await stack.remove();
+  }
 }
 
 if (require.main === module) {
