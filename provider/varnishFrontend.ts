@@ -87,7 +87,7 @@ export interface VarnishFrontendInputs extends CommonInputs {
 }
 
 export interface VarnishFrontendOutputs extends VarnishFrontendInputs {
-  /** Name of the VCL Varnish runs (varnishreload's `reload_<time>`, or `boot`). */
+  /** Name of the VCL Varnish runs: `boot` after a (re)start, `xen_estate_<time>` after a reload. */
   activeVcl: string | null;
 }
 
@@ -266,7 +266,7 @@ export const varnishFrontendKind = registerKind<VarnishFrontendInputs, VarnishFr
       );
     const changed = await writeFiles(ctx, inputs);
     progress({ activeVcl: null });
-    await apply(ctx, changed, true);
+    await apply(ctx, changed, true, inputs.keepVcls);
     return { ...inputs, activeVcl: await activeVcl(ctx) };
   },
 
@@ -292,7 +292,7 @@ export const varnishFrontendKind = registerKind<VarnishFrontendInputs, VarnishFr
   async update(ctx, _id, olds, news) {
     await ensurePackage(ctx, news);
     const changed = await writeFiles(ctx, news);
-    await apply(ctx, changed, !olds.running);
+    await apply(ctx, changed, !olds.running, news.keepVcls);
     return { ...news, activeVcl: await activeVcl(ctx) };
   },
 
@@ -339,7 +339,22 @@ async function writeFiles(ctx: Context, i: VarnishFrontendInputs): Promise<strin
 }
 
 /** Restarts varnishd when its command line changed or it is down; otherwise reloads a changed VCL. */
-async function apply(ctx: Context, changed: string[], mustStart: boolean): Promise<void> {
+/**
+ * What varnishreload does, with deadlines that suit a slow host: compile and load the VCL under a new name (the old
+ * one keeps serving meanwhile; a VCL that fails leaves it in place), switch to it, then discard our older ones
+ * beyond `keep`. varnishadm's own default deadline (5 s) is shorter than a compile on a busy dom0.
+ */
+export function reloadScript(keep: number): string {
+  return [
+    `name=xen_estate_$(date -u +%Y%m%d_%H%M%S_%N)`,
+    `varnishadm -t 600 vcl.load "$name" ${VARNISH_VCL} >&2`,
+    `varnishadm -t 60 vcl.use "$name" >&2`,
+    `varnishadm -t 60 vcl.list | awk '$1 == "available" && $NF ~ /^xen_estate_/ {print $NF}' | head -n -${keep} |`,
+    `  while read -r old; do varnishadm -t 60 vcl.discard "$old" >&2 || true; done`,
+  ].join("\n");
+}
+
+async function apply(ctx: Context, changed: string[], mustStart: boolean, keepVcls: number): Promise<void> {
   if (changed.includes(VARNISH_DROP_IN) || mustStart) {
     ctx.log.info(
       changed.includes(VARNISH_DROP_IN)
@@ -351,10 +366,10 @@ async function apply(ctx: Context, changed: string[], mustStart: boolean): Promi
       { summary: "restart varnish", timeoutMs: 300_000 },
     );
   } else if (changed.includes(VARNISH_VCL)) {
-    ctx.log.info("VCL changed: reloading varnish (connections and cache stay)");
-    await ctx.host.script("systemctl reload varnish.service", {
-      summary: "reload varnish",
-      timeoutMs: 300_000,
+    ctx.log.info("VCL changed: loading it into the running varnish (connections and cache stay)");
+    await ctx.host.script(reloadScript(keepVcls), {
+      summary: "load and use the new VCL",
+      timeoutMs: 900_000,
     });
   }
   // varnishd answers the CLI once the child runs; a restart that failed shows here, not at the first request.

@@ -16,6 +16,9 @@ probe site0_probe {
     .timeout = 2s;
     .window = 5;
     .threshold = 3;
+    # A freshly loaded VCL trusts the backend until a probe says otherwise; Varnish's default (threshold - 1)
+    # would answer 503 right after every reload until the first probe came back.
+    .initial = 3;
 }
 backend site0 {
     .host = "10.0.0.5";
