@@ -11,7 +11,13 @@ import { ConnectionArgs } from "./connection";
 import { CommonInputs, Context, deepEqual, VERSION } from "./dynamic";
 import { RefusedError, RemoteCommandError } from "./errors";
 import { contains, Ipv4Network, macProblem, parseCidr } from "./network";
-import { removeRemoteFile, sha256, statRemoteFiles, withHostLock, writeRemoteFile } from "./remote-file";
+import {
+  observeOwnedFiles,
+  removeRemoteFile,
+  statRemoteFiles,
+  withHostLock,
+  writeRemoteFile,
+} from "./remote-file";
 import { shellQuote } from "./shell";
 import type { RunResult } from "./ssh/executor";
 import { fingerprintOf } from "./ssh/hostkey";
@@ -1001,14 +1007,7 @@ export async function readGuest(ctx: Context, outs: GuestOutputs): Promise<Guest
   const domid = await domainState(ctx, outs.name);
   const cfgIndex = paths.indexOf(configPath(outs.name));
   if (domid === null && cfgIndex >= 0 && !states[cfgIndex]) return null; // gone entirely
-  const files: Record<string, string> = {};
-  for (const [i, p] of paths.entries()) {
-    const st = states[i];
-    const want = outs.files[p]!;
-    if (st && st.sha256 === sha256(want)) files[p] = want;
-    else if (!st) files[p] = "";
-    else files[p] = (await ctx.host.script(`cat -- ${shellQuote(p)}`, { summary: `read ${p}` })).stdout;
-  }
+  const files = await observeOwnedFiles(ctx.host, outs.files, states);
   const autostart =
     (
       await ctx.host.script(

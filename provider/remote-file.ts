@@ -93,6 +93,26 @@ export async function statRemoteFiles(
   });
 }
 
+/**
+ * What a resource's own files hold now, for `read`: the expected content where the hash matches (nothing is
+ * transferred), the actual content where it differs (so drift shows as a diff), "" where the file is gone.
+ * `states` are the files' {@link statRemoteFiles} results, in the order of `expected`'s keys.
+ */
+export async function observeOwnedFiles(
+  host: RemoteHost,
+  expected: Record<string, string>,
+  states: readonly (FileState | null)[],
+): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for (const [i, [path, want]] of Object.entries(expected).entries()) {
+    const st = states[i];
+    if (!st) files[path] = "";
+    else if (st.sha256 === sha256(want)) files[path] = want;
+    else files[path] = (await readRemoteFile(host, path)) ?? "";
+  }
+  return files;
+}
+
 /** A file's directory, its name, and the directory its dated backups go to (mirrored under BACKUP_ROOT). */
 function locate(path: string): { dir: string; base: string; backupDir: string } {
   const dir = path.replace(/\/[^/]*$/, "") || "/";

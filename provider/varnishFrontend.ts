@@ -12,8 +12,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { ConnectionArgs } from "./connection";
 import { CommonInputs, Context, MODULE, providerFor, registerKind, resourceInputs, VERSION } from "./dynamic";
 import { RefusedError } from "./errors";
-import { removeRemoteFile, sha256, statRemoteFiles, writeRemoteFile } from "./remote-file";
-import { shellQuote } from "./shell";
+import { observeOwnedFiles, removeRemoteFile, statRemoteFiles, writeRemoteFile } from "./remote-file";
 import { render } from "./templates";
 import { parseSize } from "./units";
 import { Checker, containsUnknown, isIPv4, UNKNOWN } from "./validate";
@@ -274,13 +273,7 @@ export const varnishFrontendKind = registerKind<VarnishFrontendInputs, VarnishFr
     const paths = Object.keys(outs.files);
     const states = await statRemoteFiles(ctx.host, paths);
     if (states.every((s) => !s)) return null;
-    const files: Record<string, string> = {};
-    for (const [i, p] of paths.entries()) {
-      const st = states[i];
-      if (!st) files[p] = "";
-      else if (st.sha256 === sha256(outs.files[p]!)) files[p] = outs.files[p]!;
-      else files[p] = (await ctx.host.script(`cat -- ${shellQuote(p)}`, { summary: `read ${p}` })).stdout;
-    }
+    const files = await observeOwnedFiles(ctx.host, outs.files, states);
     const active = (
       await ctx.host.script("systemctl is-active varnish.service || true", {
         summary: "systemctl is-active varnish",

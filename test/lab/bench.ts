@@ -70,29 +70,18 @@ async function benchEstate(
   emit: (name: string, value: number, unit: string) => void,
   secs: (ms: number) => number,
 ): Promise<void> {
-  // Each count logs in once itself.
-  const logins = async (): Promise<number> =>
-    Number(
-      (
-        await lab.ssh("journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true")
-      ).trim(),
-    );
   const stack = await createStack({
     programDir: repoRoot(),
     linkPackage: true,
-    config: {
-      dom0Host: { value: lab.host },
-      dom0Port: { value: String(lab.port) },
-      dom0HostKey: { value: lab.hostKey },
-      dom0PrivateKey: { value: lab.privateKey, secret: true },
-    },
+    config: lab.stackConfig(),
   });
   try {
-    const before = await logins();
+    const before = await lab.acceptedLogins();
     let t = Date.now();
     const up = await stack.up();
     emit("estate_up", secs(Date.now() - t), "s");
-    const handshakes = (await logins()) - before - 1;
+    // The second count logs in once itself.
+    const handshakes = (await lab.acceptedLogins()) - before - 1;
     const remote = resourceChanges(up).filter(
       (s) => s.op === "create" && !s.type.includes(":components:"),
     ).length;

@@ -40,10 +40,7 @@ describe("a Debian guest installed by debootstrap on the lab dom0", { timeout: 1
       linkPackage: true,
       timeoutMs: 90 * 60 * 1000,
       config: {
-        dom0Host: { value: lab.host },
-        dom0Port: { value: String(lab.port) },
-        dom0HostKey: { value: lab.hostKey },
-        dom0PrivateKey: { value: lab.privateKey, secret: true },
+        ...lab.stackConfig(),
         debian: { value: "true" },
         debianIp: { value: IP },
         debianKernelRelease: { value: release },

@@ -38,14 +38,6 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
     );
   }
 
-  async function sshLogins(): Promise<number> {
-    return Number(
-      (
-        await lab.ssh("journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true")
-      ).trim(),
-    );
-  }
-
   /** GET / through the dom0's port 80 (Varnish) with this Host header: "STATUS body", or "error …". */
   function viaFrontend(host: string): Promise<string> {
     return new Promise((resolve) => {
@@ -76,10 +68,7 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
       programDir: repoRoot(),
       linkPackage: true,
       config: {
-        dom0Host: { value: lab.host },
-        dom0Port: { value: String(lab.port) },
-        dom0HostKey: { value: lab.hostKey },
-        dom0PrivateKey: { value: lab.privateKey, secret: true },
+        ...lab.stackConfig(),
       },
     });
   });
@@ -146,7 +135,7 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
 
   test("preview plans a change without connecting to the dom0", async () => {
     await stack.setConfig("appMemoryMiB", "224");
-    const logins = await sshLogins();
+    const logins = await lab.acceptedLogins();
     const preview = await stack.preview({ diff: true });
     assert.deepEqual(
       resourceChanges(preview).map((s) => [s.type, s.op]),
@@ -154,7 +143,7 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
     );
     assert.match(preview.stdout, /memory = 224/, "the diff shows the config file's new line");
     // The count itself logs in once.
-    assert.equal(await sshLogins(), logins + 1);
+    assert.equal(await lab.acceptedLogins(), logins + 1);
   });
 
   test("changing memory applies live: same domain, new size", async () => {

@@ -600,6 +600,25 @@ export class Lab implements LabState {
     return r.stdout;
   }
 
+  /** Public-key logins this machine's sshd has accepted since boot (this count itself adds one). */
+  async acceptedLogins(): Promise<number> {
+    return Number(
+      (
+        await this.ssh("journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true")
+      ).trim(),
+    );
+  }
+
+  /** Stack config that points the example estate (and the lab's test programs) at this machine. */
+  stackConfig(): Record<string, { value: string; secret?: boolean }> {
+    return {
+      dom0Host: { value: this.host },
+      dom0Port: { value: String(this.port) },
+      dom0HostKey: { value: this.hostKey },
+      dom0PrivateKey: { value: this.privateKey, secret: true },
+    };
+  }
+
   /** Waits until `true` runs over SSH (host key pinned), or throws with the console's last lines. */
   async waitForSsh(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;

@@ -51,10 +51,7 @@ describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 
       programDir: `${repoRoot()}/test/lab/fixtures/nat-guests`,
       linkPackage: true,
       config: {
-        dom0Host: { value: lab.host },
-        dom0Port: { value: String(lab.port) },
-        dom0HostKey: { value: lab.hostKey },
-        dom0PrivateKey: { value: lab.privateKey, secret: true },
+        ...lab.stackConfig(),
         count: { value: "3" },
       },
     });
