@@ -1,6 +1,9 @@
 // Runs the compiled test suites with node's test runner.
 //   node test/run-tests.mjs            every suite
-//   node test/run-tests.mjs unit ssh   only those suites (directories under test/)
+//   node test/run-tests.mjs unit ssh   only those suites
+// A test file's suite is the last word before `.test.js`: `test/resources/lvm-volume.lab.test.ts` is the lab
+// suite's test of provider/resources/lvm-volume. Test files mirror the source tree, so one resource's unit, ssh,
+// engine and lab tests sit side by side.
 // Suites: unit (pure logic), ssh (real sshd), engine (real Pulumi CLI), lab (QEMU + Xen).
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
@@ -20,12 +23,21 @@ function testFiles(dir) {
   });
 }
 
+const suiteOf = (file) => /\.([a-z]+)\.test\.js$/.exec(file)?.[1];
+const all = testFiles(dist);
+const strays = all.filter((f) => !order.includes(suiteOf(f)));
+if (strays.length > 0) {
+  console.error(
+    `test files without a suite (name them <name>.<${order.join("|")}>.test.ts):\n  ${strays.join("\n  ")}`,
+  );
+  process.exit(2);
+}
 const files = wanted.flatMap((suite) => {
   if (!order.includes(suite)) {
     console.error(`unknown suite ${suite}; suites are: ${order.join(", ")}`);
     process.exit(2);
   }
-  return testFiles(join(dist, suite)).sort();
+  return all.filter((f) => suiteOf(f) === suite).sort();
 });
 if (files.length === 0) {
   console.error("no compiled tests found: run `npm run build` first");

@@ -15,8 +15,9 @@
  *     await stack.remove();
  *   }
  */
+import { repoRoot } from "../support/repo";
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, readlink, rename, rm, symlink } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -149,24 +150,6 @@ export interface PulumiStack {
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
 const TEST_PASSPHRASE = "xen-estate-test-passphrase";
 
-/** The repository root: the nearest directory upwards whose package.json is named xen-estate. */
-export function repoRoot(): string {
-  let dir = __dirname;
-  for (;;) {
-    const pkg = path.join(dir, "package.json");
-    if (existsSync(pkg)) {
-      try {
-        if (JSON.parse(readFileSync(pkg, "utf8")).name === "xen-estate") return dir;
-      } catch {
-        // keep looking
-      }
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`xen-estate package.json not found above ${__dirname}`);
-    dir = parent;
-  }
-}
-
 /** process.env without undefined values (and, with dropPulumi, without PULUMI_* settings). */
 function inheritedEnv(dropPulumi = false): Record<string, string> {
   const env: Record<string, string> = {};
@@ -179,6 +162,8 @@ function inheritedEnv(dropPulumi = false): Record<string, string> {
 let binDirPromise: Promise<string> | undefined;
 
 /** The directory holding `pulumi` (and its plugins), building the CLI when needed. */
+export { repoRoot };
+
 export function pulumiBinDir(): Promise<string> {
   binDirPromise ??= (async () => {
     const script = path.join(repoRoot(), "test", "engine", "build.sh");

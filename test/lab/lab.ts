@@ -16,6 +16,7 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { freePort } from "../support/sshd";
+import { repoRoot } from "../support/repo";
 
 /** Re-exported for tests that already take it from here. */
 export { freePort };
@@ -43,14 +44,7 @@ export const LAB_NET = {
   kitDir: "/var/lib/xen-estate/kits/busybox",
 } as const;
 
-/** The repository root (this file runs from dist/test/lab/). */
-export function repoRoot(): string {
-  for (const up of ["../../..", "../.."]) {
-    const r = path.resolve(__dirname, up);
-    if (fs.existsSync(path.join(r, "test", "lab", "images", "lib.sh"))) return r;
-  }
-  throw new Error(`cannot find the repository root from ${__dirname}`);
-}
+export { repoRoot };
 
 /** `${XEN_ESTATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xen-estate}/lab` */
 export function labCacheDir(): string {

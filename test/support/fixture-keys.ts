@@ -1,8 +1,9 @@
 /** The throwaway keys committed under test/fixtures/keys, for tests that need well-formed ones offline. */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { repoPath } from "./repo";
 
-const dir = path.resolve(__dirname, "..", "..", "..", "test", "fixtures", "keys");
+const dir = repoPath("test", "fixtures", "keys");
 const read = (name: string): string => fs.readFileSync(path.join(dir, name), "utf8");
 
 export const fixtureKeys = {

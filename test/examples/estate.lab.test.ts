@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
-import { Lab } from "./lab";
+import { Lab } from "../lab/lab";
 
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";

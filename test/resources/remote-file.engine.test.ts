@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createStack, repoRoot, resourceChanges, RunResult, type PulumiStack } from "./harness";
+import { createStack, repoRoot, resourceChanges, RunResult, type PulumiStack } from "../engine/harness";
 import { generateKey, KeyPair, startSshd, Sshd } from "../support/sshd";
 
 const TYPE = "pulumi-nodejs:dynamic/xen-estate:RemoteFile";

@@ -6,9 +6,10 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { render, templateNames } from "../../provider";
+import { render, templateNames } from "../provider";
+import { repoRoot } from "./support/repo";
 
-const repo = path.resolve(__dirname, "..", "..", "..");
+const repo = repoRoot();
 const fixtures = path.join(repo, "test", "fixtures", "templates");
 const golden = path.join(repo, "test", "golden");
 

@@ -12,7 +12,7 @@ import {
   type EngineEvent,
   type PulumiStack,
 } from "../engine/harness";
-import { Lab } from "./lab";
+import { Lab } from "../lab/lab";
 
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as path from "node:path";
-import { createStack, repoRoot, resourceChanges, steps, type PulumiStack } from "./harness";
+import { createStack, repoRoot, resourceChanges, steps, type PulumiStack } from "../engine/harness";
 
 const SMOKE = "pulumi-nodejs:dynamic/engine:Smoke";
 

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createStack, diagnostics, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
 import { shellQuote } from "../../provider";
-import { Lab } from "./lab";
+import { Lab } from "../lab/lab";
 
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { runtime, RefusedError, VERSION, setSharedPool, SshPool } from "../../provider";
-import { Lab, LAB_NET } from "./lab";
+import { Lab, LAB_NET } from "../lab/lab";
 
 const MiB = 2 ** 20;
 
