@@ -1,1 +1,1 @@
-export * from "./xenGuest";
+export * from "./xen-guest";

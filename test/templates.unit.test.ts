@@ -20,27 +20,31 @@ describe("templates", () => {
       assert.ok(fs.existsSync(fixture), `every template needs a fixture: ${path.relative(repo, fixture)}`);
       const out = render(name, JSON.parse(fs.readFileSync(fixture, "utf8")) as object);
       const goldenFile = path.join(golden, name);
-      if (process.env.XEN_ESTATE_UPDATE_GOLDEN) fs.writeFileSync(goldenFile, out);
+      if (process.env.XEN_ESTATE_UPDATE_GOLDEN) {
+        fs.mkdirSync(path.dirname(goldenFile), { recursive: true });
+        fs.writeFileSync(goldenFile, out);
+      }
       assert.ok(fs.existsSync(goldenFile), `missing golden file ${path.relative(repo, goldenFile)}`);
       assert.equal(out, fs.readFileSync(goldenFile, "utf8"));
     });
   }
 
   test("a field missing from the context is an error, not an empty string in a config file", () => {
-    const fixture = JSON.parse(fs.readFileSync(path.join(fixtures, "xl-domu.cfg.json"), "utf8")) as Record<
-      string,
-      unknown
-    >;
+    const fixture = JSON.parse(
+      fs.readFileSync(path.join(fixtures, "guest/xl-domu.cfg.json"), "utf8"),
+    ) as Record<string, unknown>;
     delete fixture.memoryMiB;
-    assert.throws(() => render("xl-domu.cfg", fixture), /template xl-domu\.cfg\.hbs: .*memoryMiB/);
+    assert.throws(
+      () => render("guest/xl-domu.cfg", fixture),
+      /template guest\/xl-domu\.cfg\.hbs: .*memoryMiB/,
+    );
   });
 
   test("values are not HTML-escaped", () => {
-    const fixture = JSON.parse(fs.readFileSync(path.join(fixtures, "xl-domu.cfg.json"), "utf8")) as Record<
-      string,
-      unknown
-    >;
+    const fixture = JSON.parse(
+      fs.readFileSync(path.join(fixtures, "guest/xl-domu.cfg.json"), "utf8"),
+    ) as Record<string, unknown>;
     (fixture.boot as Record<string, unknown>).cmdline = "root=/dev/xvda a<b&c";
-    assert.match(render("xl-domu.cfg", fixture), /a<b&c/);
+    assert.match(render("guest/xl-domu.cfg", fixture), /a<b&c/);
   });
 });

@@ -49,7 +49,7 @@ describe("check", () => {
     );
     assert.match(
       r.failures[1]!.reason,
-      /`path` must be an absolute path without `\.\.`, NUL or newlines, got "etc\/motd"/,
+      /^`path` must be an absolute path of letters, digits and `_\.\+@%=,:~-` \(no spaces, quotes, `\$`, backticks or other shell characters\), without `\.` or `\.\.` parts, `\/\/` or a trailing `\/`, got "etc\/motd"$/,
     );
   });
 
@@ -68,6 +68,7 @@ describe("diff", () => {
       replaces: [],
       deleteBeforeReplace: false,
       changed: [],
+      classes: {},
     });
   });
 
@@ -81,11 +82,13 @@ describe("diff", () => {
     assert.deepEqual([d.replaces, d.deleteBeforeReplace], [["path"], true]);
   });
 
-  test("another host replaces; another port or credential is only an update", () => {
-    assert.deepEqual(
-      planDiff("RemoteFile", olds, checked({ connection: { host: "dom1", hostKey: hostFp } })).replaces,
-      ["connection"],
+  test("how the host is reached (its address, port or credentials) is only ever an update, never a replacement", () => {
+    const host = planDiff(
+      "RemoteFile",
+      olds,
+      checked({ connection: { host: "dom0.example.org", hostKey: hostFp } }),
     );
+    assert.deepEqual([host.changes, host.replaces, host.changed], [true, [], ["connection"]]);
     const port = planDiff(
       "RemoteFile",
       olds,

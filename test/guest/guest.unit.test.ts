@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import {
   checkInputs,
-  classifyChange,
   claimAddresses,
   GuestInputs,
   planDiff,
@@ -121,8 +120,20 @@ describe("guest checks", () => {
   test("a NAT guest without a MAC gets a stable one in Xen's range", () => {
     const a = ok("NatDomU", nat).vifs[0]!.mac;
     assert.equal(a, ok("NatDomU", nat).vifs[0]!.mac);
-    assert.equal(a, derivedMac("dom0/app1"));
+    assert.equal(a, derivedMac("nat/app1"));
     assert.match(a, /^00:16:3e:[0-7][0-9a-f]:[0-9a-f]{2}:[0-9a-f]{2}$/);
+  });
+
+  test("the derived MAC does not depend on how the dom0 is reached, and an existing guest keeps the MAC it has", () => {
+    const a = ok("NatDomU", nat).vifs[0]!.mac;
+    const other = ok("NatDomU", { ...nat, connection: { ...nat.connection, host: "dom0.example.org" } });
+    assert.equal(other.vifs[0]!.mac, a);
+    const legacy = {
+      ...ok("NatDomU", nat),
+      vifs: [{ ...ok("NatDomU", nat).vifs[0]!, mac: derivedMac("dom0/app1") }],
+    };
+    const { inputs } = checkInputs("NatDomU", nat, legacy);
+    assert.equal((inputs as unknown as GuestInputs).vifs[0]!.mac, derivedMac("dom0/app1"));
   });
 });
 
@@ -170,14 +181,15 @@ describe("changes", () => {
 
   test("memory and vcpus apply live", () => {
     const news = ok("BridgedDomU", { ...bridged, memoryMiB: 384, maxMemoryMiB: 512 });
-    const c = classifyChange({ ...olds, maxMemoryMiB: 512 }, news);
-    assert.deepEqual(c, { live: ["memoryMiB"], restart: [], config: [] });
+    const c = planDiff("BridgedDomU", { ...olds, maxMemoryMiB: 512 }, { ...news }).classes;
+    assert.deepEqual(c, { live: ["memoryMiB"], restart: [], settings: [], config: [] });
     assert.deepEqual(planDiff("BridgedDomU", { ...olds, maxMemoryMiB: 512 }, { ...news }).replaces, []);
   });
 
   test("a new MAC restarts the guest; a new name replaces it, deleting the old one first", () => {
     assert.deepEqual(
-      classifyChange(olds, ok("BridgedDomU", { ...bridged, mac: "00:50:56:00:12:35" })).restart,
+      planDiff("BridgedDomU", { ...olds }, { ...ok("BridgedDomU", { ...bridged, mac: "00:50:56:00:12:35" }) })
+        .classes.restart,
       ["vifs"],
     );
     const d = planDiff("BridgedDomU", { ...olds }, { ...ok("BridgedDomU", { ...bridged, name: "web2" }) });
@@ -186,7 +198,7 @@ describe("changes", () => {
 
   test("autostart is config only, and the diff lists the changed file", () => {
     const news = ok("BridgedDomU", { ...bridged, onCrash: "preserve" });
-    assert.deepEqual(classifyChange(olds, news).config, ["onCrash"]);
+    assert.deepEqual(planDiff("BridgedDomU", { ...olds }, { ...news }).classes.config, ["onCrash"]);
     assert.ok(planDiff("BridgedDomU", { ...olds }, { ...news }).changed.includes("files"));
   });
 });
@@ -276,9 +288,13 @@ describe("unattended install", () => {
     assert.deepEqual(g.install?.debootstrap, {
       suite: "bookworm",
       mirror: "http://deb.debian.org/debian",
+      mirrorUser: null,
+      mirrorPassword: null,
       include: [],
       variant: "minbase",
       proxy: null,
+      proxyUser: null,
+      proxyPassword: null,
     });
     assert.equal(g.install?.image, null);
   });
@@ -295,13 +311,13 @@ describe("unattended install", () => {
     const script = installScript(g);
     assert.match(
       script,
-      /--include=systemd-sysv,udev,kmod,ifupdown,iproute2,iputils-ping,openssh-server,vim,g\+\+ bookworm "\$mnt" 'http:\/\/deb\.example\.org\/~me\/debian' >&2/,
+      /--include=systemd-sysv,udev,kmod,ifupdown,iproute2,iputils-ping,openssh-server,vim,g\+\+ -- bookworm "\$mnt" 'http:\/\/deb\.example\.org\/~me\/debian' >&2/,
     );
     assert.ok(
       script.includes(`printf '%s' 'ssh-ed25519 AAAA`),
       "the key is written by printf from a quoted string",
     );
-    assert.ok(script.includes(`admin'\\''s key $(reboot)\n' > "$mnt"/root/.ssh/authorized_keys`));
+    assert.ok(script.includes(`admin'\\''s key $(reboot)\n' | xe_put 600 /root/.ssh/authorized_keys`));
     const parsed = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
     assert.equal(parsed.status, 0, parsed.stderr);
   });

@@ -154,7 +154,7 @@ describe("installing a guest from an image", () => {
     freshFilesystem("swap");
     await assert.rejects(
       host.refusable(installScript(guest(loop))),
-      /install needs an ext4 root disk; .* holds swap/,
+      /the guest's root disk must hold ext4; .* holds swap/,
     );
     assert.equal(sh(`blkid -p -o value -s TYPE ${loop}`).trim(), "swap", "the swap signature is untouched");
   });

@@ -132,9 +132,9 @@ describe("atomic writes", () => {
   test("removing a file moves it to the backups; removing it again is fine", async () => {
     const f = path.join(dir, "gone.conf");
     fs.writeFileSync(f, "bye");
-    assert.equal(await removeRemoteFile(host, f), true);
+    assert.equal(await removeRemoteFile(host, f), "removed");
     assert.equal(fs.existsSync(f), false);
     assert.ok(fs.readdirSync(path.join(BACKUP_ROOT, dir)).some((n) => n.startsWith("gone.conf.")));
-    assert.equal(await removeRemoteFile(host, f), false);
+    assert.equal(await removeRemoteFile(host, f), "absent");
   });
 });

@@ -117,17 +117,19 @@ describe("diff", () => {
   test("refuses a filesystem change, which would destroy the data, unless allowReplace is set", () => {
     assert.throws(
       () => planDiff("LvmVolume", created(), checked({ filesystem: "swap" })),
-      /`filesystem` cannot change on an existing volume \(was "ext4"\): it would replace the volume and destroy its data, got "swap". Set `allowReplace: true`/,
+      /`filesystem` cannot change on an existing LvmVolume \(was "ext4"\): it would replace it and destroy its data, got "swap". Set `allowReplace: true`/,
     );
     const d = planDiff("LvmVolume", created(), checked({ filesystem: "swap", allowReplace: true }));
     assert.deepEqual([d.replaces, d.deleteBeforeReplace], [["filesystem"], true]);
   });
 
-  test("moving to another host is a replacement too, and needs the same consent", () => {
-    assert.throws(
-      () => planDiff("LvmVolume", created(), checked({ connection: { host: "dom1", hostKey } })),
-      /`connection.host` cannot change/,
+  test("reaching the dom0 another way (a DNS name instead of its IP) is an update that destroys nothing", () => {
+    const d = planDiff(
+      "LvmVolume",
+      created(),
+      checked({ connection: { host: "dom0.example.org", hostKey } }),
     );
+    assert.deepEqual([d.changes, d.replaces, d.changed], [true, [], ["connection"]]);
   });
 
   test("a new label is an in-place update", () => {

@@ -54,7 +54,7 @@ describe("connection rules", () => {
       "a host with a space",
       { host: "dom0 example", hostKey: hostFp },
       "connection.host",
-      /`connection.host` must be a host name or an IP address.*got "dom0 example"/,
+      /`connection.host` must be a host name, a dotted-decimal IPv4 address or an IPv6 address.*got "dom0 example"/,
     ],
     [
       "a host with a newline",

@@ -8,8 +8,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import {
   Checker,
-  checkConnection,
   joinConnection,
+  resolveConnection,
   RemoteCommandError,
   ResolvedConnection,
   setLogSink,
@@ -34,12 +34,12 @@ function conn(
   credentials: Record<string, unknown> = {},
 ): ResolvedConnection {
   const c = new Checker();
-  const checked = checkConnection(c.at("connection"), fields, credentials);
+  const resolved = resolveConnection(c.at("connection"), fields, credentials);
   assert.deepEqual(
     c.errors.map((e) => e.message),
     [],
   );
-  return joinConnection(checked!, credentials);
+  return resolved!;
 }
 
 const logged: string[] = [];

@@ -11,7 +11,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
-import { Checker, checkConnection, joinConnection, RemoteHost, SshPool } from "../../provider";
+import { Checker, resolveConnection, RemoteHost, SshPool } from "../../provider";
 
 const run = promisify(execFile);
 
@@ -289,13 +289,13 @@ export async function startLocalHost(dir: string): Promise<{
 }> {
   const key = await generateKey(dir, "client");
   const sshd = await startSshd({ authorizedKeys: [key.publicKey] });
-  const conn = checkConnection(
+  const conn = resolveConnection(
     new Checker(),
     { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint },
-    {},
+    { privateKey: key.privateKey },
   );
   const pool = new SshPool();
-  const host = pool.host(joinConnection(conn!, { privateKey: key.privateKey }));
+  const host = pool.host(conn!);
   return {
     sshd,
     pool,

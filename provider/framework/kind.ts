@@ -1,0 +1,88 @@
+/**
+ * The contract every resource kind fulfils. A kind is plain data plus functions: its planning (`check`,
+ * `diffDetail`, the declared replace and change lists) is pure and offline; its lifecycle
+ * (`create`/`read`/`update`/`delete`) runs remote steps through the {@link Context}'s host.
+ */
+import type { Logger } from "../core/log";
+import type { Checker } from "../core/validate";
+import type { Connection, Credentials, ResolvedConnection } from "../ssh/connection";
+import type { RemoteHost } from "../ssh/remote-host";
+
+/** Inputs every resource carries besides its own. */
+export interface CommonInputs {
+  connection: Connection;
+  credentials?: Credentials;
+  xenEstateVersion: string;
+}
+
+/** Outputs every resource records besides its own. */
+export interface CommonOutputs {
+  /**
+   * The identity of the machine the resource lives on (`machine-id:…`), recorded at create. An update, refresh or
+   * delete that reaches another machine refuses instead of acting on it.
+   */
+  hostId?: string | null;
+}
+
+/** What a kind's provider methods get to work with. */
+export interface Context {
+  host: RemoteHost;
+  log: Logger;
+  conn: ResolvedConnection;
+}
+
+/** What an update changes, classified once in planning ({@link planDiff}) and handed to `update`. */
+export interface ChangePlan {
+  /** Every top-level input that differs. */
+  changed: string[];
+  /** Inputs whose change forces a replacement. */
+  replaces: string[];
+  /** Changed inputs of each declared class (see {@link Kind.changeClasses}). */
+  classes: Record<string, string[]>;
+}
+
+/** Everything that makes one resource kind. */
+export interface Kind<In extends object, Out extends In> {
+  /** The type name: `LvmVolume`, `RemoteFile`… */
+  readonly name: string;
+  /**
+   * Input properties whose change forces a replacement; dotted paths reach into objects. Anything else that
+   * changes is an in-place update. How the host is reached (`connection.*`) is never in this list.
+   */
+  readonly replaceOn: readonly string[];
+  /**
+   * The boolean input that must be true before a replacement may go ahead (a replacement that destroys data
+   * needs consent). Without it `diff` refuses, naming the property that would force it, so `preview` fails.
+   */
+  readonly replaceConsent?: string;
+  /** The old resource must be deleted before its replacement is created (names unique on the host). */
+  readonly deleteBeforeReplace?: boolean;
+  /** Output-only properties, which a plain diff of inputs must skip. */
+  readonly outputOnly?: readonly string[];
+  /**
+   * Named classes of in-place change (`live`, `restart`…), each a list of inputs. Planning reports which inputs of
+   * each class changed; `update` acts on that, and `diff` says so in `preview` (e.g. "restarts the guest").
+   */
+  readonly changeClasses?: Readonly<Record<string, readonly string[]>>;
+  /** What `preview` says about a class of change when it happens, e.g. `{ restart: "restarts the guest" }`. */
+  readonly changeNotes?: Readonly<Record<string, string>>;
+  /** Validates and normalises the kind's own inputs (not the connection), recording failures in `c`. Pure. */
+  check(
+    raw: Record<string, unknown>,
+    c: Checker,
+    olds: Partial<Out> | undefined,
+  ): Omit<In, keyof CommonInputs> | undefined;
+  /** Extra pure planning: refuse an impossible change (throw {@link InputError}) or force more replacements. */
+  diffDetail?(olds: Out, news: In): { replaces?: string[] } | void;
+  /** A stable id for the thing made, from its inputs (e.g. `host:/dev/vg0/name`). */
+  id(inputs: In): string;
+  create(ctx: Context, inputs: In, progress: (partialOuts: Partial<Out>) => void): Promise<Out>;
+  /** Observes the real object: outputs reflecting reality (drift shows as changed inputs), or null when gone. */
+  read(ctx: Context, id: string, outs: Out): Promise<Out | null>;
+  update(ctx: Context, id: string, olds: Out, news: In, plan: ChangePlan): Promise<Out>;
+  delete(ctx: Context, id: string, outs: Out): Promise<void>;
+}
+
+// The runtime hands kinds the plain objects the engine sent; each kind's own check typed them.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyKind = Kind<any, any>;

@@ -1,0 +1,215 @@
+/**
+ * The provider side of every kind: the entry points the serialized provider closures call
+ * (`require("xen-estate").runtime.<method>(kindName, …)`).
+ *
+ * `check` and `diff` are pure ({@link checkInputs}, {@link planDiff}); create/read/update/delete get a
+ * {@link Context} over the process-wide SSH pool. A create that fails half way throws an error carrying `id` and
+ * `properties`, so the engine records what was made and the next `up` finishes it through `update`.
+ */
+import type * as pulumi from "@pulumi/pulumi";
+import { RefusedError } from "../core/errors";
+import { Logger } from "../core/log";
+import {
+  HOST_ID_SCRIPT,
+  joinConnection,
+  poolKey,
+  type Connection,
+  type Credentials,
+} from "../ssh/connection";
+import { SshPool } from "../ssh/pool";
+import type { AnyKind, Context } from "./kind";
+import { checkInputs, planDiff, planNote } from "./plan";
+import { kindOf } from "./registry";
+
+let pool: SshPool | undefined;
+
+/** The process-wide connection pool (one SSH handshake per login per deployment). */
+export function sharedPool(): SshPool {
+  if (!pool) {
+    pool = new SshPool();
+    const p = pool;
+    process.once("beforeExit", () => void p.close());
+  }
+  return pool;
+}
+
+/** Replaces the shared pool (tests). */
+export function setSharedPool(p: SshPool | undefined): void {
+  pool = p;
+}
+
+function contextFor(kind: AnyKind, inputs: Record<string, unknown>, id?: string): Context {
+  const conn = joinConnection(inputs.connection as Connection, inputs.credentials as Credentials | undefined);
+  const log = new Logger(`${kind.name} ${id ?? kind.id(inputs)}`);
+  const host = sharedPool().host(conn, log);
+  return { host, log: host.log, conn };
+}
+
+/** Host ids already read in this process, by login. */
+const hostIds = new Map<string, Promise<string>>();
+
+/** The identity of the machine behind `ctx` (one round trip per login per process). */
+function hostIdOf(ctx: Context): Promise<string> {
+  const key = poolKey(ctx.conn);
+  let id = hostIds.get(key);
+  if (!id) {
+    id = ctx.host.script(HOST_ID_SCRIPT, { summary: "read the machine id" }).then((r) => r.stdout.trim());
+    // A failed read is not remembered: the next call asks again.
+    id.catch(() => hostIds.delete(key));
+    hostIds.set(key, id);
+  }
+  return id;
+}
+
+/** Refuses to act when the connection now reaches another machine than the one the resource was made on. */
+async function assertSameHost(ctx: Context, kind: AnyKind, id: string, recorded: unknown): Promise<void> {
+  if (typeof recorded !== "string" || recorded === "") return;
+  const now = await hostIdOf(ctx);
+  if (now !== recorded)
+    throw new RefusedError(
+      `${kind.name} ${id} was made on the machine ${recorded}, but ${ctx.conn.host} is ${now}: refusing to act on another machine`,
+      "A connection change only changes how the host is reached. If the host was reinstalled, what was on it is gone: `pulumi state delete` the resource; to move it, create a new one on the new host",
+    );
+}
+
+/** Adds the common inputs back onto a kind's outputs so state always holds the complete picture. */
+function completeOuts(
+  inputs: Record<string, unknown>,
+  outs: Record<string, unknown>,
+  hostId: string | null | undefined,
+): Record<string, unknown> {
+  const complete: Record<string, unknown> = { ...outs };
+  for (const k of ["connection", "credentials", "xenEstateVersion"])
+    if (inputs[k] !== undefined) complete[k] = inputs[k];
+  if (hostId) complete.hostId = hostId;
+  delete complete.__provider;
+  return complete;
+}
+
+/** Makes sure no secret appears in an error's message. */
+function scrubError(err: unknown, ctx: Context | undefined): Error {
+  const e = err instanceof Error ? err : new Error(String(err));
+  if (ctx) {
+    const clean = ctx.log.redact(e.message);
+    if (clean !== e.message) e.message = clean;
+  }
+  return e;
+}
+
+/** What `read` says when asked about an object without its properties (import, `Resource.get`). */
+function notImportable(kind: AnyKind, id: string): Error {
+  return new RefusedError(
+    `${kind.name} cannot be imported or read without its state (asked for ${JSON.stringify(id)})`,
+    "Declare the resource in your program with `adopt: true` (where the kind offers it) to take over an existing object; its data is kept",
+  );
+}
+
+/** The entry points the serialized provider closures call. */
+export const runtime = {
+  check(
+    kindName: string,
+    olds: Record<string, unknown>,
+    news: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.CheckResult> {
+    try {
+      const { inputs, failures } = checkInputs(kindName, news ?? {}, olds ?? {});
+      if (failures.length > 0)
+        return Promise.resolve({
+          inputs: news,
+          failures: failures.map((f) => ({ property: f.property, reason: f.reason })),
+        });
+      return Promise.resolve({ inputs: inputs! });
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  },
+
+  diff(
+    kindName: string,
+    id: string,
+    olds: Record<string, unknown>,
+    news: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.DiffResult> {
+    // A refused change (e.g. a shrink) surfaces as a rejected diff, so `pulumi preview` already fails.
+    try {
+      const { changes, replaces, deleteBeforeReplace, ...plan } = planDiff(kindName, olds, news);
+      const note = changes ? planNote(kindName, { replaces, ...plan }) : null;
+      if (note) new Logger(`${kindName} ${id}`).warn(`this update ${note}`);
+      return Promise.resolve({ changes, replaces, deleteBeforeReplace });
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  },
+
+  async create(kindName: string, inputs: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
+    const kind: AnyKind = kindOf(kindName);
+    const id = kind.id(inputs);
+    const ctx = contextFor(kind, inputs, id);
+    let partial: Record<string, unknown> | undefined;
+    let hostId: string | undefined;
+    try {
+      hostId = await hostIdOf(ctx);
+      const outs = await kind.create(ctx, inputs, (p) => {
+        partial = { ...inputs, ...p };
+      });
+      return { id, outs: completeOuts(inputs, outs, hostId) };
+    } catch (err) {
+      const e = scrubError(err, ctx);
+      if (partial) {
+        // Pulumi records a resource whose create threw an error carrying id and properties; the next `up`
+        // calls update, which converges from wherever the create stopped.
+        Object.assign(e, { id, properties: completeOuts(inputs, partial, hostId), reasons: [e.message] });
+      }
+      throw e;
+    }
+  },
+
+  async read(
+    kindName: string,
+    id: string,
+    props: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.ReadResult> {
+    const kind: AnyKind = kindOf(kindName);
+    if (!props || typeof props !== "object" || !props.connection) throw notImportable(kind, id);
+    const ctx = contextFor(kind, props, id);
+    try {
+      await assertSameHost(ctx, kind, id, props.hostId);
+      const outs = await kind.read(ctx, id, props);
+      // An empty id tells the engine the object is gone, so refresh drops it and the next `up` recreates it.
+      if (!outs) return { id: "", props: {} };
+      return { id, props: completeOuts(props, outs, props.hostId as string | undefined) };
+    } catch (err) {
+      throw scrubError(err, ctx);
+    }
+  },
+
+  async update(
+    kindName: string,
+    id: string,
+    olds: Record<string, unknown>,
+    news: Record<string, unknown>,
+  ): Promise<pulumi.dynamic.UpdateResult> {
+    const kind: AnyKind = kindOf(kindName);
+    const ctx = contextFor(kind, news, id);
+    try {
+      await assertSameHost(ctx, kind, id, olds.hostId);
+      const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx));
+      const { changes: _c, deleteBeforeReplace: _d, ...plan } = planDiff(kindName, olds, news);
+      const outs = await kind.update(ctx, id, olds, news, plan);
+      return { outs: completeOuts(news, outs, hostId) };
+    } catch (err) {
+      throw scrubError(err, ctx);
+    }
+  },
+
+  async delete(kindName: string, id: string, props: Record<string, unknown>): Promise<void> {
+    const kind: AnyKind = kindOf(kindName);
+    const ctx = contextFor(kind, props, id);
+    try {
+      await assertSameHost(ctx, kind, id, props.hostId);
+      await kind.delete(ctx, id, props);
+    } catch (err) {
+      throw scrubError(err, ctx);
+    }
+  },
+};

@@ -1,0 +1,204 @@
+/**
+ * VarnishFrontend's lifecycle: Varnish 7 on the dom0 routes HTTP by Host header to the estate's guests.
+ *
+ * It owns two files: the VCL and a drop-in for the package's varnish.service (listen addresses, cache size, that
+ * VCL). A new VCL is compiled by `varnishd -C` before it replaces the old file, then loaded into the running
+ * varnishd, which keeps the cache and every open connection; only a change of listen addresses or cache size
+ * restarts varnishd. What was loaded is recorded (`loadedVcl`, `appliedDropIn`): a load or restart that did not
+ * happen (a timeout, a dropped connection) is done by the next `up` even though the files are already written, and
+ * refresh compares the VCL Varnish runs with the file.
+ */
+import { RefusedError } from "../../core/errors";
+import { parseSize } from "../../core/units";
+import { Checker, isIPv4, UNKNOWN } from "../../core/validate";
+import type { CommonInputs, Context, Kind } from "../../framework/kind";
+import { renderedFiles } from "../../framework/plan";
+import {
+  observeOwnedFiles,
+  removeRemoteFile,
+  sha256,
+  statRemoteFiles,
+  writeRemoteFile,
+} from "../../remote/files";
+import { ensurePackage } from "../../remote/packages";
+import {
+  checkSites,
+  renderDropIn,
+  renderVcl,
+  VARNISH_DROP_IN,
+  VARNISH_VALIDATE,
+  VARNISH_VCL,
+  type VarnishSite,
+} from "./plan";
+import { activeVclScript, reloadScript, RESTART_SCRIPT, vclDigest, WAIT_RUNNING_SCRIPT } from "./scripts";
+
+export interface VarnishFrontendInputs extends CommonInputs {
+  sites: VarnishSite[];
+  listen: string[];
+  cacheMiB: number;
+  installPackage: boolean;
+  keepVcls: number;
+  /** Keep varnishd running; refresh reports a stopped service as drift. Always true. */
+  running: boolean;
+  /** The files it owns, path → content: `pulumi preview --diff` shows them line by line. */
+  files: Record<string, string>;
+}
+
+export interface VarnishFrontendOutputs extends VarnishFrontendInputs {
+  /** Name of the VCL Varnish runs: `boot` after a (re)start, `xen_estate_<time>` after a reload. */
+  activeVcl: string | null;
+  /** SHA-256 of the VCL Varnish runs, as far as this resource knows; null while a load is owed. */
+  loadedVcl: string | null;
+  /** SHA-256 of the drop-in varnishd was last started with; null while a restart is owed. */
+  appliedDropIn: string | null;
+}
+
+const LISTEN = /^(?:(\d{1,3}(?:\.\d{1,3}){3})?):(\d{1,5})$/;
+
+export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOutputs> = {
+  name: "VarnishFrontend",
+  replaceOn: [],
+  deleteBeforeReplace: true,
+  outputOnly: ["activeVcl", "loadedVcl", "appliedDropIn"],
+
+  check(raw, c: Checker) {
+    const sites = checkSites(raw, c);
+    const listed = c.array(raw, "listen");
+    const listen =
+      listed === UNKNOWN
+        ? (UNKNOWN as unknown as string[])
+        : ((listed ?? [":80"]).filter((l, i) => {
+            if (l === UNKNOWN) return true;
+            const m = typeof l === "string" ? LISTEN.exec(l) : null;
+            const port = m ? Number(m[2]) : 0;
+            if (m && port >= 1 && port <= 65535 && (m[1] === undefined || isIPv4(m[1]))) return true;
+            c.fail(
+              `listen[${i}]`,
+              l,
+              "must be `:PORT` (every address) or `IPv4:PORT`, such as :80 or 203.0.113.5:80",
+            );
+            return false;
+          }) as string[]);
+    if (Array.isArray(raw.listen) && raw.listen.length === 0)
+      c.fail("listen", raw.listen, "must name at least one address");
+    let cacheMiB: number | undefined = 256;
+    const cache = raw.cacheSize;
+    if (cache === UNKNOWN) cacheMiB = UNKNOWN as unknown as number;
+    else if (cache !== undefined && cache !== null) {
+      const bytes = parseSize(cache);
+      if (typeof bytes !== "number") cacheMiB = c.fail("cacheSize", cache, bytes.error);
+      else if (bytes < 16 * 2 ** 20) cacheMiB = c.fail("cacheSize", cache, "must be at least 16MiB");
+      else cacheMiB = Math.floor(bytes / 2 ** 20);
+    }
+    const installPackage = c.boolean(raw, "installPackage", true);
+    const keepVcls = c.integer(raw, "keepVcls", { min: 0, max: 20, default: 2 }) ?? 2;
+    if (!sites || cacheMiB === undefined || listen.length === 0 || !c.ok) return undefined;
+    const partial = { sites, listen, cacheMiB, installPackage, keepVcls, running: true };
+    return {
+      ...partial,
+      files: renderedFiles(partial, (p) => ({
+        [VARNISH_VCL]: renderVcl(p.sites),
+        [VARNISH_DROP_IN]: renderDropIn(p),
+      })),
+    };
+  },
+
+  id: (i) => `${i.connection.host}:varnish`,
+
+  async create(ctx, inputs, progress) {
+    await ensureVarnish(ctx, inputs);
+    const [before] = await statRemoteFiles(ctx.host, [VARNISH_VCL]);
+    if (before)
+      throw new RefusedError(
+        `${VARNISH_VCL} already exists on ${ctx.conn.host}: another VarnishFrontend (or a person) manages Varnish here`,
+        "One VarnishFrontend per host: remove that one first, or move the file away",
+      );
+    await writeFiles(ctx, inputs);
+    progress({ activeVcl: null, loadedVcl: null, appliedDropIn: null });
+    return converge(ctx, inputs, { loadedVcl: null, appliedDropIn: null, running: false });
+  },
+
+  async read(ctx, _id, outs) {
+    const paths = Object.keys(outs.files);
+    const states = await statRemoteFiles(ctx.host, paths);
+    if (states.every((s) => !s)) return null;
+    const files = await observeOwnedFiles(ctx.host, outs.files, states);
+    const r = await ctx.host.script(activeVclScript(), { summary: "which VCL varnish runs" });
+    const running = /^service active$/m.test(r.stdout);
+    const activeVcl = /^active (\S+)$/m.exec(r.stdout)?.[1] ?? null;
+    const runningSha = /^active-sha (\S+)$/m.exec(r.stdout)?.[1] ?? null;
+    // The VCL Varnish runs is not the declared one: a load is owed, which the next `up` does.
+    const declared = vclDigest(outs.files[VARNISH_VCL] ?? "");
+    const loadedVcl = running && runningSha === declared ? declared : null;
+    return { ...outs, files, running, activeVcl, loadedVcl };
+  },
+
+  async update(ctx, _id, olds, news) {
+    await ensureVarnish(ctx, news);
+    await writeFiles(ctx, news);
+    return converge(ctx, news, olds);
+  },
+
+  async delete(ctx) {
+    await removeRemoteFile(ctx.host, VARNISH_DROP_IN);
+    await removeRemoteFile(ctx.host, VARNISH_VCL);
+    // Back to the package's own settings (and its default.vcl), if Varnish runs at all.
+    await ctx.host.script(
+      "systemctl daemon-reload\nif systemctl is-active --quiet varnish.service; then systemctl restart varnish.service; fi",
+      { summary: "restart varnish with the package's settings" },
+    );
+  },
+};
+
+function ensureVarnish(ctx: Context, i: VarnishFrontendInputs): Promise<void> {
+  return ensurePackage(ctx.host, {
+    command: "varnishd",
+    packages: ["varnish"],
+    install: i.installPackage,
+    setting: "installPackage",
+  });
+}
+
+/** Writes the VCL (compiled by varnishd first) and the drop-in. */
+async function writeFiles(ctx: Context, i: VarnishFrontendInputs): Promise<void> {
+  await writeRemoteFile(ctx.host, VARNISH_VCL, i.files[VARNISH_VCL]!, { validate: VARNISH_VALIDATE });
+  await writeRemoteFile(ctx.host, VARNISH_DROP_IN, i.files[VARNISH_DROP_IN]!, { mkdirs: true });
+}
+
+/**
+ * Brings varnishd to the files: a restart when its command line (the drop-in) is not the one it was started with
+ * or it is down, else a load of the VCL when the running one is not the file's. Decided by what was recorded as
+ * applied, not by whether the write changed a file now, so an owed load or restart is never skipped.
+ */
+async function converge(
+  ctx: Context,
+  news: VarnishFrontendInputs,
+  olds: Pick<VarnishFrontendOutputs, "loadedVcl" | "appliedDropIn" | "running">,
+): Promise<VarnishFrontendOutputs> {
+  const vclSha = vclDigest(news.files[VARNISH_VCL]!);
+  const dropInSha = sha256(news.files[VARNISH_DROP_IN]!);
+  if (olds.appliedDropIn !== dropInSha || !olds.running) {
+    ctx.log.info(
+      olds.appliedDropIn && olds.appliedDropIn !== dropInSha
+        ? "listen addresses or cache size changed: restarting varnish (the cache starts empty)"
+        : "starting varnish",
+    );
+    await ctx.host.script(RESTART_SCRIPT, { summary: "restart varnish", timeoutMs: 300_000 });
+  } else if (olds.loadedVcl !== vclSha) {
+    ctx.log.info("VCL changed: loading it into the running varnish (connections and cache stay)");
+    await ctx.host.script(reloadScript(news.keepVcls), {
+      summary: "load and use the new VCL",
+      timeoutMs: 900_000,
+    });
+  }
+  // varnishd answers the CLI once the child runs; a restart that failed shows here, not at the first request.
+  await ctx.host.script(WAIT_RUNNING_SCRIPT, { summary: "wait for varnish", timeoutMs: 90_000 });
+  const r = await ctx.host.script(activeVclScript(), { summary: "which VCL varnish runs" });
+  const activeVcl = /^active (\S+)$/m.exec(r.stdout)?.[1] ?? null;
+  const runningSha = /^active-sha (\S+)$/m.exec(r.stdout)?.[1] ?? null;
+  if (runningSha !== vclSha)
+    throw new Error(
+      `varnish on ${ctx.conn.host} runs VCL ${activeVcl ?? "?"}, which is not ${VARNISH_VCL} as written; the next up loads it again`,
+    );
+  return { ...news, running: true, activeVcl, loadedVcl: vclSha, appliedDropIn: dropInSha };
+}

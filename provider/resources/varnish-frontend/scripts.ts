@@ -1,0 +1,48 @@
+/** VarnishFrontend's remote scripts (pure strings). */
+import { sha256 } from "../../remote/files";
+import { VARNISH_VCL } from "./plan";
+
+/** The digest of a VCL's source as {@link activeVclScript} prints it (trailing newlines do not count). */
+export function vclDigest(source: string): string {
+  return sha256(source.replace(/\n+$/, ""));
+}
+
+/** Restarts varnishd with the drop-in's command line (enabling the unit). */
+export const RESTART_SCRIPT =
+  "systemctl daemon-reload\nsystemctl enable --quiet varnish.service\nsystemctl restart varnish.service";
+
+/** Waits until varnishd's child runs; fails naming the journal when it does not within 60 s. */
+export const WAIT_RUNNING_SCRIPT = [
+  "for _ in $(seq 1 60); do varnishadm status 2>/dev/null | grep -q 'Child in state running' && exit 0; sleep 1; done",
+  'echo "varnish is not running; see: journalctl -u varnish" >&2; exit 1',
+].join("\n");
+
+/**
+ * What varnishreload does, with deadlines that suit a slow host: compile and load the VCL under a new name (the old
+ * one keeps serving meanwhile; a VCL that fails leaves it in place), switch to it, then discard our older ones
+ * beyond `keep`. varnishadm's own default deadline (5 s) is shorter than a compile on a busy dom0.
+ */
+export function reloadScript(keep: number): string {
+  return [
+    `name=xen_estate_$(date -u +%Y%m%d_%H%M%S_%N)`,
+    `varnishadm -t 600 vcl.load "$name" ${VARNISH_VCL} >&2`,
+    `varnishadm -t 60 vcl.use "$name" >&2`,
+    `varnishadm -t 60 vcl.list | awk '$1 == "available" && $NF ~ /^xen_estate_/ {print $NF}' | head -n -${Math.max(0, Math.floor(keep))} |`,
+    `  while read -r old; do varnishadm -t 60 vcl.discard "$old" >&2 || true; done`,
+  ].join("\n");
+}
+
+/**
+ * Prints `service active|inactive`, and when varnishd answers, `active <name>` and `active-sha <sha256>` of the
+ * source of the VCL it runs (`vcl.show`), to compare with the file.
+ */
+export function activeVclScript(): string {
+  return [
+    `if systemctl is-active --quiet varnish.service; then echo "service active"; else echo "service inactive"; exit 0; fi`,
+    `name=$(varnishadm -t 30 vcl.list 2>/dev/null | awk '$1 == "active" {print $NF}' || true)`,
+    `[ -n "$name" ] || exit 0`,
+    `echo "active $name"`,
+    `src=$(varnishadm -t 30 vcl.show "$name")`,
+    `echo "active-sha $(printf '%s' "$src" | sha256sum | cut -d' ' -f1)"`,
+  ].join("\n");
+}
