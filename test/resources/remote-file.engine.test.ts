@@ -176,9 +176,9 @@ describe("RemoteFile through the engine", { timeout: 30 * 60 * 1000 }, () => {
     >;
     fs.writeFileSync(path.join(copy, "package.json"), JSON.stringify({ ...pkg, version: "99.0.0-test" }));
     // A real copy of the compiled code: through a symlink, Node would resolve ../../package.json in the repo.
-    fs.cpSync(path.join(repoRoot(), "dist", "provider"), path.join(copy, "dist", "provider"), {
-      recursive: true,
-    });
+    // What the package ships (package.json `files`): the compiled provider and components.
+    for (const dir of ["provider", "components"])
+      fs.cpSync(path.join(repoRoot(), "dist", dir), path.join(copy, "dist", dir), { recursive: true });
     fs.symlinkSync(path.join(repoRoot(), "templates"), path.join(copy, "templates"));
     fs.symlinkSync(path.join(repoRoot(), "node_modules"), path.join(copy, "node_modules"));
     const before = await stack.outputs();
