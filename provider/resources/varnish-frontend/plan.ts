@@ -2,56 +2,14 @@
  * VarnishFrontend's arguments and planning: the sites, their checks, and the two files rendered from
  * templates/varnish-frontend/ (the VCL and the drop-in for the package's varnish.service). Pure.
  */
-import type * as pulumi from "@pulumi/pulumi";
 import { render } from "../../core/templates";
 import { Checker, isIPv4, UNKNOWN } from "../../core/validate";
-import type { ConnectionArgs } from "../../ssh/connection";
 
 export const VARNISH_VCL = "/etc/varnish/xen-estate.vcl";
 /** The check a new VCL passes before it replaces the old file: `varnishd -C` compiles it (C code on stderr is dropped). */
 export const VARNISH_VALIDATE =
   'o=$(varnishd -C -f %s 2>&1 >/dev/null) || { echo "$o" | tail -n 30 >&2; exit 1; }';
 export const VARNISH_DROP_IN = "/etc/systemd/system/varnish.service.d/xen-estate.conf";
-
-/** Health check of a site's backend. */
-export interface VarnishHealthCheckArgs {
-  /** Path requested. @default "/" */
-  readonly path?: pulumi.Input<string>;
-  /** Seconds between checks. @default 5 */
-  readonly intervalSeconds?: pulumi.Input<number>;
-  /** Seconds a check may take. @default 2 */
-  readonly timeoutSeconds?: pulumi.Input<number>;
-}
-
-/** One site: the host names it answers and the guest that serves it. */
-export interface VarnishSiteArgs {
-  /**
-   * Host header values (compared lower-case, without a port): exact names such as `www.example.org`, or
-   * `*.example.org` for every subdomain (not the name itself). Each name belongs to one site.
-   */
-  readonly hostnames: pulumi.Input<pulumi.Input<string>[]>;
-  /** The guest serving the site: `IPv4` or `IPv4:port`, e.g. a NatDomU's address. Port @default 80 */
-  readonly backend: pulumi.Input<string>;
-  /** Probe the backend and send no traffic to it while it is sick; `false` turns it off. @default path "/" every 5 s */
-  readonly healthCheck?: pulumi.Input<VarnishHealthCheckArgs | false>;
-  /** Seconds to wait for the backend's first byte. @default 60 */
-  readonly firstByteTimeoutSeconds?: pulumi.Input<number>;
-}
-
-export interface VarnishFrontendArgs {
-  /** How to reach the dom0 (or any Debian/Ubuntu host with systemd). */
-  readonly connection: pulumi.Input<ConnectionArgs>;
-  /** The sites, in order of precedence. At least one. */
-  readonly sites: pulumi.Input<pulumi.Input<VarnishSiteArgs>[]>;
-  /** Where Varnish accepts HTTP: `:80` (every address), `203.0.113.5:80`… Changing it restarts varnishd. @default [":80"] */
-  readonly listen?: pulumi.Input<pulumi.Input<string>[]>;
-  /** Memory for the cache (`256MiB`, `1GiB`). Changing it restarts varnishd, emptying the cache. @default "256MiB" */
-  readonly cacheSize?: pulumi.Input<string>;
-  /** Install the `varnish` package with apt when it is missing; otherwise refuse. @default true */
-  readonly installPackage?: pulumi.Input<boolean>;
-  /** Older VCLs kept loaded after a reload, to switch back by hand (`varnishadm vcl.use`). @default 2 */
-  readonly keepVcls?: pulumi.Input<number>;
-}
 
 export interface VarnishSite {
   /** VCL name of the backend: `site<index>`. */
