@@ -45,11 +45,14 @@ function contextFor(kind: AnyKind, inputs: Record<string, unknown>, id?: string)
   return { host, log: host.log, conn };
 }
 
-/** Host ids already read in this process, by login. */
-const hostIds = new Map<string, Promise<string>>();
+/** Host ids already read, per pool (so a new pool asks again), by login. */
+const hostIdsByPool = new WeakMap<object, Map<string, Promise<string>>>();
 
-/** The identity of the machine behind `ctx` (one round trip per login per process). */
+/** The identity of the machine behind `ctx` (one round trip per login per pool). */
 function hostIdOf(ctx: Context): Promise<string> {
+  const p = sharedPool();
+  let hostIds = hostIdsByPool.get(p);
+  if (!hostIds) hostIdsByPool.set(p, (hostIds = new Map()));
   const key = poolKey(ctx.conn);
   let id = hostIds.get(key);
   if (!id) {
