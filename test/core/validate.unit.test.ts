@@ -173,7 +173,7 @@ describe("showing values in failures", () => {
     });
     assert.equal(failures[0]?.property, "connection.hostKey");
     for (const line of fixtureKeys.clientPrivateKey.split("\n").filter((l) => l.length > 8))
-      assert.ok(!failures[0]!.message.includes(line), "no line of the key is in the message");
+      assert.ok(!failures[0].message.includes(line), "no line of the key is in the message");
   });
 
   test("a password given as the user is described, not shown", () => {
@@ -184,7 +184,7 @@ describe("showing values in failures", () => {
       content: "x",
     });
     assert.equal(failures[0]?.property, "connection.user");
-    assert.doesNotMatch(failures[0]!.message, /Tr0ub4dor/);
-    assert.match(failures[0]!.message, /\[secret\] \(11 characters\)/);
+    assert.doesNotMatch(failures[0].message, /Tr0ub4dor/);
+    assert.match(failures[0].message, /\[secret\] \(11 characters\)/);
   });
 });

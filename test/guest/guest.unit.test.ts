@@ -376,7 +376,7 @@ describe("preview with whole objects not known yet", () => {
     ]) {
       const { inputs, failures } = checkInputs("NatDomU", { ...nat, ...over });
       assert.deepEqual(failures, [], JSON.stringify(over));
-      const d = planDiff("NatDomU", olds as unknown as Record<string, unknown>, inputs!);
+      const d = planDiff("NatDomU", olds, inputs!);
       assert.deepEqual([d.changes, d.replaces], [true, []], JSON.stringify(over));
     }
   });
@@ -459,7 +459,7 @@ describe("mirror credentials", () => {
       install: { debootstrap: { mirror: "ftp://mirror-user:s3cr3t-pw@deb.example.org/debian" } },
     }).failures;
     assert.equal(bad[0]?.property, "install.debootstrap.mirror");
-    assert.doesNotMatch(bad[0]!.message, /s3cr3t/);
+    assert.doesNotMatch(bad[0].message, /s3cr3t/);
   });
 });
 
