@@ -545,3 +545,110 @@ describe("sudo", () => {
     }
   });
 });
+
+describe("sharing a pooled connection", () => {
+  test("a request pinned to another host key gets its own handshake and is refused, though a connection is open", async () => {
+    const pool = new SshPool();
+    try {
+      assert.equal((await pool.host(root()).exec("echo ok")).stdout.trim(), "ok");
+      const other = await generateKey(dir, "other-host");
+      await assert.rejects(
+        pool.host(root({ hostKey: other.fingerprint, dialErrorLimit: 1 })).exec("touch /tmp/xe-must-not-run"),
+        (e: unknown) => e instanceof SshConnectError && e.kind === "host-key",
+      );
+      assert.equal(pool.stats.handshakes, 1, "the second pin was checked on a handshake of its own");
+      assert.equal(fs.existsSync("/tmp/xe-must-not-run"), false);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test("a request with other (wrong) credentials is authenticated on its own and refused", async () => {
+    const pool = new SshPool();
+    try {
+      await pool.host(root()).exec("true");
+      const stranger = await generateKey(dir, "stranger");
+      const wrong = conn(
+        { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1 },
+        { privateKey: stranger.privateKey },
+      );
+      await assert.rejects(
+        pool.host(wrong).exec("true"),
+        (e: unknown) => e instanceof SshConnectError && e.kind === "auth",
+      );
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test("an insecure request never rides on a pinned connection, nor a pinned one on an insecure connection", async () => {
+    const pool = new SshPool();
+    try {
+      await pool.host(root()).exec("true");
+      await pool.host(root({ hostKey: undefined, insecureIgnoreHostKey: true })).exec("true");
+      assert.equal(pool.stats.handshakes, 2);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe("the channel cap", () => {
+  test("never more channels at once than the cap, against a server that allows only as many sessions", async () => {
+    const small = await startSshd({ authorizedKeys: [key.publicKey], extraConfig: ["MaxSessions 2"] });
+    const pool = new SshPool({ maxChannelsPerConnection: 2 });
+    try {
+      const c = conn(
+        { host: small.host, port: small.port, hostKey: small.hostKey.fingerprint },
+        { privateKey: key.privateKey },
+      );
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => pool.host(c).exec(`sleep 0.05; echo ${i}`)),
+      );
+      assert.deepEqual(
+        results.map((r) => Number(r.stdout.trim())),
+        Array.from({ length: 30 }, (_, i) => i),
+      );
+      assert.equal(pool.stats.maxActive, 2);
+      assert.equal(pool.stats.handshakes, 1);
+    } finally {
+      await pool.close();
+      await small.stop();
+    }
+  });
+
+  test("many requests that find the pooled connection dropped share one new dial", async () => {
+    const pool = new SshPool();
+    try {
+      const h = pool.host(root());
+      await h.exec("true");
+      // Kill the sshd process serving this connection (the nearest sshd ancestor), so the pooled client sees it close.
+      await h
+        .exec(
+          'p=$$; while [ "$(ps -o comm= -p "$p")" != sshd ]; do p=$(ps -o ppid= -p "$p" | tr -d " "); done; kill -9 "$p"',
+        )
+        .catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      const before = pool.stats.handshakes;
+      await Promise.all(Array.from({ length: 12 }, () => pool.host(root()).exec("true")));
+      assert.equal(pool.stats.handshakes - before, 1);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe("what reaches the log", () => {
+  test("a command's stdout is never logged (it may be a secret file's content); its stderr lines are", async () => {
+    const pool = new SshPool();
+    logged.length = 0;
+    try {
+      await pool.host(root()).exec("echo stdout-line-0fe3; echo stderr-line-9ab1 >&2");
+      const text = logged.join("\n");
+      assert.doesNotMatch(text, /stdout-line-0fe3/);
+      assert.match(text, /stderr-line-9ab1/);
+    } finally {
+      await pool.close();
+    }
+  });
+});
