@@ -145,22 +145,21 @@ describe("atomic writes", () => {
 
 describe("originals and regular files only", () => {
   const ctx = (): Context => ({ host, log: host.log, conn: host.conn });
-  const inputs = (p: string, content: string, over: Partial<RemoteFileInputs> = {}): RemoteFileInputs =>
-    ({
-      connection: host.conn,
-      xenEstateVersion: "test",
-      path: p,
-      content,
-      owner: "root",
-      group: "root",
-      mode: "644",
-      validate: null,
-      createDirectories: false,
-      reloadCommand: null,
-      sensitive: false,
-      keepBackups: true,
-      ...over,
-    });
+  const inputs = (p: string, content: string, over: Partial<RemoteFileInputs> = {}): RemoteFileInputs => ({
+    connection: host.conn,
+    xenEstateVersion: "test",
+    path: p,
+    content,
+    owner: "root",
+    group: "root",
+    mode: "644",
+    validate: null,
+    createDirectories: false,
+    reloadCommand: null,
+    sensitive: false,
+    keepBackups: true,
+    ...over,
+  });
 
   test("destroy after more updates than the backups kept still puts the original file back", async () => {
     const f = path.join(dir, "sshd_config");

@@ -19,6 +19,7 @@ import {
 } from "../../provider";
 import type { LvmVolumeInputs, LvmVolumeOutputs } from "../../provider";
 import { fakeHost } from "../support/fake-host";
+import { checked as check } from "../support/checked";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostKey = fixtureKeys.hostFingerprint;
@@ -34,12 +35,7 @@ const base = {
 };
 
 function checked(over: Record<string, unknown> = {}): Record<string, unknown> {
-  const { inputs, failures } = checkInputs("LvmVolume", { ...base, ...over });
-  assert.deepEqual(
-    failures.map((f) => f.message),
-    [],
-  );
-  return inputs!;
+  return check("LvmVolume", { ...base, ...over });
 }
 
 function created(over: Record<string, unknown> = {}, allocatedBytes = 10 * GiB): Record<string, unknown> {
