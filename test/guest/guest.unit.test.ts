@@ -18,6 +18,7 @@ import {
   settingsScript,
   configPath,
 } from "../../provider";
+import { planNote } from "../../provider/framework/plan";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostKey = fixtureKeys.hostFingerprint;
@@ -468,5 +469,20 @@ describe("owners", () => {
     const g = ok("NatDomU", { ...nat, owner: "estate/lab/app1" });
     assert.match(g.files[configPath("app1")]!, /^# xen-estate-owner estate\/lab\/app1$/m);
     assert.deepEqual(failing("NatDomU", { ...nat, owner: "x\n# injected" }), ["owner"]);
+  });
+});
+
+describe("what preview says about an update", () => {
+  test("an update that restarts the guest says so, naming what changed; a live change says nothing", () => {
+    const olds = { ...ok("BridgedDomU", bridged), domid: 1, sshHostKey: null } as unknown as Record<
+      string,
+      unknown
+    >;
+    const restart = planDiff("BridgedDomU", olds, { ...ok("BridgedDomU", { ...bridged, type: "pv" }) });
+    assert.equal(planNote("BridgedDomU", restart), "restarts the guest (type changed)");
+    const live = planDiff("BridgedDomU", olds, {
+      ...ok("BridgedDomU", { ...bridged, memoryMiB: 200, maxMemoryMiB: 256 }),
+    });
+    assert.equal(planNote("BridgedDomU", live), null);
   });
 });

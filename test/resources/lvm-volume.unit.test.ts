@@ -7,6 +7,7 @@ import {
   checkInputs,
   createScript,
   deleteScript,
+  updateScript,
   formatSize,
   lvmVolumeKind,
   parseProbe,
@@ -186,6 +187,22 @@ describe("probes that cannot look", () => {
   test("refusals use exit 97, which no tool in the scripts returns (LVM's own codes are 1 to 5)", () => {
     assert.equal(REFUSED_EXIT, 97);
     assert.doesNotMatch(createScript(checked() as unknown as LvmVolumeInputs), /exit 3\b/);
+  });
+});
+
+describe("a volume a guest holds", () => {
+  test("a new label is refused while a guest holds the volume, and growth leaves its filesystem to the guest", () => {
+    const script = updateScript(
+      { ...created({ label: "old" }), adopted: false } as unknown as LvmVolumeOutputs,
+      checked({ label: "new", size: "12GiB" }) as unknown as LvmVolumeInputs,
+    );
+    const relabel = script.indexOf("e2label");
+    const refusal = script.indexOf("refusing to relabel vg0/web1-root while guest");
+    assert.ok(refusal > 0 && refusal < relabel, "the refusal comes before any relabel");
+    assert.match(
+      script,
+      /if \[ -n "\$holder" \]; then echo "WARN vg0\/web1-root grew, but its filesystem belongs to guest/,
+    );
   });
 });
 
