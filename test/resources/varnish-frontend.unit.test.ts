@@ -14,7 +14,7 @@ import {
   VERSION,
 } from "../../provider";
 import type { VarnishFrontendInputs, VarnishFrontendOutputs } from "../../provider";
-import { vclDigest } from "../../provider/resources/varnish-frontend/scripts";
+import { dropInDigest, vclDigest } from "../../provider/resources/varnish-frontend/scripts";
 import { fakeHost } from "../support/fake-host";
 import { fixtureKeys } from "../support/fixture-keys";
 
@@ -147,7 +147,7 @@ describe("loads and restarts that are owed", () => {
       ...i,
       activeVcl: "boot",
       loadedVcl: vclDigest(i.files[VARNISH_VCL]!),
-      appliedDropIn: sha256(i.files[VARNISH_DROP_IN]!),
+      appliedDropIn: dropInDigest(i.files[VARNISH_DROP_IN]!),
     };
   };
   const host = (runningSource: string) =>

@@ -16,7 +16,6 @@ import { renderedFiles } from "../../framework/plan";
 import {
   observeOwnedFiles,
   removeRemoteFile,
-  sha256,
   statRemoteFiles,
   writeRemoteFile,
 } from "../../remote/files";
@@ -30,7 +29,14 @@ import {
   VARNISH_VCL,
   type VarnishSite,
 } from "./plan";
-import { activeVclScript, reloadScript, RESTART_SCRIPT, vclDigest, WAIT_RUNNING_SCRIPT } from "./scripts";
+import {
+  activeVclScript,
+  dropInDigest,
+  reloadScript,
+  RESTART_SCRIPT,
+  vclDigest,
+  WAIT_RUNNING_SCRIPT,
+} from "./scripts";
 
 export interface VarnishFrontendInputs extends CommonInputs {
   sites: VarnishSite[];
@@ -65,6 +71,17 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
   replaceOn: [],
   deleteBeforeReplace: true,
   outputOnly: ["activeVcl", "loadedVcl", "appliedDropIn"],
+  schemaVersion: 2,
+  // 0.1.0 loaded every VCL it wrote and restarted on every drop-in it wrote: what its files say is what runs.
+  migrate: (old) => {
+    const files = (old.files ?? {}) as Record<string, string>;
+    return {
+      vclLoaded: true,
+      loadedVcl: files[VARNISH_VCL] !== undefined ? vclDigest(files[VARNISH_VCL]) : null,
+      appliedDropIn: files[VARNISH_DROP_IN] !== undefined ? dropInDigest(files[VARNISH_DROP_IN]) : null,
+      ...old,
+    };
+  },
 
   check(raw, c: Checker) {
     const sites = checkSites(raw, c);
@@ -181,7 +198,7 @@ async function converge(
   olds: Pick<VarnishFrontendOutputs, "loadedVcl" | "appliedDropIn" | "running" | "vclLoaded">,
 ): Promise<VarnishFrontendOutputs> {
   const vclSha = vclDigest(news.files[VARNISH_VCL]!);
-  const dropInSha = sha256(news.files[VARNISH_DROP_IN]!);
+  const dropInSha = dropInDigest(news.files[VARNISH_DROP_IN]!);
   if (olds.appliedDropIn !== dropInSha || !olds.running) {
     ctx.log.info(
       olds.appliedDropIn && olds.appliedDropIn !== dropInSha
