@@ -166,7 +166,11 @@ export const runtime = {
       if (partial) {
         // Pulumi records a resource whose create threw an error carrying id and properties; the next `up`
         // calls update, which converges from wherever the create stopped.
-        Object.assign(e, { id, properties: completeOuts(kind, inputs, partial, hostId), reasons: [e.message] });
+        Object.assign(e, {
+          id,
+          properties: completeOuts(kind, inputs, partial, hostId),
+          reasons: [e.message],
+        });
       }
       throw e;
     }

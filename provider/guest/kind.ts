@@ -60,7 +60,12 @@ function migrateGuest(old: Record<string, unknown>): Record<string, unknown> {
         },
       }
     : g.install;
-  const migrated = { owner: null, natActive: g.natNetwork ? true : null, ...old, install } as unknown as GuestInputs;
+  const migrated = {
+    owner: null,
+    natActive: g.natNetwork ? true : null,
+    ...old,
+    install,
+  } as unknown as GuestInputs;
   return { guestSettings: guestSettingsOf(migrated), ...(migrated as unknown as Record<string, unknown>) };
 }
 

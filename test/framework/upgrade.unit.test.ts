@@ -40,7 +40,7 @@ function current(r: OldResource): Record<string, unknown> {
 
 describe(`state written by xen-estate ${old.release}`, () => {
   for (const r of old.resources)
-    test(`a ${r.kind} (${String(r.inputs.name ?? r.inputs.path ?? "")}) upgrades without a replacement, a restart or a guest rewrite`, () => {
+    test(`a ${r.kind} (${JSON.stringify(r.inputs.name ?? r.inputs.path ?? "")}) upgrades without a replacement, a restart or a guest rewrite`, () => {
       const migrated = upgradeState(r.kind, r.outputs);
       assert.equal(migrated[SCHEMA_KEY], 2);
       const d = planDiff(r.kind, migrated, current(r));

@@ -13,12 +13,7 @@ import { parseSize } from "../../core/units";
 import { Checker, isIPv4, UNKNOWN } from "../../core/validate";
 import type { CommonInputs, Context, Kind } from "../../framework/kind";
 import { renderedFiles } from "../../framework/plan";
-import {
-  observeOwnedFiles,
-  removeRemoteFile,
-  statRemoteFiles,
-  writeRemoteFile,
-} from "../../remote/files";
+import { observeOwnedFiles, removeRemoteFile, statRemoteFiles, writeRemoteFile } from "../../remote/files";
 import { ensurePackage } from "../../remote/packages";
 import {
   checkSites,
