@@ -22,7 +22,7 @@ export function upgradeState(kindName: string, state: Record<string, unknown>): 
   const kind: AnyKind = kindOf(kindName);
   const current = kind.schemaVersion ?? 1;
   if (!state || typeof state !== "object" || Object.keys(state).length === 0) return state;
-  const from = typeof state[SCHEMA_KEY] === "number" ? (state[SCHEMA_KEY]) : 1;
+  const from = typeof state[SCHEMA_KEY] === "number" ? state[SCHEMA_KEY] : 1;
   if (from >= current || !kind.migrate) return state;
   return { ...kind.migrate(state, from), [SCHEMA_KEY]: current };
 }
