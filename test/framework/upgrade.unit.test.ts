@@ -65,6 +65,7 @@ describe(`state written by xen-estate ${old.release}`, () => {
       { match: /restart varnish/, answer: "" },
       { match: /load and use the new VCL/, answer: "" },
       { match: /wait for varnish/, answer: "" },
+      { match: /wait until every site serves/, answer: "" },
       {
         match: /which VCL varnish runs/,
         answer: `service active\nactive xen_estate_1\nactive-sha ${vclDigest(news.files["/etc/varnish/xen-estate.vcl"]!)}\n`,

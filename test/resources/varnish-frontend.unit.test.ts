@@ -157,6 +157,7 @@ describe("loads and restarts that are owed", () => {
       { match: /restart varnish/, answer: "" },
       { match: /load and use the new VCL/, answer: "" },
       { match: /wait for varnish/, answer: "" },
+      { match: /wait until every site serves/, answer: "" },
       {
         match: /which VCL varnish runs/,
         answer: `service active\nactive xen_estate_1\nactive-sha ${vclDigest(runningSource)}\n`,

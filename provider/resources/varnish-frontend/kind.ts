@@ -31,6 +31,7 @@ import {
   RESTART_SCRIPT,
   vclDigest,
   WAIT_RUNNING_SCRIPT,
+  waitServingScript,
 } from "./scripts";
 
 export interface VarnishFrontendInputs extends CommonInputs {
@@ -39,6 +40,8 @@ export interface VarnishFrontendInputs extends CommonInputs {
   cacheMiB: number;
   installPackage: boolean;
   keepVcls: number;
+  /** Seconds `up` waits until every site's backend is healthy and answers through Varnish; 0 does not wait. */
+  readyTimeoutSeconds: number;
   /** Keep varnishd running; refresh reports a stopped service as drift. Always true. */
   running: boolean;
   /**
@@ -71,6 +74,7 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
   migrate: (old) => {
     const files = (old.files ?? {}) as Record<string, string>;
     return {
+      readyTimeoutSeconds: 120,
       vclLoaded: true,
       loadedVcl: files[VARNISH_VCL] !== undefined ? vclDigest(files[VARNISH_VCL]) : null,
       appliedDropIn: files[VARNISH_DROP_IN] !== undefined ? dropInDigest(files[VARNISH_DROP_IN]) : null,
@@ -109,8 +113,19 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
     }
     const installPackage = c.boolean(raw, "installPackage", true);
     const keepVcls = c.integer(raw, "keepVcls", { min: 0, max: 20, default: 2 }) ?? 2;
+    const readyTimeoutSeconds =
+      c.integer(raw, "readyTimeoutSeconds", { min: 0, max: 3600, default: 120, unit: "seconds" }) ?? 120;
     if (!sites || cacheMiB === undefined || listen.length === 0 || !c.ok) return undefined;
-    const partial = { sites, listen, cacheMiB, installPackage, keepVcls, running: true, vclLoaded: true };
+    const partial = {
+      sites,
+      listen,
+      cacheMiB,
+      installPackage,
+      keepVcls,
+      readyTimeoutSeconds,
+      running: true,
+      vclLoaded: true,
+    };
     return {
       ...partial,
       files: renderedFiles(partial, (p) => ({
@@ -194,6 +209,7 @@ async function converge(
 ): Promise<VarnishFrontendOutputs> {
   const vclSha = vclDigest(news.files[VARNISH_VCL]!);
   const dropInSha = dropInDigest(news.files[VARNISH_DROP_IN]!);
+  let acted = true;
   if (olds.appliedDropIn !== dropInSha || !olds.running) {
     ctx.log.info(
       olds.appliedDropIn && olds.appliedDropIn !== dropInSha
@@ -207,12 +223,20 @@ async function converge(
       summary: "load and use the new VCL",
       timeoutMs: 900_000,
     });
-  }
+  } else acted = false;
   // varnishd answers the CLI once the child runs; a restart that failed shows here, not at the first request.
   await ctx.host.script(WAIT_RUNNING_SCRIPT, { summary: "wait for varnish", timeoutMs: 90_000 });
   const r = await ctx.host.script(activeVclScript(), { summary: "which VCL varnish runs" });
   const activeVcl = /^active (\S+)$/m.exec(r.stdout)?.[1] ?? null;
   const runningSha = /^active-sha (\S+)$/m.exec(r.stdout)?.[1] ?? null;
+  if (acted && runningSha === vclSha && news.readyTimeoutSeconds > 0) {
+    // `up` returns when the sites serve, not merely when Varnish runs: a new backend's probe may still be sick.
+    ctx.log.progress(`waiting up to ${news.readyTimeoutSeconds} s until every site answers through varnish`);
+    await ctx.host.script(waitServingScript(news.sites, news.listen[0]!, news.readyTimeoutSeconds), {
+      summary: "wait until every site serves",
+      timeoutMs: (news.readyTimeoutSeconds + 60) * 1000,
+    });
+  }
   if (runningSha !== vclSha)
     throw new Error(
       `varnish on ${ctx.conn.host} runs VCL ${activeVcl ?? "?"}, which is not ${VARNISH_VCL} as written; the next up loads it again`,
