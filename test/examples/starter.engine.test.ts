@@ -1,8 +1,8 @@
 /**
- * The package as a new user meets it: `npm pack`, a fresh Pulumi TypeScript project outside this repository that
- * depends on the tarball, type-checked with both module resolutions Pulumi users have (`node`, which Pulumi's own
- * templates use and which ignores `exports` subpaths, and `node16`), then `pulumi preview` of it with the real
- * engine — offline: preview opens no connection.
+ * The package as a new user meets it: the starter (examples/starter, what `pulumi new` makes) as a project outside
+ * this repository, depending on the tarball `npm pack` makes, type-checked with both module resolutions Pulumi
+ * users have (`node`, which Pulumi's own templates use and which ignores `exports` subpaths, and `node16`), then
+ * `pulumi preview` of it with the real engine — offline: preview opens no connection.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -10,53 +10,28 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createStack, resourceChanges, type PulumiStack } from "./engine/harness";
-import { repoRoot } from "./support/repo";
-import { fixtureKeys } from "./support/fixture-keys";
+import { createStack, resourceChanges, type PulumiStack } from "../engine/harness";
+import { repoPath, repoRoot } from "../support/repo";
+import { fixtureKeys } from "../support/fixture-keys";
 
-const PROGRAM = `import * as pulumi from "@pulumi/pulumi";
-import { LvmVolume, VarnishFrontend } from "xen-estate";
-import { XenGuest } from "xen-estate/components";
+/** The starter's files with `${PROJECT}` and `${DESCRIPTION}` filled in, as `pulumi new` does. */
+function fromStarter(file: string): string {
+  return fs
+    .readFileSync(repoPath("examples", "starter", file), "utf8")
+    .replaceAll("${PROJECT}", "my-estate")
+    .replaceAll("${DESCRIPTION}", "my estate");
+}
 
-const config = new pulumi.Config();
-const connection = {
-  host: config.require("dom0Host"),
-  hostKey: config.require("dom0HostKey"),
-  privateKey: config.requireSecret("sshKey"),
-};
-
-const data = new LvmVolume("data", { connection, name: "data", size: "10GiB", filesystem: "ext4" });
-const shop = new XenGuest("shop", {
-  connection,
-  network: { mode: "nat", ip: "10.0.0.5" },
-  rootSize: "20GiB",
-  memoryMiB: 2048,
-  boot: { bootloader: "pvgrub2" },
-});
-new VarnishFrontend("frontend", {
-  connection,
-  sites: [{ hostnames: ["shop.example.org"], backend: shop.ip }],
-});
-export const dataPath: pulumi.Output<string> = data.path;
-`;
-
+/** The starter's tsconfig (Pulumi's template settings) with the module settings a resolution needs. */
 function tsconfig(moduleResolution: "node" | "node16"): object {
-  // What Pulumi's TypeScript template writes, with the module settings node16 needs.
+  const base = JSON.parse(fromStarter("tsconfig.json")) as { compilerOptions: Record<string, unknown> };
   return {
+    ...base,
     compilerOptions: {
-      strict: true,
-      outDir: "bin",
-      target: "es2020",
+      ...base.compilerOptions,
       module: moduleResolution === "node16" ? "node16" : "commonjs",
       moduleResolution,
-      sourceMap: true,
-      experimentalDecorators: true,
-      pretty: true,
-      noFallthroughCasesInSwitch: true,
-      noImplicitReturns: true,
-      forceConsistentCasingInFileNames: true,
     },
-    files: ["index.ts"],
   };
 }
 
@@ -74,27 +49,27 @@ describe("the packed package in a new user's project", { timeout: 20 * 60_000 },
       .trim()
       .split("\n")
       .pop()!;
+    // The starter as is, but for where xen-estate comes from (the tarball) and the versions of what it depends on
+    // (this repository's, which the npm cache holds).
     const pkg = JSON.parse(fs.readFileSync(path.join(repoRoot(), "package.json"), "utf8")) as {
+      version: string;
       dependencies: Record<string, string>;
       devDependencies: Record<string, string>;
     };
-    fs.writeFileSync(
-      path.join(dir, "package.json"),
-      JSON.stringify({
-        name: "my-estate",
-        private: true,
-        main: "bin/index.js",
-        dependencies: {
-          "xen-estate": `file:${path.join(dir, packed)}`,
-          "@pulumi/pulumi": pkg.dependencies["@pulumi/pulumi"],
-        },
-        devDependencies: { "@types/node": pkg.devDependencies["@types/node"] },
-      }),
-    );
-    fs.writeFileSync(path.join(dir, "index.ts"), PROGRAM);
+    const starter = JSON.parse(fromStarter("package.json")) as Record<string, Record<string, string>>;
+    assert.equal(starter.dependencies!["xen-estate"], `^${pkg.version}`, "the starter asks for this release");
+    starter.dependencies!["xen-estate"] = `file:${path.join(dir, packed)}`;
+    starter.dependencies!["@pulumi/pulumi"] = pkg.dependencies["@pulumi/pulumi"]!;
+    starter.devDependencies = { "@types/node": pkg.devDependencies["@types/node"]! };
+    fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify(starter));
+    fs.writeFileSync(path.join(dir, "index.ts"), fromStarter("index.ts"));
+    // This repository's offline-built engine runs JavaScript only: the program runs compiled, from bin/.
     fs.writeFileSync(
       path.join(dir, "Pulumi.yaml"),
-      "name: my-estate\nruntime:\n  name: nodejs\n  options:\n    typescript: false\nmain: bin/index.js\n",
+      fromStarter("Pulumi.yaml").replace(
+        "runtime: nodejs",
+        "runtime:\n  name: nodejs\n  options:\n    typescript: false\nmain: bin/index.js",
+      ),
     );
     execFileSync(
       "npm",
@@ -143,7 +118,7 @@ describe("the packed package in a new user's project", { timeout: 20 * 60_000 },
     const creates = resourceChanges(preview)
       .filter((s) => s.op === "create")
       .map((s) => s.type.split(":").pop());
-    for (const kind of ["LvmVolume", "NatDomU", "VarnishFrontend", "XenGuest"])
+    for (const kind of ["LvmVolume", "BridgedDomU", "NatDomU", "VarnishFrontend", "XenGuest"])
       assert.ok(creates.includes(kind), `${kind} is planned: ${creates.join(", ")}`);
   });
 });
