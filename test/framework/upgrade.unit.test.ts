@@ -9,8 +9,7 @@ import * as fs from "node:fs";
 import { checkInputs, planDiff, varnishFrontendKind, VERSION } from "../../provider";
 import type { VarnishFrontendInputs, VarnishFrontendOutputs } from "../../provider";
 import { SCHEMA_KEY, upgradeState } from "../../provider/framework/plan";
-import { vclDigest } from "../../provider/resources/varnish-frontend/scripts";
-import { fakeHost } from "../support/fake-host";
+import { fakeVarnishHost } from "../support/fake-host";
 import { repoPath } from "../support/repo";
 
 interface OldResource {
@@ -59,18 +58,7 @@ describe(`state written by xen-estate ${old.release}`, () => {
   test("the VarnishFrontend it left is neither restarted nor emptied: at most the VCL is loaded again", async () => {
     const r = old.resources.find((x) => x.kind === "VarnishFrontend")!;
     const news = current(r) as unknown as VarnishFrontendInputs;
-    const h = fakeHost([
-      { match: /look for varnishd/, answer: "yes\n" },
-      { match: /write \//, answer: "changed  \n" },
-      { match: /restart varnish/, answer: "" },
-      { match: /load and use the new VCL/, answer: "" },
-      { match: /wait for varnish/, answer: "" },
-      { match: /wait until every site serves/, answer: "" },
-      {
-        match: /which VCL varnish runs/,
-        answer: `service active\nactive xen_estate_1\nactive-sha ${vclDigest(news.files["/etc/varnish/xen-estate.vcl"]!)}\n`,
-      },
-    ]);
+    const h = fakeVarnishHost(news.files["/etc/varnish/xen-estate.vcl"]!, "changed  \n");
     const olds = upgradeState(r.kind, r.outputs) as unknown as VarnishFrontendOutputs;
     await varnishFrontendKind.update(h.ctx, "id", olds, news, { changed: [], replaces: [], classes: {} });
     assert.ok(!h.summaries.includes("restart varnish"), h.summaries.join(", "));

@@ -15,7 +15,7 @@ import {
 } from "../../provider";
 import type { VarnishFrontendInputs, VarnishFrontendOutputs } from "../../provider";
 import { dropInDigest, vclDigest } from "../../provider/resources/varnish-frontend/scripts";
-import { fakeHost } from "../support/fake-host";
+import { fakeHost, fakeVarnishHost } from "../support/fake-host";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const common = {
@@ -150,19 +150,7 @@ describe("loads and restarts that are owed", () => {
       appliedDropIn: dropInDigest(i.files[VARNISH_DROP_IN]!),
     };
   };
-  const host = (runningSource: string) =>
-    fakeHost([
-      { match: /look for varnishd/, answer: "yes\n" },
-      { match: /write \//, answer: "unchanged\n" },
-      { match: /restart varnish/, answer: "" },
-      { match: /load and use the new VCL/, answer: "" },
-      { match: /wait for varnish/, answer: "" },
-      { match: /wait until every site serves/, answer: "" },
-      {
-        match: /which VCL varnish runs/,
-        answer: `service active\nactive xen_estate_1\nactive-sha ${vclDigest(runningSource)}\n`,
-      },
-    ]);
+  const host = (runningSource: string) => fakeVarnishHost(runningSource);
 
   test("a load that did not happen last time is done now, though the file is already written", async () => {
     const h = host(inputs().files[VARNISH_VCL]!);

@@ -6,6 +6,7 @@
  */
 import { Logger, RefusedError, REFUSED_EXIT, RemoteCommandError } from "../../provider";
 import type { Context, RunResult } from "../../provider";
+import { vclDigest } from "../../provider/resources/varnish-frontend/scripts";
 
 export interface Responder {
   /** Matches the script (or the summary given with it). */
@@ -88,4 +89,23 @@ export function fakeHost(responders: Responder[], hostName = "dom0"): FakeHost {
   };
   const ctx = { host, log, conn: host.conn } as unknown as Context;
   return { ctx, scripts, summaries, logs };
+}
+
+/**
+ * A simulated dom0 with Varnish for VarnishFrontend's decisions: every step succeeds, writes answer `write` (e.g.
+ * "unchanged"), and varnishd reports running the VCL whose source is `runningVcl`.
+ */
+export function fakeVarnishHost(runningVcl: string, write = "unchanged\n"): FakeHost {
+  return fakeHost([
+    { match: /look for varnishd/, answer: "yes\n" },
+    { match: /write \//, answer: write },
+    { match: /restart varnish/, answer: "" },
+    { match: /load and use the new VCL/, answer: "" },
+    { match: /wait for varnish/, answer: "" },
+    { match: /wait until every site serves/, answer: "" },
+    {
+      match: /which VCL varnish runs/,
+      answer: `service active\nactive xen_estate_1\nactive-sha ${vclDigest(runningVcl)}\n`,
+    },
+  ]);
 }
