@@ -177,8 +177,9 @@ export function installScript(g: GuestInputs, swapVdevs: readonly string[] = [])
         : []),
       ...(d.proxy ? [`export http_proxy=${shellQuote(d.proxy)} https_proxy=${shellQuote(d.proxy)}`] : []),
       `xe_say ${shellQuote(`debootstrap ${d.suite} from ${d.mirror}`)}`,
-      // Every line goes to stderr: the provider turns them into progress and keeps the tail for errors.
-      `debootstrap --arch=amd64 --variant=${shellQuote(d.variant)} --include=${shellQuote(packages.join(","))} -- ${shellQuote(d.suite)} "$mnt" ${shellQuote(d.mirror)} >&2`,
+      // Every line goes to stderr: the provider turns them into progress and keeps the tail for errors. (debootstrap
+      // takes no `--`; the suite, checked to start with a letter, cannot pass for an option.)
+      `debootstrap --arch=amd64 --variant=${shellQuote(d.variant)} --include=${shellQuote(packages.join(","))} ${shellQuote(d.suite)} "$mnt" ${shellQuote(d.mirror)} >&2`,
       `rm -rf "$mnt"/var/cache/apt/archives/*.deb`,
       put("/etc/fstab", guestFstab(g, swapVdevs)),
       ...(d.mirrorUser

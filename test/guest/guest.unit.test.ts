@@ -314,7 +314,7 @@ describe("unattended install", () => {
     const script = installScript(g);
     assert.match(
       script,
-      /--include=systemd-sysv,udev,kmod,ifupdown,iproute2,iputils-ping,openssh-server,vim,g\+\+ -- bookworm "\$mnt" 'http:\/\/deb\.example\.org\/~me\/debian' >&2/,
+      /--include=systemd-sysv,udev,kmod,ifupdown,iproute2,iputils-ping,openssh-server,vim,g\+\+ bookworm "\$mnt" 'http:\/\/deb\.example\.org\/~me\/debian' >&2/,
     );
     assert.ok(
       script.includes(`printf '%s' 'ssh-ed25519 AAAA`),
