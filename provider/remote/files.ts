@@ -278,15 +278,19 @@ export async function removeRemoteFile(
   const { base, backupDir, original } = backupLocation(path);
   const managed = shellQuote(`${backupDir}/.xen-estate-managed`);
   const o = shellQuote(original);
+  const restoredHash = shellQuote(`${original}.restored-sha256`);
   const body = [
     regularOrAbsent(q, path),
     `if [ -e ${o} ]; then`,
-    // Put the original back atomically, then forget it (it is the live file again).
+    // Put the original back atomically, then note its hash (not its content) as restored, so a retry whose
+    // answer was lost recognises the job as done.
     `  tmp=$(mktemp ${shellQuote(`${path.replace(/\/[^/]*$/, "") || "/"}/.${base}.xen-estate.XXXXXX`)})`,
-    `  cp -p -- ${o} "$tmp" && mv -f -- "$tmp" ${q} && rm -f -- ${o}`,
+    `  cp -p -- ${o} "$tmp" && mv -f -- "$tmp" ${q}`,
+    `  sha256sum < ${q} | cut -d' ' -f1 > ${restoredHash} && rm -f -- ${o}`,
     `  state=restored`,
     ...(opts.expectOriginal
       ? [
+          `elif [ -e ${q} ] && [ -f ${restoredHash} ] && [ "$(sha256sum < ${q} | cut -d' ' -f1)" = "$(cat -- ${restoredHash})" ]; then state=restored`,
           `elif [ -e ${q} ]; then xe_refuse ${shellQuote(`cannot put back the original of ${path}: ${original} is gone; refusing to remove the file (move it away yourself if it should go)`)}`,
         ]
       : []),

@@ -1,0 +1,128 @@
+/**
+ * The cut-connection matrix: run one lifecycle operation of a kind with the SSH connection cut at one of its remote
+ * steps, then run again as the engine would (a create that recorded what it made continues as an update; a failed
+ * update or delete is retried), and check that the host converged to the declared state.
+ *
+ * The steps are enumerated from an uncut run (every `script`/`refusable`/`exec` call is a step), not sampled. Each
+ * step is cut three ways:
+ * - `before`: the TCP path is dropped before the step's command is sent; nothing of it runs;
+ * - `during`: the path is dropped right after the command was sent; it may have run in part, fully or not at all;
+ * - `after`: the command runs to its end and the path is dropped before its answer arrives.
+ * The path is a real TCP relay in front of a real sshd ({@link CutRelay}); dropping it kills the remote session, and
+ * it stays down (new connections are dropped at once) until the operation has failed, as a real outage would.
+ */
+import * as net from "node:net";
+import type { Context, RemoteHost } from "../../provider";
+
+/** A TCP relay to `target`, whose every connection can be dropped at once. */
+export class CutRelay {
+  private readonly sockets = new Set<net.Socket>();
+  private server!: net.Server;
+  private isDown = false;
+  port = 0;
+
+  constructor(
+    private readonly targetHost: string,
+    private readonly targetPort: number,
+  ) {}
+
+  async start(): Promise<void> {
+    this.server = net.createServer((client) => {
+      if (this.isDown) {
+        client.destroy();
+        return;
+      }
+      const upstream = net.connect(this.targetPort, this.targetHost);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on("close", () => this.sockets.delete(s));
+        s.on("error", () => undefined);
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** Drops every connection through the relay, both ends, at once, and refuses new ones until {@link up}. */
+  down(): void {
+    this.isDown = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** Lets connections through again. */
+  up(): void {
+    this.isDown = false;
+  }
+
+  async stop(): Promise<void> {
+    this.down();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+export type CutWhen = "before" | "during" | "after";
+
+/** A context whose host counts its steps and drops the relay at step `at` (1-based) as `when` says. */
+export function cuttingContext(
+  ctx: Context,
+  relay: CutRelay,
+  cut?: { at: number; when: CutWhen },
+): { ctx: Context; steps: () => string[] } {
+  const steps: string[] = [];
+  const wrap =
+    (method: "script" | "refusable" | "exec") =>
+    async (text: string, opts: { summary?: string } = {}): Promise<unknown> => {
+      steps.push(opts.summary ?? text.split("\n")[0]!);
+      const n = steps.length;
+      const real = (ctx.host[method] as (t: string, o?: object) => Promise<unknown>).bind(ctx.host);
+      if (!cut || cut.at !== n) return real(text, opts);
+      if (cut.when === "before") {
+        relay.down();
+        return real(text, opts);
+      }
+      if (cut.when === "during") {
+        const p = real(text, opts);
+        setTimeout(() => relay.down(), 30);
+        return p;
+      }
+      await real(text, opts);
+      relay.down();
+      throw new Error(`connection lost after step ${n} (${steps[n - 1]}) finished, before its answer`);
+    };
+  const host = new Proxy(ctx.host, {
+    get(target, prop, receiver) {
+      if (prop === "script" || prop === "refusable" || prop === "exec") return wrap(prop);
+      return Reflect.get(target, prop, receiver) as unknown;
+    },
+  }) as RemoteHost;
+  return { ctx: { ...ctx, host }, steps: () => [...steps] };
+}
+
+/** One cell of the printed table. */
+export interface CutResult {
+  operation: string;
+  step: number;
+  summary: string;
+  when: CutWhen;
+  converged: boolean;
+  detail?: string;
+}
+
+/** The matrix as a table, a line per step: `operation step summary before during after`. */
+export function formatCutTable(kind: string, results: readonly CutResult[]): string {
+  const rows = new Map<string, Record<CutWhen, string>>();
+  for (const r of results) {
+    const key = `${r.operation} ${String(r.step).padStart(2)} ${r.summary}`;
+    const row = rows.get(key) ?? { before: "-", during: "-", after: "-" };
+    row[r.when] = r.converged ? "yes" : "NO";
+    rows.set(key, row);
+  }
+  const lines = [
+    `cut-connection matrix for ${kind}: converged after the next up? (before / during / after the step)`,
+  ];
+  for (const [key, row] of rows)
+    lines.push(`  ${key.padEnd(70)} ${row.before.padEnd(4)} ${row.during.padEnd(4)} ${row.after}`);
+  return lines.join("\n");
+}
