@@ -114,7 +114,7 @@ function createdState(): RemoteFileOutputs {
     ...inputs("version one\n"),
     sha256: null,
     previousBackup: path.join(BACKUP_ROOT, dir, "app.conf.original"),
-  } as RemoteFileOutputs;
+  };
 }
 
 interface Scenario {

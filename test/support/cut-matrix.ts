@@ -96,7 +96,7 @@ export function cuttingContext(
       if (prop === "script" || prop === "refusable" || prop === "exec") return wrap(prop);
       return Reflect.get(target, prop, receiver) as unknown;
     },
-  }) as RemoteHost;
+  });
   return { ctx: { ...ctx, host }, steps: () => [...steps] };
 }
 
