@@ -12,7 +12,7 @@
  * it stays down (new connections are dropped at once) until the operation has failed, as a real outage would.
  */
 import * as net from "node:net";
-import type { Context, RemoteHost } from "../../provider";
+import type { Context } from "../../provider";
 
 /** A TCP relay to `target`, whose every connection can be dropped at once. */
 export class CutRelay {
