@@ -109,7 +109,7 @@ describe("a Debian guest installed by debootstrap on the lab dom0", { timeout: 1
     );
     assert.ok(
       diagnostics(up, "warning").some((d) =>
-        /vg0\/deb1-root grew, but its filesystem is mounted by guest deb1: run resize2fs/.test(d.message),
+        /vg0\/deb1-root grew, but its filesystem belongs to guest deb1: run resize2fs/.test(d.message),
       ),
       JSON.stringify(diagnostics(up, "warning")),
     );

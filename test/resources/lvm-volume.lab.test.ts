@@ -105,7 +105,8 @@ describe("LvmVolume (and a guest's address check) on the lab dom0", { timeout: 2
       (await lab.ssh("vgs --noheadings --units b --nosuffix -o vg_extent_size vg0")).trim(),
     );
     const offset = peStart + Number(firstPe) * extent;
-    const probe = `dd if=${pv} bs=1M iflag=skip_bytes,count_bytes skip=${offset} count=8388608 status=none | grep -c xe-secret-data || true`;
+    // iflag=direct: the first probe filled the PV's page cache, which writes through the LV never touch.
+    const probe = `dd if=${pv} bs=1M iflag=direct,skip_bytes,count_bytes skip=${offset} count=8388608 status=none | grep -c xe-secret-data || true`;
     assert.notEqual((await lab.ssh(probe)).trim(), "0", "the pattern is on the PV before the delete");
     await runtime.delete("LvmVolume", made.id, made.outs);
     assert.equal((await lab.ssh(probe)).trim(), "0", "no trace of it after the delete");
