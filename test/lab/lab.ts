@@ -11,6 +11,10 @@
  * test/lab/qemu-run.sh, which also kills QEMU when the starting process dies (unless `detach` is set, as
  * for `npm run lab -- up`). State lives in <cache>/lab/run/<instance>/ (state.json, qemu.pid, overlays,
  * known_hosts, console.log); `npm run lab -- down` (downAll) kills whatever is listed there.
+ *
+ * Only one emulated machine runs at a time on a machine (2 cores): every start takes the machine-wide lab lock
+ * (LAB_LOCK, flock) before QEMU starts and holds it while QEMU runs, waiting with a progress line when another
+ * run holds it. Test files that share one booted machine (test/lab/shared.ts) attach to it instead of starting.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -258,6 +262,168 @@ function qemuEscape(s: string): string {
   return s.replace(/,/g, ",,");
 }
 
+/** The machine-wide lab lock (flock): one emulated machine at a time. `XEN_ESTATE_LAB_LOCK` overrides the path. */
+export function labLockFile(): string {
+  return process.env.XEN_ESTATE_LAB_LOCK ?? "/tmp/xen-estate-lab.lock";
+}
+
+function cmdline(pid: number): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Who holds the flock on `file`, if anyone: `pid` is the process that took it (from /proc/locks; alive for
+ * `flock FILE command`, whose flock process waits for the command), `command` names that process, or, when it has
+ * exited and left the lock to the descriptor it passed on (qemu-run.sh's `flock 9`, inherited by QEMU), a process
+ * that still has the file open.
+ */
+export function lockHolder(file: string): { pid: number; alive: boolean; command: string } | undefined {
+  let st: fs.Stats;
+  let locks: string;
+  try {
+    st = fs.statSync(file);
+    locks = fs.readFileSync("/proc/locks", "utf8");
+  } catch {
+    return undefined;
+  }
+  // "3: FLOCK  ADVISORY  WRITE 28340 fe:00:9978801 0 EOF"; waiters are listed as "3: -> FLOCK …".
+  const major = ((st.dev >> 8) & 0xfff).toString(16).padStart(2, "0");
+  const minor = ((st.dev & 0xff) | ((st.dev >> 12) & 0xfff00)).toString(16).padStart(2, "0");
+  const id = `${major}:${minor}:${st.ino}`;
+  const waiters = new Set<number>();
+  let pid: number | undefined;
+  for (const line of locks.split("\n")) {
+    const m = /^\d+:\s+(->\s+)?FLOCK\s+\S+\s+WRITE\s+(\d+)\s+(\S+)\s/.exec(line);
+    if (!m || m[3] !== id) continue;
+    if (m[1]) waiters.add(Number(m[2]));
+    else pid = Number(m[2]);
+  }
+  if (pid === undefined) return undefined;
+  const own = cmdline(pid);
+  if (own !== undefined) return { pid, alive: true, command: own };
+  // The locking process is gone: name one that still has the file open, QEMU first.
+  const openers: { pid: number; command: string }[] = [];
+  for (const d of fs.readdirSync("/proc")) {
+    const p = Number(d);
+    if (!p || p === process.pid || waiters.has(p)) continue;
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${p}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const t = fs.statSync(`/proc/${p}/fd/${fd}`);
+        if (t.ino === st.ino && t.dev === st.dev) {
+          openers.push({ pid: p, command: cmdline(p) ?? "?" });
+          break;
+        }
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  const named = openers.find((o) => o.command.includes("qemu-system")) ?? openers[0];
+  return { pid, alive: false, command: named ? `${named.command} (pid ${named.pid})` : "?" };
+}
+
+/** This process and its ancestors, nearest first. */
+function ancestry(): number[] {
+  const pids: number[] = [];
+  let pid = process.pid;
+  while (pid > 1 && pids.length < 64) {
+    pids.push(pid);
+    try {
+      // "pid (comm) state ppid …"; comm may hold spaces and parentheses, so split after the last ')'.
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      pid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    } catch {
+      break;
+    }
+  }
+  return pids;
+}
+
+/** True when this process or an ancestor holds the lab lock (`flock /tmp/xen-estate-lab.lock npm test`). */
+export function lockHeldByAncestor(file = labLockFile()): boolean {
+  const holder = lockHolder(file);
+  return holder !== undefined && holder.alive && ancestry().includes(holder.pid);
+}
+
+/** QEMU RAM in MiB when Lab.start is not told otherwise. */
+export function defaultMemoryMiB(host: LabHostName): number {
+  // Xen scrubs all of the machine's RAM at boot: more is slower.
+  return host === "dom0" ? 2048 : 1024;
+}
+
+function readOr(file: string, fallback = ""): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * Waits until qemu-run.sh (process group `wrapperPid`) holds the lab lock, saying every 30 s who holds it meanwhile.
+ * If this process is interrupted while waiting, the wrapper goes too.
+ */
+async function waitForLock(
+  wrapperPid: number,
+  pidFile: string,
+  lock: string,
+  instance: string,
+  log: (line: string) => void,
+): Promise<void> {
+  const onSignal = (): void => {
+    try {
+      process.kill(-wrapperPid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    process.exit(130);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const waitStarted = Date.now();
+  // The first note after 2 s (a free lock is taken at once), then one every 30 s.
+  let nextNote = waitStarted + 2_000;
+  let noted = false;
+  try {
+    while (!fs.existsSync(`${pidFile}.locked`)) {
+      if (!alive(wrapperPid))
+        throw new Error(
+          `lab ${instance}: qemu-run.sh exited while waiting for the lab lock\n${readOr(path.join(path.dirname(pidFile), "qemu.stderr"))}`,
+        );
+      if (Date.now() >= nextNote) {
+        noted = true;
+        nextNote = Date.now() + 30_000;
+        const holder = lockHolder(lock);
+        log(
+          `lab: ${instance}: waiting ${Math.round((Date.now() - waitStarted) / 1000)} s for the lab lock ${lock} ` +
+            "(one emulated machine at a time); held by " +
+            (holder
+              ? holder.alive
+                ? `pid ${holder.pid}: ${holder.command.slice(0, 240)}`
+                : holder.command.slice(0, 240)
+              : "nobody /proc/locks names"),
+        );
+      }
+      await sleep(200);
+    }
+    if (noted)
+      log(`lab: ${instance}: got the lab lock after ${Math.round((Date.now() - waitStarted) / 1000)} s`);
+  } finally {
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
+  }
+}
+
 export class Lab implements LabState {
   readonly instance: string;
   readonly hostName: LabHostName;
@@ -340,6 +506,13 @@ export class Lab implements LabState {
   /** Builds the image if needed, boots it in QEMU and waits until SSH answers with the pinned host key. */
   static async start(hostName: LabHostName = "dom0", opts: LabStartOptions = {}): Promise<Lab> {
     const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+    if (process.env.XEN_ESTATE_LAB_SHARED)
+      // The test runner holds the lab lock for the machine it shares with this file: a second machine would wait
+      // for that lock forever.
+      throw new Error(
+        `Lab.start("${hostName}") in a test file that runs on a shared lab machine: take the machine from the ` +
+          "file's labMachine(…) declaration (test/lab/shared.ts, DEVELOPERS.md) instead",
+      );
     const image = await buildImage(hostName, { log });
     const instance = opts.instance ?? (opts.detach ? hostName : `${hostName}-${process.pid}`);
     const stateDir = path.join(runDir(), instance);
@@ -350,11 +523,77 @@ export class Lab implements LabState {
       );
     fs.rmSync(stateDir, { recursive: true, force: true });
     fs.mkdirSync(stateDir, { recursive: true });
-    for (const other of Lab.list()) {
-      if (other.isRunning())
-        log(`lab: note: ${other.instance} is running too; two emulated machines on this machine are slow`);
-    }
 
+    // First the lab lock: qemu-run.sh takes it and then waits for the command line, written below once the
+    // machine's host ports are chosen (a wait for the lock may be long; ports chosen before it may be taken).
+    const lock = labLockFile();
+    const pidFile = path.join(stateDir, "qemu.pid");
+    const argsFile = path.join(stateDir, "qemu-args.nul");
+    const stderrFd = fs.openSync(path.join(stateDir, "qemu.stderr"), "w");
+    const child = spawn(
+      "bash",
+      [
+        path.join(repoRoot(), "test", "lab", "qemu-run.sh"),
+        pidFile,
+        opts.detach ? "0" : String(process.pid),
+        lockHeldByAncestor(lock) ? "-" : lock,
+        argsFile,
+      ],
+      { detached: true, stdio: ["ignore", stderrFd, stderrFd] },
+    );
+    fs.closeSync(stderrFd);
+    if (child.pid === undefined) throw new Error("could not start qemu-run.sh");
+    const wrapperPid = child.pid;
+    child.unref();
+    const killWrapper = (): void => {
+      try {
+        process.kill(-wrapperPid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    };
+    await waitForLock(wrapperPid, pidFile, lock, instance, log);
+    let qemuPid: number;
+    let started: number;
+    let lab: Lab;
+    try {
+      ({ lab, qemuPid, started } = await Lab.launch(hostName, image, instance, stateDir, opts, {
+        wrapperPid,
+        pidFile,
+        argsFile,
+      }));
+    } catch (e) {
+      killWrapper();
+      throw e;
+    }
+    if (!opts.detach) {
+      liveLabs.add(lab);
+      hookExit();
+    }
+    log(
+      `lab: ${instance}: QEMU pid ${qemuPid}, ssh on 127.0.0.1:${lab.port}, http on 127.0.0.1:${lab.httpPort}, console ${lab.consoleLog}`,
+    );
+    try {
+      await lab.waitForSsh(opts.sshTimeoutMs ?? 300_000);
+    } catch (e) {
+      await lab.stop({ keepConsoleLog: true });
+      throw e;
+    }
+    lab.bootMs = Date.now() - started;
+    lab.saveState();
+    log(`lab: ${instance}: SSH answered ${Math.round(lab.bootMs / 1000)} s after QEMU started`);
+    return lab;
+  }
+
+  /** Everything after the lab lock: ports, keys, overlays, QEMU's command line; returns once QEMU runs. */
+  private static async launch(
+    hostName: LabHostName,
+    image: LabImage,
+    instance: string,
+    stateDir: string,
+    opts: LabStartOptions,
+    w: { wrapperPid: number; pidFile: string; argsFile: string },
+  ): Promise<{ lab: Lab; qemuPid: number; started: number }> {
     const port = await freePort();
     let httpPort = await freePort();
     while (httpPort === port) httpPort = await freePort();
@@ -439,7 +678,7 @@ export class Lab implements LabState {
       "-smp",
       "2",
       "-m",
-      String(opts.memoryMiB ?? (hostName === "dom0" ? 2048 : 1024)),
+      String(opts.memoryMiB ?? defaultMemoryMiB(hostName)),
       ...boot,
       "-drive",
       `file=${qemuEscape(rootOverlay)},if=virtio,format=qcow2,cache=unsafe`,
@@ -459,48 +698,34 @@ export class Lab implements LabState {
       "-pidfile",
       path.join(stateDir, "qemu.pid"),
     ];
-    const wrapper = path.join(repoRoot(), "test", "lab", "qemu-run.sh");
-    const stderrFd = fs.openSync(path.join(stateDir, "qemu.stderr"), "w");
-    const started = Date.now();
-    const child = spawn(
-      "bash",
-      [
-        wrapper,
-        path.join(stateDir, "qemu.pid"),
-        opts.detach ? "0" : String(process.pid),
-        "qemu-system-x86_64",
-        ...qemuArgs,
-      ],
-      {
-        detached: true,
-        stdio: ["ignore", stderrFd, stderrFd],
-      },
-    );
-    fs.closeSync(stderrFd);
-    if (child.pid === undefined) throw new Error("could not start qemu-run.sh");
-    child.unref();
     fs.writeFileSync(
       path.join(stateDir, "qemu-args.json"),
       JSON.stringify(["qemu-system-x86_64", ...qemuArgs], null, 1),
     );
-    // qemu-run.sh writes QEMU's pid (QEMU's -pidfile comes later); wait for it briefly.
+    fs.writeFileSync(`${w.argsFile}.tmp`, ["qemu-system-x86_64", ...qemuArgs].map((a) => `${a}\0`).join(""));
+    fs.renameSync(`${w.argsFile}.tmp`, w.argsFile);
     let qemuPid = 0;
-    for (let i = 0; i < 50 && !qemuPid; i++) {
+    for (let i = 0; i < 100 && !qemuPid; i++) {
       await sleep(100);
       try {
-        qemuPid = Number(fs.readFileSync(path.join(stateDir, "qemu.pid"), "utf8").trim()) || 0;
+        qemuPid = Number(fs.readFileSync(w.pidFile, "utf8").trim()) || 0;
       } catch {
         // not yet
       }
     }
+    if (!qemuPid)
+      throw new Error(
+        `lab ${instance}: qemu-run.sh did not start QEMU\n${readOr(path.join(stateDir, "qemu.stderr"))}`,
+      );
+    const started = Date.now();
     const lab = new Lab({
       instance,
       hostName,
       imageDir: image.dir,
       recipeHash: image.recipeHash,
       stateDir,
-      pgid: child.pid,
-      qemuPid: qemuPid || child.pid,
+      pgid: w.wrapperPid,
+      qemuPid,
       host: "127.0.0.1",
       port,
       httpPort,
@@ -512,23 +737,7 @@ export class Lab implements LabState {
       startedAt: new Date(started).toISOString(),
     });
     lab.saveState();
-    if (!opts.detach) {
-      liveLabs.add(lab);
-      hookExit();
-    }
-    log(
-      `lab: ${instance}: QEMU pid ${lab.qemuPid}, ssh on 127.0.0.1:${port}, http on 127.0.0.1:${httpPort}, console ${consoleLog}`,
-    );
-    try {
-      await lab.waitForSsh(opts.sshTimeoutMs ?? 300_000);
-    } catch (e) {
-      await lab.stop({ keepConsoleLog: true });
-      throw e;
-    }
-    lab.bootMs = Date.now() - started;
-    lab.saveState();
-    log(`lab: ${instance}: SSH answered ${Math.round(lab.bootMs / 1000)} s after QEMU started`);
-    return lab;
+    return { lab, qemuPid, started };
   }
 
   /** The instance recorded in <cache>/lab/run/<instance>/state.json, if any. */
