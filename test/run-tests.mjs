@@ -60,6 +60,12 @@ async function timed(name, fn, note) {
 }
 
 function finish(code) {
+  rows.push({
+    start: started,
+    seconds: (Date.now() - started) / 1000,
+    status: code === 0 ? "ok" : "FAIL",
+    name: `tests (all, ${tier} tier)`,
+  });
   if (process.env.XEN_ESTATE_TIMINGS) appendRows(process.env.XEN_ESTATE_TIMINGS, rows);
   else process.stdout.write(`\n${formatTable(rows, { title: `tests (${tier} tier)`, since: started })}`);
   process.exit(code);

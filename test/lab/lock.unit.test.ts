@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { lockHeldByAncestor, lockHolder } from "./lab";
+import { lockHeldByAncestor, lockHolder } from "./lock";
 import { repoPath } from "../support/repo";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -97,7 +97,7 @@ describe("the lab lock in qemu-run.sh", () => {
   });
 
   test("a lock an ancestor holds (`flock LOCK npm test`) is recognised, so the harness does not wait for itself", () => {
-    const probe = `process.stdout.write(String(require(${JSON.stringify(repoPath("dist", "test", "lab", "lab.js"))}).lockHeldByAncestor(${JSON.stringify(path.join(dir, "other.lock"))})))`;
+    const probe = `process.stdout.write(String(require(${JSON.stringify(repoPath("dist", "test", "lab", "lock.js"))}).lockHeldByAncestor(${JSON.stringify(path.join(dir, "other.lock"))})))`;
     const under = spawnSync("flock", [path.join(dir, "other.lock"), process.execPath, "-e", probe], {
       encoding: "utf8",
     });
