@@ -219,7 +219,7 @@ export async function bootShared(
  */
 export const STATE_SCRIPT = String.raw`
 set -euo pipefail
-export LC_ALL=C
+export LC_ALL=C LVM_SUPPRESS_FD_WARNINGS=1
 s() { printf '## %s\n' "$1"; }
 have() { command -v "$1" >/dev/null 2>&1; }
 s guests
