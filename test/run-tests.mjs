@@ -209,6 +209,7 @@ const labLane = (async () => {
       let bootFailed = false;
       const boot = async (why) => {
         if (bootFailed) return false;
+        const row = rows.length;
         await timed(
           `lab: boot ${label}`,
           async () => {
@@ -217,6 +218,10 @@ const labLane = (async () => {
           },
           why,
         );
+        // A wait for the lab lock (another run's machine) is part of the row, and said so.
+        const wait = machine?.lab.lockWaitMs ?? 0;
+        if (wait > 2000 && rows[row])
+          rows[row].note = `${why}; ${Math.round(wait / 1000)} s of it waiting for the lab lock`;
         bootFailed = machine === undefined;
         return !bootFailed;
       };

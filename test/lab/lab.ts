@@ -194,8 +194,13 @@ export interface LabStartOptions {
   memoryMiB?: number;
   /** Size of the blank LVM disk (vg0) in GiB. @default 8 */
   vgDiskGiB?: number;
-  /** Give up waiting for SSH after this long. @default 300000 */
+  /**
+   * Give up waiting for SSH after this long in all. Before that, a boot whose serial console has been silent for
+   * `bootStallMs` without SSH answering is given up as stuck. @default 900000
+   */
   sshTimeoutMs?: number;
+  /** See `sshTimeoutMs`. @default 300000 */
+  bootStallMs?: number;
   /** Keep QEMU running after this process exits (the CLI's `up`). @default false */
   detach?: boolean;
   /** Progress lines. @default stderr */
@@ -351,6 +356,8 @@ export class Lab implements LabState {
   readonly consoleLog: string;
   readonly startedAt: string;
   bootMs?: number;
+  /** Milliseconds Lab.start waited for the lab lock (this process only; not in state.json). */
+  lockWaitMs?: number;
   private stopped = false;
 
   private constructor(s: LabState) {
@@ -460,7 +467,9 @@ export class Lab implements LabState {
         // already gone
       }
     };
+    const lockWaitStarted = Date.now();
     await waitForLock(wrapperPid, pidFile, lock, instance, log);
+    const lockWaitMs = Date.now() - lockWaitStarted;
     let qemuPid: number;
     let started: number;
     let lab: Lab;
@@ -482,12 +491,13 @@ export class Lab implements LabState {
       `lab: ${instance}: QEMU pid ${qemuPid}, ssh on 127.0.0.1:${lab.port}, http on 127.0.0.1:${lab.httpPort}, console ${lab.consoleLog}`,
     );
     try {
-      await lab.waitForSsh(opts.sshTimeoutMs ?? 300_000);
+      await lab.waitForSsh(opts.sshTimeoutMs ?? 900_000, opts.bootStallMs ?? 300_000);
     } catch (e) {
       await lab.stop({ keepConsoleLog: true });
       throw e;
     }
     lab.bootMs = Date.now() - started;
+    lab.lockWaitMs = lockWaitMs;
     lab.saveState();
     log(`lab: ${instance}: SSH answered ${Math.round(lab.bootMs / 1000)} s after QEMU started`);
     return lab;
@@ -689,7 +699,9 @@ export class Lab implements LabState {
       port: this.port,
       knownHostsFile: this.knownHostsFile,
       destination: `${this.user}@${this.host}`,
-      connectTimeoutSeconds: 10,
+      // The banner exchange alone took more than 10 s on an emulated dom0 beside other work (measured here): the
+      // connection is to a machine known to be up, so a slow answer is waited for, not taken for a dead host.
+      connectTimeoutSeconds: 60,
       keepAlive: true,
     });
   }
@@ -730,25 +742,50 @@ export class Lab implements LabState {
     };
   }
 
-  /** Waits until `true` runs over SSH (host key pinned), or throws with the console's last lines. */
-  async waitForSsh(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+  /**
+   * Waits until `true` runs over SSH (host key pinned), or throws with the console's last lines: when QEMU exits,
+   * when the console has been silent for `stallMs` (the boot is stuck, not slow: an emulated boot on a busy
+   * machine took 46 s to over 5 minutes here, always writing to the console as it went), or after `timeoutMs`.
+   */
+  async waitForSsh(timeoutMs: number, stallMs = 300_000): Promise<void> {
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     let last = "";
-    while (Date.now() < deadline) {
+    let consoleSize = -1;
+    let consoleChanged = started;
+    for (;;) {
       if (!this.isRunning())
         throw new Error(
           `lab ${this.instance}: QEMU exited while booting\n${this.consoleTail(30)}\n${this.qemuStderr()}`,
         );
-      const r = await this.exec("true", { timeoutMs: 20_000 });
+      const r = await this.exec("true", { timeoutMs: 75_000 });
       if (r.exitCode === 0) return;
       last = r.stderr.trim();
       if (/host key|REMOTE HOST IDENTIFICATION/i.test(last))
         throw new Error(`lab ${this.instance}: host key mismatch: ${last}`);
+      let size = consoleSize;
+      try {
+        size = fs.statSync(this.consoleLog).size;
+      } catch {
+        // not written yet
+      }
+      if (size !== consoleSize) {
+        consoleSize = size;
+        consoleChanged = Date.now();
+      }
+      const now = Date.now();
+      const why =
+        now >= deadline
+          ? `no SSH after ${Math.round((now - started) / 1000)} s`
+          : now - consoleChanged >= stallMs
+            ? `no SSH, and the console silent for ${Math.round((now - consoleChanged) / 1000)} s (${Math.round((now - started) / 1000)} s after QEMU started)`
+            : undefined;
+      if (why)
+        throw new Error(
+          `lab ${this.instance}: ${why} (last: ${last})\n--- console tail ---\n${this.consoleTail(40)}`,
+        );
       await sleep(2000);
     }
-    throw new Error(
-      `lab ${this.instance}: no SSH after ${timeoutMs} ms (last: ${last})\n--- console tail ---\n${this.consoleTail(40)}`,
-    );
   }
 
   consoleTail(lines = 40): string {
