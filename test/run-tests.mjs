@@ -3,14 +3,14 @@
 //   node test/run-tests.mjs                   every suite, fast tier (`npm run test:only`)
 //   node test/run-tests.mjs unit ssh          only those suites
 //   node test/run-tests.mjs --slow            every tier: the slow duplicates as well
-//   node test/run-tests.mjs --build --lint    `npm test`: build first; lint with the suites
+//   node test/run-tests.mjs --build --lint --docs   `npm test`: build first; lint and the API docs with the suites
 // A test file's suite is the last word before `.test.js`: `test/resources/lvm-volume.lab.test.ts` is the lab
 // suite's test of provider/resources/lvm-volume. Test files mirror the source tree, so one resource's unit, ssh,
 // engine and lab tests sit side by side. Suites: unit (pure logic), ssh (real sshd), engine (real Pulumi CLI),
 // lab (QEMU + Xen).
 //
-// Schedule (DEVELOPERS.md): after the build, two lanes run side by side. The host lane runs lint, unit, ssh and
-// engine. The lab lane boots the first lab machine meanwhile (QEMU is busy booting while the others run; no lab
+// Schedule (DEVELOPERS.md): after the build, two lanes run side by side. The host lane runs lint, the API docs,
+// unit, ssh and engine. The lab lane boots the first lab machine meanwhile (QEMU is busy booting while the others run; no lab
 // test runs before the host lane is done, so no lab deadline meets a machine slowed by other suites), then runs
 // each lab file that declared that machine (test/lab/shared.ts) on it, one after another, and boots the next
 // machine. A file that leaves its machine dirty fails, and the next file gets a freshly booted machine. Lab files
@@ -27,7 +27,7 @@ import { appendRows, formatTable } from "./timings.mjs";
 const root = new URL("..", import.meta.url).pathname;
 const dist = join(root, "dist", "test");
 const order = ["unit", "ssh", "engine", "lab"];
-const FLAGS = ["--build", "--lint", "--slow"];
+const FLAGS = ["--build", "--lint", "--docs", "--slow"];
 const args = process.argv.slice(2);
 for (const a of args.filter((a) => a.startsWith("-")))
   if (!FLAGS.includes(a)) {
@@ -189,6 +189,7 @@ const note = (ok) => {
 // The host lane: lint and the suites that need no lab machine.
 const hostLane = (async () => {
   if (flags.has("--lint")) note(await timed("lint", () => run("npm", ["run", "--silent", "lint"])));
+  if (flags.has("--docs")) note(await timed("docs (TypeDoc)", () => run("npm", ["run", "--silent", "docs"])));
   for (const suite of ["unit", "ssh", "engine"]) {
     const these = files.filter((f) => suiteOf(f) === suite);
     if (these.length > 0) note(await timed(suite, () => nodeTest(these), `${these.length} files`));
