@@ -19,9 +19,18 @@ argsfile="$4"
 orphaned() { [[ "$watch" != 0 ]] && ! kill -0 "$watch" 2>/dev/null; }
 if [[ "$lock" != - ]]; then
   exec 9>>"$lock"
-  until flock -w 1 9; do
-    if orphaned; then exit 1; fi
+  # One blocking flock in the background keeps this run's place among the waiters (a loop of short waits would
+  # rejoin at the back each time); the lock it takes belongs to descriptor 9's open file, which this script shares.
+  flock 9 &
+  waiter=$!
+  while kill -0 "$waiter" 2>/dev/null; do
+    if orphaned; then
+      kill "$waiter" 2>/dev/null
+      exit 1
+    fi
+    sleep 1
   done
+  wait "$waiter" || exit 1
 fi
 : >"$pidfile.locked"
 until [[ -f "$argsfile" ]]; do
