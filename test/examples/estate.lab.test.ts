@@ -9,12 +9,14 @@ import * as http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { createStack, diagnostics, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
 import { Lab } from "../lab/lab";
+import { labMachine } from "../lab/shared";
 
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 const BRIDGED = "pulumi-nodejs:dynamic/xen-estate:BridgedDomU";
 const VARNISH = "pulumi-nodejs:dynamic/xen-estate:VarnishFrontend";
 const MiB = 2 ** 20;
+const machine = labMachine("dom0");
 
 describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () => {
   let lab: Lab;
@@ -63,7 +65,7 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
   }
 
   before(async () => {
-    lab = await Lab.start("dom0");
+    lab = await machine.acquire();
     stack = await createStack({
       programDir: repoRoot(),
       linkPackage: true,
@@ -74,8 +76,11 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
   });
 
   after(async () => {
-    await stack?.remove();
-    await lab?.stop({ keepConsoleLog: true });
+    try {
+      await stack?.remove();
+    } finally {
+      await machine.release();
+    }
   });
 
   test("up makes both volumes and starts both guests, each answering on its network", async () => {

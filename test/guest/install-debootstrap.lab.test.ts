@@ -12,10 +12,15 @@ import { after, before, describe, test } from "node:test";
 import { createStack, diagnostics, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
 import { shellQuote } from "../../provider";
 import { Lab } from "../lab/lab";
+import { labMachine } from "../lab/shared";
+import { slowTier } from "../support/tier";
 
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
 const IP = "10.0.0.7";
+slowTier("the image install in test/examples/estate.lab.test.ts proves the unattended install on every run");
+// Three guests at once: the Debian guest needs 768 MiB to unpack the dom0's stock initrd.
+const machine = labMachine("dom0", { memoryMiB: 3072 });
 
 describe("a Debian guest installed by debootstrap on the lab dom0", { timeout: 100 * 60 * 1000 }, () => {
   let lab: Lab;
@@ -30,8 +35,7 @@ describe("a Debian guest installed by debootstrap on the lab dom0", { timeout: 1
   }
 
   before(async () => {
-    // Three guests at once: the Debian guest needs 768 MiB to unpack the dom0's stock initrd.
-    lab = await Lab.start("dom0", { memoryMiB: 3072 });
+    lab = await machine.acquire();
     const release = (await lab.ssh("uname -r")).trim();
     await lab.ssh("[ -f /root/.ssh/id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519");
     const pub = (await lab.ssh("cut -d' ' -f1-2 /root/.ssh/id_ed25519.pub")).trim();
@@ -52,8 +56,14 @@ describe("a Debian guest installed by debootstrap on the lab dom0", { timeout: 1
   });
 
   after(async () => {
-    await stack?.remove();
-    await lab?.stop({ keepConsoleLog: true });
+    try {
+      await stack?.remove();
+      // The dom0's own client key for the guest (made in before) and the guest's pinned host key.
+      if (lab?.isRunning())
+        await lab.ssh("rm -f /root/.ssh/id_ed25519 /root/.ssh/id_ed25519.pub /root/.ssh/known_hosts_deb1");
+    } finally {
+      await machine.release();
+    }
   });
 
   test("up installs Debian by debootstrap with progress, and the guest answers SSH with the host key the stack reports", async () => {

@@ -6,6 +6,7 @@ import { spawnSync } from "node:child_process";
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Lab } from "./lab";
+import { labMachine } from "./shared";
 
 function missingTools(): string | undefined {
   if (process.env.XEN_ESTATE_LAB === "0") return "XEN_ESTATE_LAB=0";
@@ -16,13 +17,15 @@ function missingTools(): string | undefined {
   return undefined;
 }
 
+const machine = labMachine("bare");
+
 describe("the bare server lab machine", { skip: missingTools(), timeout: 15 * 60_000 }, () => {
   let lab: Lab;
   before(async () => {
-    lab = await Lab.start("bare", { log: (l) => console.log(`# ${l}`) });
+    lab = await machine.acquire();
   });
   after(async () => {
-    await lab?.stop();
+    await machine.release();
   });
 
   test("booted through GRUB from its own partitioned disk, without Xen", async () => {

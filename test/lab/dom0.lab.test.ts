@@ -3,11 +3,11 @@
  * Skipped when QEMU or debootstrap is missing (run test/lab/install-deps.sh) or XEN_ESTATE_LAB=0.
  */
 import { spawnSync } from "node:child_process";
-import * as fs from "node:fs";
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { LAB_NET, Lab } from "./lab";
 import { destroyKitGuest, kitAnswer, kitGuestConfig, waitForKitHttp } from "./kit";
+import { labMachine } from "./shared";
 import { SourceVps } from "./source";
 
 function missingTools(): string | undefined {
@@ -20,42 +20,30 @@ function missingTools(): string | undefined {
 }
 
 const skip = missingTools();
+const machine = labMachine("dom0", { source: true });
 
 describe("the dom0 lab machine", { skip, timeout: 20 * 60_000 }, () => {
   let lab: Lab;
   let src: SourceVps;
-  let failed = false;
 
   before(async () => {
-    src = await SourceVps.start();
-    lab = await Lab.start("dom0", {
-      log: (l) => console.log(`# ${l}`),
-      forwards: [src.dom0Forward("10.0.2.101")],
-    });
+    // The source VPS answers at 10.0.2.101:22 inside the dom0.
+    lab = await machine.acquire();
+    src = machine.source!;
   });
 
   after(async () => {
-    await src?.stop();
-    if (!lab) return;
-    const pid = lab.qemuPid;
-    const kept = await lab.stop({ keepConsoleLog: failed });
-    if (kept) console.log(`# console log kept: ${kept}`);
-    assert.equal(fs.existsSync(`/proc/${pid}`), false, "QEMU is gone after stop()");
-    assert.equal(fs.existsSync(lab.stateDir), false, "the overlays are removed");
+    // What the steps leave on the dom0; then release() proves nothing else is left, and when this file booted the
+    // machine itself, that QEMU is gone after stop() and the overlays are removed.
+    try {
+      if (lab?.isRunning())
+        await lab.ssh("rm -f /tmp/labkit.cfg /root/.ssh/source_key /root/.ssh/source_known_hosts");
+    } finally {
+      await machine.release();
+    }
   });
 
-  const step = (name: string, fn: () => Promise<void>): void => {
-    test(name, async () => {
-      try {
-        await fn();
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    });
-  };
-
-  step("answers SSH only with the pinned host key", async () => {
+  test("answers SSH only with the pinned host key", async () => {
     assert.match(lab.hostKey, /^SHA256:[A-Za-z0-9+/]{43}$/);
     assert.match(lab.privateKey, /BEGIN OPENSSH PRIVATE KEY/);
     const scanned = spawnSync("ssh-keygen", ["-lf", lab.knownHostsFile], { encoding: "utf8" });
@@ -63,19 +51,19 @@ describe("the dom0 lab machine", { skip, timeout: 20 * 60_000 }, () => {
     assert.equal((await lab.ssh("hostname")).trim(), "dom0");
   });
 
-  step("runs Xen 4.17 with a 1 GiB dom0", async () => {
+  test("runs Xen 4.17 with a 1 GiB dom0", async () => {
     const info = await lab.ssh("xl info");
     assert.match(info, /^xen_version\s*:\s*4\.17\./m);
     const list = await lab.ssh("xl list Domain-0");
     assert.match(list, /^Domain-0\s+0\s+1024\s/m);
   });
 
-  step("has vg0 on the blank disk and the guest bridge", async () => {
+  test("has vg0 on the blank disk and the guest bridge", async () => {
     assert.match(await lab.ssh("vgs --noheadings -o vg_name"), /\bvg0\b/);
     assert.match(await lab.ssh(`ip -br addr show ${LAB_NET.bridge}`), /10\.99\.0\.1\/24/);
   });
 
-  step("boots a PV guest on an LV with a vif on xenbr0, which answers HTTP, then removes it", async () => {
+  test("boots a PV guest on an LV with a vif on xenbr0, which answers HTTP, then removes it", async () => {
     const guest = { name: "labkit", ip: "10.99.0.10", lv: "labkit", mac: "00:16:3e:99:00:10" };
     await lab.ssh(
       `lvcreate -q -y -L 32M -n ${guest.lv} vg0 >/dev/null && printf lv-marker-4711 | dd of=/dev/vg0/${guest.lv} conv=notrunc status=none`,
@@ -97,7 +85,7 @@ describe("the dom0 lab machine", { skip, timeout: 20 * 60_000 }, () => {
     assert.doesNotMatch(await lab.ssh("lvs --noheadings -o lv_name vg0"), new RegExp(guest.lv));
   });
 
-  step("reaches the source VPS over SSH and reads its disk intact", async () => {
+  test("reaches the source VPS over SSH and reads its disk intact", async () => {
     await lab.ssh("install -m 600 /dev/stdin /root/.ssh/source_key", { input: src.privateKey });
     await lab.ssh("cat > /root/.ssh/source_known_hosts", { input: `10.0.2.101 ${src.hostPublicKey}\n` });
     const toSource =
@@ -122,7 +110,7 @@ describe("the dom0 lab machine", { skip, timeout: 20 * 60_000 }, () => {
     assert.equal(remote, local);
   });
 
-  step("installs packages only through the host's package proxy", async () => {
+  test("installs packages only through the host's package proxy", async () => {
     // The dom0 has no route to the internet (QEMU restrict=on); apt goes to 10.0.2.100:3142 (guestfwd).
     const out = await lab.ssh("apt-get -q update 2>&1", { timeoutMs: 600_000 });
     assert.match(out, /Reading package lists/);

@@ -11,15 +11,20 @@
  * test/lab/qemu-run.sh, which also kills QEMU when the starting process dies (unless `detach` is set, as
  * for `npm run lab -- up`). State lives in <cache>/lab/run/<instance>/ (state.json, qemu.pid, overlays,
  * known_hosts, console.log); `npm run lab -- down` (downAll) kills whatever is listed there.
+ *
+ * Only one emulated machine runs at a time on a machine (2 cores): every start takes the machine-wide lab lock
+ * (LAB_LOCK, flock) before QEMU starts and holds it while QEMU runs, waiting with a progress line when another
+ * run holds it. Test files that share one booted machine (test/lab/shared.ts) attach to it instead of starting.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { labLockFile, lockHeldByAncestor, lockHolder } from "./lock";
 import { freePort } from "../support/sshd";
 import { repoRoot } from "../support/repo";
 
 /** Re-exported for tests that already take it from here. */
-export { freePort };
+export { freePort, labLockFile, lockHeldByAncestor, lockHolder };
 
 /**
  * dom0: Debian 12 + Xen 4.17, booted by QEMU multiboot. bare: plain Debian 12 that boots through its own
@@ -189,8 +194,13 @@ export interface LabStartOptions {
   memoryMiB?: number;
   /** Size of the blank LVM disk (vg0) in GiB. @default 8 */
   vgDiskGiB?: number;
-  /** Give up waiting for SSH after this long. @default 300000 */
+  /**
+   * Give up waiting for SSH after this long in all. Before that, a boot whose serial console has been silent for
+   * `bootStallMs` without SSH answering is given up as stuck. @default 900000
+   */
   sshTimeoutMs?: number;
+  /** See `sshTimeoutMs`. @default 300000 */
+  bootStallMs?: number;
   /** Keep QEMU running after this process exits (the CLI's `up`). @default false */
   detach?: boolean;
   /** Progress lines. @default stderr */
@@ -258,6 +268,75 @@ function qemuEscape(s: string): string {
   return s.replace(/,/g, ",,");
 }
 
+/** QEMU RAM in MiB when Lab.start is not told otherwise. */
+export function defaultMemoryMiB(host: LabHostName): number {
+  // Xen scrubs all of the machine's RAM at boot: more is slower.
+  return host === "dom0" ? 2048 : 1024;
+}
+
+function readOr(file: string, fallback = ""): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * Waits until qemu-run.sh (process group `wrapperPid`) holds the lab lock, saying every 30 s who holds it meanwhile.
+ * If this process is interrupted while waiting, the wrapper goes too.
+ */
+async function waitForLock(
+  wrapperPid: number,
+  pidFile: string,
+  lock: string,
+  instance: string,
+  log: (line: string) => void,
+): Promise<void> {
+  const onSignal = (): void => {
+    try {
+      process.kill(-wrapperPid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    process.exit(130);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const waitStarted = Date.now();
+  // The first note after 2 s (a free lock is taken at once), then one every 30 s.
+  let nextNote = waitStarted + 2_000;
+  let noted = false;
+  try {
+    while (!fs.existsSync(`${pidFile}.locked`)) {
+      if (!alive(wrapperPid))
+        throw new Error(
+          `lab ${instance}: qemu-run.sh exited while waiting for the lab lock\n${readOr(path.join(path.dirname(pidFile), "qemu.stderr"))}`,
+        );
+      if (Date.now() >= nextNote) {
+        noted = true;
+        nextNote = Date.now() + 30_000;
+        const holder = lockHolder(lock);
+        log(
+          `lab: ${instance}: waiting ${Math.round((Date.now() - waitStarted) / 1000)} s for the lab lock ${lock} ` +
+            "(one emulated machine at a time); held by " +
+            (holder
+              ? holder.alive
+                ? `pid ${holder.pid}: ${holder.command.slice(0, 240)}`
+                : holder.command.slice(0, 240)
+              : "nobody /proc/locks names"),
+        );
+      }
+      await sleep(200);
+    }
+    if (noted)
+      log(`lab: ${instance}: got the lab lock after ${Math.round((Date.now() - waitStarted) / 1000)} s`);
+  } finally {
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
+  }
+}
+
 export class Lab implements LabState {
   readonly instance: string;
   readonly hostName: LabHostName;
@@ -277,6 +356,8 @@ export class Lab implements LabState {
   readonly consoleLog: string;
   readonly startedAt: string;
   bootMs?: number;
+  /** Milliseconds Lab.start waited for the lab lock (this process only; not in state.json). */
+  lockWaitMs?: number;
   private stopped = false;
 
   private constructor(s: LabState) {
@@ -340,6 +421,13 @@ export class Lab implements LabState {
   /** Builds the image if needed, boots it in QEMU and waits until SSH answers with the pinned host key. */
   static async start(hostName: LabHostName = "dom0", opts: LabStartOptions = {}): Promise<Lab> {
     const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+    if (process.env.XEN_ESTATE_LAB_SHARED)
+      // The test runner holds the lab lock for the machine it shares with this file: a second machine would wait
+      // for that lock forever.
+      throw new Error(
+        `Lab.start("${hostName}") in a test file that runs on a shared lab machine: take the machine from the ` +
+          "file's labMachine(…) declaration (test/lab/shared.ts, DEVELOPERS.md) instead",
+      );
     const image = await buildImage(hostName, { log });
     const instance = opts.instance ?? (opts.detach ? hostName : `${hostName}-${process.pid}`);
     const stateDir = path.join(runDir(), instance);
@@ -350,11 +438,80 @@ export class Lab implements LabState {
       );
     fs.rmSync(stateDir, { recursive: true, force: true });
     fs.mkdirSync(stateDir, { recursive: true });
-    for (const other of Lab.list()) {
-      if (other.isRunning())
-        log(`lab: note: ${other.instance} is running too; two emulated machines on this machine are slow`);
-    }
 
+    // First the lab lock: qemu-run.sh takes it and then waits for the command line, written below once the
+    // machine's host ports are chosen (a wait for the lock may be long; ports chosen before it may be taken).
+    const lock = labLockFile();
+    const pidFile = path.join(stateDir, "qemu.pid");
+    const argsFile = path.join(stateDir, "qemu-args.nul");
+    const stderrFd = fs.openSync(path.join(stateDir, "qemu.stderr"), "w");
+    const child = spawn(
+      "bash",
+      [
+        path.join(repoRoot(), "test", "lab", "qemu-run.sh"),
+        pidFile,
+        opts.detach ? "0" : String(process.pid),
+        lockHeldByAncestor(lock) ? "-" : lock,
+        argsFile,
+      ],
+      { detached: true, stdio: ["ignore", stderrFd, stderrFd] },
+    );
+    fs.closeSync(stderrFd);
+    if (child.pid === undefined) throw new Error("could not start qemu-run.sh");
+    const wrapperPid = child.pid;
+    child.unref();
+    const killWrapper = (): void => {
+      try {
+        process.kill(-wrapperPid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    };
+    const lockWaitStarted = Date.now();
+    await waitForLock(wrapperPid, pidFile, lock, instance, log);
+    const lockWaitMs = Date.now() - lockWaitStarted;
+    let qemuPid: number;
+    let started: number;
+    let lab: Lab;
+    try {
+      ({ lab, qemuPid, started } = await Lab.launch(hostName, image, instance, stateDir, opts, {
+        wrapperPid,
+        pidFile,
+        argsFile,
+      }));
+    } catch (e) {
+      killWrapper();
+      throw e;
+    }
+    if (!opts.detach) {
+      liveLabs.add(lab);
+      hookExit();
+    }
+    log(
+      `lab: ${instance}: QEMU pid ${qemuPid}, ssh on 127.0.0.1:${lab.port}, http on 127.0.0.1:${lab.httpPort}, console ${lab.consoleLog}`,
+    );
+    try {
+      await lab.waitForSsh(opts.sshTimeoutMs ?? 900_000, opts.bootStallMs ?? 300_000);
+    } catch (e) {
+      await lab.stop({ keepConsoleLog: true });
+      throw e;
+    }
+    lab.bootMs = Date.now() - started;
+    lab.lockWaitMs = lockWaitMs;
+    lab.saveState();
+    log(`lab: ${instance}: SSH answered ${Math.round(lab.bootMs / 1000)} s after QEMU started`);
+    return lab;
+  }
+
+  /** Everything after the lab lock: ports, keys, overlays, QEMU's command line; returns once QEMU runs. */
+  private static async launch(
+    hostName: LabHostName,
+    image: LabImage,
+    instance: string,
+    stateDir: string,
+    opts: LabStartOptions,
+    w: { wrapperPid: number; pidFile: string; argsFile: string },
+  ): Promise<{ lab: Lab; qemuPid: number; started: number }> {
     const port = await freePort();
     let httpPort = await freePort();
     while (httpPort === port) httpPort = await freePort();
@@ -439,7 +596,7 @@ export class Lab implements LabState {
       "-smp",
       "2",
       "-m",
-      String(opts.memoryMiB ?? (hostName === "dom0" ? 2048 : 1024)),
+      String(opts.memoryMiB ?? defaultMemoryMiB(hostName)),
       ...boot,
       "-drive",
       `file=${qemuEscape(rootOverlay)},if=virtio,format=qcow2,cache=unsafe`,
@@ -459,48 +616,34 @@ export class Lab implements LabState {
       "-pidfile",
       path.join(stateDir, "qemu.pid"),
     ];
-    const wrapper = path.join(repoRoot(), "test", "lab", "qemu-run.sh");
-    const stderrFd = fs.openSync(path.join(stateDir, "qemu.stderr"), "w");
-    const started = Date.now();
-    const child = spawn(
-      "bash",
-      [
-        wrapper,
-        path.join(stateDir, "qemu.pid"),
-        opts.detach ? "0" : String(process.pid),
-        "qemu-system-x86_64",
-        ...qemuArgs,
-      ],
-      {
-        detached: true,
-        stdio: ["ignore", stderrFd, stderrFd],
-      },
-    );
-    fs.closeSync(stderrFd);
-    if (child.pid === undefined) throw new Error("could not start qemu-run.sh");
-    child.unref();
     fs.writeFileSync(
       path.join(stateDir, "qemu-args.json"),
       JSON.stringify(["qemu-system-x86_64", ...qemuArgs], null, 1),
     );
-    // qemu-run.sh writes QEMU's pid (QEMU's -pidfile comes later); wait for it briefly.
+    fs.writeFileSync(`${w.argsFile}.tmp`, ["qemu-system-x86_64", ...qemuArgs].map((a) => `${a}\0`).join(""));
+    fs.renameSync(`${w.argsFile}.tmp`, w.argsFile);
     let qemuPid = 0;
-    for (let i = 0; i < 50 && !qemuPid; i++) {
+    for (let i = 0; i < 100 && !qemuPid; i++) {
       await sleep(100);
       try {
-        qemuPid = Number(fs.readFileSync(path.join(stateDir, "qemu.pid"), "utf8").trim()) || 0;
+        qemuPid = Number(fs.readFileSync(w.pidFile, "utf8").trim()) || 0;
       } catch {
         // not yet
       }
     }
+    if (!qemuPid)
+      throw new Error(
+        `lab ${instance}: qemu-run.sh did not start QEMU\n${readOr(path.join(stateDir, "qemu.stderr"))}`,
+      );
+    const started = Date.now();
     const lab = new Lab({
       instance,
       hostName,
       imageDir: image.dir,
       recipeHash: image.recipeHash,
       stateDir,
-      pgid: child.pid,
-      qemuPid: qemuPid || child.pid,
+      pgid: w.wrapperPid,
+      qemuPid,
       host: "127.0.0.1",
       port,
       httpPort,
@@ -512,23 +655,7 @@ export class Lab implements LabState {
       startedAt: new Date(started).toISOString(),
     });
     lab.saveState();
-    if (!opts.detach) {
-      liveLabs.add(lab);
-      hookExit();
-    }
-    log(
-      `lab: ${instance}: QEMU pid ${lab.qemuPid}, ssh on 127.0.0.1:${port}, http on 127.0.0.1:${httpPort}, console ${consoleLog}`,
-    );
-    try {
-      await lab.waitForSsh(opts.sshTimeoutMs ?? 300_000);
-    } catch (e) {
-      await lab.stop({ keepConsoleLog: true });
-      throw e;
-    }
-    lab.bootMs = Date.now() - started;
-    lab.saveState();
-    log(`lab: ${instance}: SSH answered ${Math.round(lab.bootMs / 1000)} s after QEMU started`);
-    return lab;
+    return { lab, qemuPid, started };
   }
 
   /** The instance recorded in <cache>/lab/run/<instance>/state.json, if any. */
@@ -572,7 +699,9 @@ export class Lab implements LabState {
       port: this.port,
       knownHostsFile: this.knownHostsFile,
       destination: `${this.user}@${this.host}`,
-      connectTimeoutSeconds: 10,
+      // The banner exchange alone took more than 10 s on an emulated dom0 beside other work (measured here): the
+      // connection is to a machine known to be up, so a slow answer is waited for, not taken for a dead host.
+      connectTimeoutSeconds: 60,
       keepAlive: true,
     });
   }
@@ -613,25 +742,50 @@ export class Lab implements LabState {
     };
   }
 
-  /** Waits until `true` runs over SSH (host key pinned), or throws with the console's last lines. */
-  async waitForSsh(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+  /**
+   * Waits until `true` runs over SSH (host key pinned), or throws with the console's last lines: when QEMU exits,
+   * when the console has been silent for `stallMs` (the boot is stuck, not slow: an emulated boot on a busy
+   * machine took 46 s to over 5 minutes here, always writing to the console as it went), or after `timeoutMs`.
+   */
+  async waitForSsh(timeoutMs: number, stallMs = 300_000): Promise<void> {
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     let last = "";
-    while (Date.now() < deadline) {
+    let consoleSize = -1;
+    let consoleChanged = started;
+    for (;;) {
       if (!this.isRunning())
         throw new Error(
           `lab ${this.instance}: QEMU exited while booting\n${this.consoleTail(30)}\n${this.qemuStderr()}`,
         );
-      const r = await this.exec("true", { timeoutMs: 20_000 });
+      const r = await this.exec("true", { timeoutMs: 75_000 });
       if (r.exitCode === 0) return;
       last = r.stderr.trim();
       if (/host key|REMOTE HOST IDENTIFICATION/i.test(last))
         throw new Error(`lab ${this.instance}: host key mismatch: ${last}`);
+      let size = consoleSize;
+      try {
+        size = fs.statSync(this.consoleLog).size;
+      } catch {
+        // not written yet
+      }
+      if (size !== consoleSize) {
+        consoleSize = size;
+        consoleChanged = Date.now();
+      }
+      const now = Date.now();
+      const why =
+        now >= deadline
+          ? `no SSH after ${Math.round((now - started) / 1000)} s`
+          : now - consoleChanged >= stallMs
+            ? `no SSH, and the console silent for ${Math.round((now - consoleChanged) / 1000)} s (${Math.round((now - started) / 1000)} s after QEMU started)`
+            : undefined;
+      if (why)
+        throw new Error(
+          `lab ${this.instance}: ${why} (last: ${last})\n--- console tail ---\n${this.consoleTail(40)}`,
+        );
       await sleep(2000);
     }
-    throw new Error(
-      `lab ${this.instance}: no SSH after ${timeoutMs} ms (last: ${last})\n--- console tail ---\n${this.consoleTail(40)}`,
-    );
   }
 
   consoleTail(lines = 40): string {

@@ -71,6 +71,26 @@ function sh(args: string[]): void {
   if (r.status !== 0) throw new Error(`${args.join(" ")} failed: ${r.stderr.trim()}`);
 }
 
+/**
+ * The addresses of source VPS slot `slot` (1–16000): a /30 in 10.201.0.0/16; names fit IFNAMSIZ (15). A shared
+ * lab dom0 is booted with a forward to a slot's address before any VPS runs there (test/lab/shared.ts).
+ */
+export function sourceSlot(slot: number = (process.pid % 16000) + 1): {
+  slot: number;
+  address: string;
+  hostAddress: string;
+  netns: string;
+} {
+  const third = Math.floor((slot * 4) / 256) % 256;
+  const fourth = (slot * 4) % 256;
+  return {
+    slot,
+    hostAddress: `10.201.${third}.${fourth + 1}`,
+    address: `10.201.${third}.${fourth + 2}`,
+    netns: `xesrc${slot}`,
+  };
+}
+
 const live = new Set<SourceVps>();
 let hooked = false;
 
@@ -105,7 +125,7 @@ export class SourceVps implements SourceVpsState {
 
   /** Builds the image if needed, makes the namespace and veth pair, copies the disk, starts sshd. */
   static async start(
-    opts: { instance?: string; timeoutMs?: number; detach?: boolean } = {},
+    opts: { instance?: string; timeoutMs?: number; detach?: boolean; slot?: number } = {},
   ): Promise<SourceVps> {
     const image = buildSourceImage();
     const instance = opts.instance ?? `source-${process.pid}`;
@@ -113,13 +133,8 @@ export class SourceVps implements SourceVpsState {
     SourceVps.attach(instance)?.stopSync();
     fs.rmSync(stateDir, { recursive: true, force: true });
     fs.mkdirSync(stateDir, { recursive: true });
-    // A /30 per instance in 10.201.0.0/16, chosen from the pid; names fit IFNAMSIZ (15).
-    const n = (process.pid % 16000) + 1;
-    const third = Math.floor((n * 4) / 256) % 256;
-    const fourth = (n * 4) % 256;
-    const hostAddress = `10.201.${third}.${fourth + 1}`;
-    const address = `10.201.${third}.${fourth + 2}`;
-    const netns = `xesrc${n}`;
+    // A /30 per instance, chosen from the pid unless the caller reserved a slot.
+    const { slot: n, hostAddress, address, netns } = sourceSlot(opts.slot);
     const vethHost = `xs${n}h`;
     const vethNs = `xs${n}n`;
     const state: SourceVpsState = {

@@ -6,8 +6,10 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { runtime, RefusedError, VERSION, setSharedPool, SshPool } from "../../provider";
 import { Lab, LAB_NET } from "../lab/lab";
+import { labMachine } from "../lab/shared";
 
 const MiB = 2 ** 20;
+const machine = labMachine("dom0");
 
 describe("LvmVolume (and a guest's address check) on the lab dom0", { timeout: 20 * 60 * 1000 }, () => {
   let lab: Lab;
@@ -34,7 +36,7 @@ describe("LvmVolume (and a guest's address check) on the lab dom0", { timeout: 2
   }
 
   before(async () => {
-    lab = await Lab.start("dom0");
+    lab = await machine.acquire();
     pool = new SshPool();
     setSharedPool(pool);
     connection = { host: lab.host, port: lab.port, hostKey: lab.hostKey };
@@ -44,7 +46,17 @@ describe("LvmVolume (and a guest's address check) on the lab dom0", { timeout: 2
   after(async () => {
     await pool?.close();
     setSharedPool(undefined);
-    await lab?.stop({ keepConsoleLog: true });
+    try {
+      // The volumes and files the tests made (the tests delete only some of them themselves).
+      if (lab?.isRunning())
+        await lab.ssh(
+          "for g in busy newcomer owned second; do if xl domid $g >/dev/null 2>&1; then xl destroy $g; fi; done; " +
+            "lvs --noheadings -o lv_name vg0 | awk '$1 ~ /^(data1|legacy|wipe1|xfsish|data2|busy|gone)$/ { print \"vg0/\" $1 }' | " +
+            "xargs -r lvremove -q -y; rm -f /tmp/busy.cfg /etc/xen/{squatter,newcomer,owned,holder,second}.cfg",
+        );
+    } finally {
+      await machine.release();
+    }
   });
 
   test("creates and formats a volume, reporting its real size and UUID", async () => {

@@ -13,8 +13,10 @@ import {
   type PulumiStack,
 } from "../engine/harness";
 import { Lab } from "../lab/lab";
+import { labMachine } from "../lab/shared";
 
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
+const machine = labMachine("dom0");
 
 describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 1000 }, () => {
   let lab: Lab;
@@ -46,7 +48,7 @@ describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 
   }
 
   before(async () => {
-    lab = await Lab.start("dom0");
+    lab = await machine.acquire();
     stack = await createStack({
       programDir: `${repoRoot()}/test/lab/fixtures/nat-guests`,
       linkPackage: true,
@@ -58,8 +60,11 @@ describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 
   });
 
   after(async () => {
-    await stack?.remove();
-    await lab?.stop({ keepConsoleLog: true });
+    try {
+      await stack?.remove();
+    } finally {
+      await machine.release();
+    }
   });
 
   test("three guests created at once: each answers, and each NAT rule exists exactly once", async () => {
