@@ -313,7 +313,11 @@ export function checkInstall(
     rule: "must be a release codename such as bookworm, trixie or noble",
   });
   const mirror = checkUrl(dc, d, "mirror", "http://deb.debian.org/debian");
-  const proxy = d.proxy === undefined || d.proxy === null ? null : (checkUrl(dc, d, "proxy") ?? undefined);
+  // An empty proxy is no proxy, as an empty string is an absent value everywhere else.
+  const proxy =
+    d.proxy === undefined || d.proxy === null || d.proxy === ""
+      ? null
+      : (checkUrl(dc, d, "proxy") ?? undefined);
   const variant = dc.oneOf(d, "variant", ["minbase", "buildd", "default"], "minbase");
   const includeRaw = dc.array(d, "include") ?? [];
   const include: string[] = [];

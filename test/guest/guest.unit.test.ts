@@ -299,6 +299,12 @@ describe("unattended install", () => {
     assert.equal(g.install?.image, null);
   });
 
+  test("an empty proxy is no proxy (as an empty value is absent everywhere), not a check that silently fails", () => {
+    const g = ok("NatDomU", { ...nat, install: { debootstrap: { proxy: "" } } });
+    assert.equal(g.install?.debootstrap?.proxy, null);
+    assert.ok(installScript(g).includes("debootstrap --arch=amd64"));
+  });
+
   test("the install script hands every value to the shell quoted, and parses", () => {
     const hostile = `${key.replace(" admin@example", "")} admin's key $(reboot)`;
     const g = ok("NatDomU", {
