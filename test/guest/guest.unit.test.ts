@@ -299,6 +299,30 @@ describe("unattended install", () => {
     assert.equal(g.install?.image, null);
   });
 
+  test("mirror credentials must decode to what wget's and apt's line-based files can hold, and are never shown", () => {
+    for (const mirror of [
+      "http://u:%E0%A4%A@deb.example.org/debian", // not a valid escape (decoding threw: the check failed unnamed)
+      "http://u:p%0Ahttp_proxy%20=%20http://evil@deb.example.org/debian", // a newline: a second wgetrc line
+      "http://u:p%20machine%20evil@deb.example.org/debian", // a blank: more words in apt's auth.conf
+      "http://u%00:p@deb.example.org/debian",
+    ]) {
+      const { failures } = checkInputs("NatDomU", { ...nat, install: { debootstrap: { mirror } } });
+      assert.deepEqual(
+        failures.map((f) => f.property),
+        ["install.debootstrap.mirror"],
+        mirror,
+      );
+      assert.match(failures[0]!.message, /\/\/\[secret\]@deb\.example\.org/);
+    }
+    const long = `http://u:hunter2secret@deb.example.org/${"d".repeat(3000)}`;
+    const { failures } = checkInputs("NatDomU", { ...nat, install: { debootstrap: { proxy: long } } });
+    assert.deepEqual(
+      failures.map((f) => f.property),
+      ["install.debootstrap.proxy"],
+    );
+    assert.doesNotMatch(failures[0]!.message, /hunter2/, "an overlong URL's password is not echoed either");
+  });
+
   test("an empty proxy is no proxy (as an empty value is absent everywhere), not a check that silently fails", () => {
     const g = ok("NatDomU", { ...nat, install: { debootstrap: { proxy: "" } } });
     assert.equal(g.install?.debootstrap?.proxy, null);
