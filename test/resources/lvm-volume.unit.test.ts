@@ -3,7 +3,21 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { checkInputs, parseSize, formatSize, planDiff, VERSION, parseProbe } from "../../provider";
+import { spawnSync } from "node:child_process";
+import {
+  checkInputs,
+  createScript,
+  deleteScript,
+  formatSize,
+  parseProbe,
+  parseSize,
+  planDiff,
+  probeScript,
+  updateScript,
+  VERSION,
+  type LvmVolumeOutputs,
+} from "../../provider";
+import { shellSplices } from "../support/quoting";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostKey = fixtureKeys.hostFingerprint;
@@ -156,5 +170,24 @@ describe("probe parsing", () => {
 
   test("a partition table counts as data", () => {
     assert.equal(parseProbe("XE-LV 4194304 4194304\nXE-FS PTTYPE=dos\n")?.fsType, "partition table (dos)");
+  });
+});
+
+describe("scripts", () => {
+  test("every script quotes the volume's names, messages included, even names check would refuse", () => {
+    const name = `web1$(touch /tmp/xe-x)"; x`;
+    const outs = created({}) as unknown as LvmVolumeOutputs;
+    const hostile = { ...outs, name, volumeGroup: `vg0'$HOME` };
+    for (const script of [
+      updateScript(hostile, { ...hostile, label: "new" }),
+      createScript(hostile),
+      deleteScript(hostile, "zero"),
+      probeScript(hostile.volumeGroup, name),
+    ]) {
+      const r = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(shellSplices(script, name), []);
+      assert.deepEqual(shellSplices(script, hostile.volumeGroup), []);
+    }
   });
 });
