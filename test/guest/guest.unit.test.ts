@@ -15,8 +15,15 @@ import {
   installScript,
   DebootstrapProgress,
   renderGuestConfig,
+  joinConnection,
+  Logger,
+  setLogSink,
+  type RemoteHost,
 } from "../../provider";
+import { waitForNetwork } from "../../provider/guest/domain";
 import { fixtureKeys } from "../support/fixture-keys";
+import { innerScripts, shellSplices } from "../support/quoting";
+import { RecordingHost } from "../support/recording-host";
 
 const hostKey = fixtureKeys.hostFingerprint;
 
@@ -321,6 +328,24 @@ describe("unattended install", () => {
       ["install.debootstrap.proxy"],
     );
     assert.doesNotMatch(failures[0]!.message, /hunter2/, "an overlong URL's password is not echoed either");
+  });
+
+  test("waiting for the network hands the address to the probe's shell as an argument, never as its code", async () => {
+    const g = ok("NatDomU", { ...nat, waitForNetwork: { port: 22 } });
+    const ip = `10.0.0.5$(touch /tmp/xe-x)'`;
+    const host = new RecordingHost(joinConnection(g.connection, undefined), new Logger(""), {
+      fresh: false,
+      running: true,
+      current: {},
+    });
+    const ctx = { host: host as unknown as RemoteHost, log: new Logger(""), conn: host.conn };
+    setLogSink(() => {});
+    await waitForNetwork(ctx, { ...g, vifs: [{ ...g.vifs[0]!, ip }] });
+    setLogSink(undefined);
+    const script = host.recorded[0]!.text;
+    assert.deepEqual(shellSplices(script, ip), []);
+    for (const inner of innerScripts(script)) assert.ok(!inner.includes("xe-x"), inner);
+    assert.equal(spawnSync("bash", ["-n"], { input: script }).status, 0);
   });
 
   test("an empty proxy is no proxy (as an empty value is absent everywhere), not a check that silently fails", () => {
