@@ -224,8 +224,10 @@ export function checkUrl(
   if (v === undefined) return undefined;
   if (v === UNKNOWN) return { url: UNKNOWN, user: null, password: null };
   const m = URL.exec(v);
-  // The value may hold a password: never echo one.
-  const shown = /@/.test(v) ? v.replace(/\/\/[^@/]*@/, "//[secret]@") : v;
+  // The value may hold a password, wherever a malformed URL put it: everything before the last `@` is hidden.
+  const at = v.lastIndexOf("@");
+  const shown =
+    at < 0 ? v : `${/^https?:\/\//.test(v) ? v.slice(0, v.indexOf("//") + 2) : ""}[secret]${v.slice(at)}`;
   if (!m || (m[5] !== undefined && (Number(m[5]) < 1 || Number(m[5]) > 65535))) {
     c.fail(key, shown, URL_RULE);
     return undefined;

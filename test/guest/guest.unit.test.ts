@@ -321,6 +321,13 @@ describe("unattended install", () => {
       );
       assert.match(failures[0]!.message, /\/\/\[secret\]@deb\.example\.org/);
     }
+    // A URL malformed before its userinfo (found by fast-check): the password still is not shown.
+    const odd = checkInputs("NatDomU", {
+      ...nat,
+      install: { debootstrap: { mirror: "http:/$(x)/u:hunter2secret@deb.example.org/d" } },
+    }).failures;
+    assert.equal(odd[0]?.property, "install.debootstrap.mirror");
+    assert.doesNotMatch(odd[0]!.message, /hunter2/);
     const long = `http://u:hunter2secret@deb.example.org/${"d".repeat(3000)}`;
     const { failures } = checkInputs("NatDomU", { ...nat, install: { debootstrap: { proxy: long } } });
     assert.deepEqual(
