@@ -5,8 +5,12 @@
  * quotes with the structure of the valid input's file. Shared by the unit suite (which judges) and the ssh suite
  * (which runs the accepted cases' scripts for real).
  */
-import { spawn } from "node:child_process";
-import { runtime } from "../../provider";
+import { execFile } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { RefusedError, runtime } from "../../provider";
 import { containsUnknown } from "../../provider/core/validate";
 import { checkInputs } from "../../provider/framework/plan";
 import { NAT_CONF, NAT_SCRIPT, XEN_CONFIG_DIR } from "../../provider/guest/paths";
@@ -26,6 +30,8 @@ import {
   shellWords,
 } from "./quoting";
 import { recordLifecycle, type OperationRecord } from "./recording-host";
+
+const run = promisify(execFile);
 
 /** Strings of the valid inputs that are secrets: no failure message may contain them. */
 export const KNOWN_SECRETS = [
@@ -75,6 +81,8 @@ export interface Baseline {
   files: Map<string, string>;
   /** Files written into the guest's filesystem by the install, by path. */
   guestFiles: Map<string, string>;
+  /** The checked valid inputs as JSON, to recognise a case that normalises to them. */
+  inputsJson: string;
 }
 
 export async function baselineOf(variant: KindVariant): Promise<Baseline> {
@@ -97,6 +105,7 @@ export async function baselineOf(variant: KindVariant): Promise<Baseline> {
     allText: operations.flatMap((o) => o.recorded.map((r) => r.text)).join("\n"),
     files: filesByRole(inputs),
     guestFiles: guestFilesOf(operations),
+    inputsJson: JSON.stringify(inputs),
   };
 }
 
@@ -153,16 +162,19 @@ function guestFilesIn(script: string): Map<string, string> {
   return out;
 }
 
-/** Syntax checks by skeleton: bash never looks inside '…' or a quoted here-document, so one check per shape. */
+/**
+ * Syntax checks by skeleton: bash never looks inside '…' or a quoted here-document, so one check per shape. Checks
+ * are batched: one bash runs `bash -n` on each script of a batch in turn (a process per script is still started,
+ * by bash, which is much cheaper than starting one from node), each script in a file of its own so that none can
+ * run into the next.
+ */
 export class SyntaxChecker {
   private readonly results = new Map<string, Promise<string | null>>();
-  private running = 0;
-  private readonly queue: (() => void)[] = [];
-  runs = 0;
-
-  constructor(private readonly concurrency = 2) {}
-
   private readonly byText = new Map<string, Promise<string | null>>();
+  private batch: { script: string; resolve: (r: string | null) => void; reject: (e: unknown) => void }[] = [];
+  private flushing: Promise<void> = Promise.resolve();
+  /** Scripts given to `bash -n`. */
+  runs = 0;
 
   /** Whether this exact script was checked already (no need to lex it for the check). */
   seen(script: string): boolean {
@@ -176,42 +188,48 @@ export class SyntaxChecker {
     const key = shellSkeleton(script, lexed);
     let r = this.results.get(key);
     if (!r) {
-      r = this.limited(() => bashN(script));
+      r = new Promise<string | null>((resolve, reject) => this.batch.push({ script, resolve, reject }));
       this.results.set(key, r);
+      if (this.batch.length === 1) setImmediate(() => this.flush());
+      if (this.batch.length >= 64) this.flush();
     }
     if (this.byText.size < 50_000) this.byText.set(script, r);
     return r;
   }
 
-  private limited<T>(fn: () => Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const start = (): void => {
-        this.running++;
-        this.runs++;
-        fn()
-          .then(resolve, reject)
-          .finally(() => {
-            this.running--;
-            this.queue.shift()?.();
-          });
-      };
-      if (this.running < this.concurrency) start();
-      else this.queue.push(start);
-    });
+  private flush(): void {
+    const batch = this.batch;
+    this.batch = [];
+    if (batch.length === 0) return;
+    this.runs += batch.length;
+    this.flushing = this.flushing.then(() =>
+      bashNAll(batch.map((b) => b.script)).then(
+        (out) => batch.forEach((b, i) => b.resolve(out[i]!)),
+        (err) => batch.forEach((b) => b.reject(err)),
+      ),
+    );
   }
 }
 
-/** `bash -n` on a script wrapped the way RemoteHost.script wraps it (a function body). */
-function bashN(script: string): Promise<string | null> {
-  return new Promise((resolve, reject) => {
-    const p = spawn("bash", ["-n"], { stdio: ["pipe", "ignore", "pipe"] });
-    let err = "";
-    p.stderr.on("data", (c: Buffer) => (err += c.toString()));
-    p.on("error", reject);
-    p.on("close", (code) => resolve(code === 0 ? null : err.trim().split("\n").slice(0, 3).join(" | ")));
-    p.stdin.on("error", () => {});
-    p.stdin.end(`__xen_estate_main() {\n${script}\n}\n`);
-  });
+/** `bash -n` on each script, wrapped the way RemoteHost.script wraps it (a function body); null where it parses. */
+async function bashNAll(scripts: readonly string[]): Promise<(string | null)[]> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-hostile-syntax-"));
+  try {
+    const files = scripts.map((s, i) => {
+      const f = path.join(dir, String(i));
+      fs.writeFileSync(f, `__xen_estate_main() {\n${s}\n}\n`);
+      return f;
+    });
+    const loop = `for f in "$@"; do if ! out=$(bash -n "$f" 2>&1); then printf '%s\\0%s\\0' "\${f##*/}" "$out"; fi; done`;
+    const { stdout } = await run("bash", ["-c", loop, "xe-syntax", ...files], { maxBuffer: 64 * 2 ** 20 });
+    const out: (string | null)[] = scripts.map(() => null);
+    const parts = stdout.split("\0");
+    for (let k = 0; k + 1 < parts.length; k += 2)
+      out[Number(parts[k])] = parts[k + 1]!.trim().split("\n").slice(0, 3).join(" | ");
+    return out;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -270,12 +288,50 @@ export async function judge(
   res.accepted = true;
   const inputs = checked.inputs as Record<string, unknown>;
   if (containsUnknown(inputs)) return res; // not known yet: nothing runs until it is
+  // Normalised to exactly the valid inputs (a default for null, "2" for 2): judged already, as the valid run.
+  if (JSON.stringify(inputs) === base.inputsJson) return res;
   // 3. Every script parses and holds the value as data; every file keeps it inside its quotes.
-  const { operations } = await recordLifecycle(variant.kind, inputs, base.outs ?? undefined);
+  const pending = await judgeScripts(base, res, inputs, value, hostile, syntax);
+  // An empty or blank string is an absent value to check (the input's default applies), which may change a
+  // file's structure as leaving the input out would: that is not a value leaving its quotes.
+  judgeFiles(
+    base,
+    inputs,
+    res.operations,
+    hostile && typeof value === "string"
+      ? distinctive(value, base.allText, isCommandPath(base, res.path))
+      : [],
+    hostile && typeof value === "string" && value.trim() !== "",
+    (msg) => void res.problems.push(msg),
+  );
+  res.done = Promise.all(pending).then(() => undefined);
+  return res;
+}
+
+function isCommandPath(base: Baseline, path: string): boolean {
+  return (KIND_INPUTS[base.variant.kind]?.commands ?? []).includes(path);
+}
+
+/**
+ * Runs the lifecycle on checked `inputs` against the simulator and judges every script it sends: it parses
+ * (`bash -n`, returned as pending checks) and holds `value` only as data.
+ */
+async function judgeScripts(
+  base: Baseline,
+  res: CaseResult,
+  inputs: Record<string, unknown>,
+  value: unknown,
+  hostile: boolean,
+  syntax: SyntaxChecker,
+  refusalIsFine = false,
+): Promise<Promise<void>[]> {
+  const p = (msg: string): void => void res.problems.push(msg);
+  const { operations } = await recordLifecycle(base.variant.kind, inputs, base.outs ?? undefined);
   res.operations = operations;
   for (const o of operations)
-    if (o.error) p(`${o.operation} failed against the simulator: ${o.error.message}`);
-  const isCommand = (KIND_INPUTS[variant.kind]?.commands ?? []).includes(res.path);
+    if (o.error && !(refusalIsFine && o.error instanceof RefusedError))
+      p(`${o.operation} failed against the simulator: ${o.error.message}`);
+  const isCommand = isCommandPath(base, res.path);
   const needles = hostile && typeof value === "string" ? distinctive(value, base.allText, isCommand) : [];
   const pending: Promise<void>[] = [];
   for (const o of operations)
@@ -302,16 +358,33 @@ export async function judge(
           for (const n of present)
             for (const s of shellSplices(inner, n)) p(`${where}: inside bash -c: spliced ${s}`);
     }
-  // An empty or blank string is an absent value to check (the input's default applies), which may change a
-  // file's structure as leaving the input out would: that is not a value leaving its quotes.
-  judgeFiles(
-    base,
-    inputs,
-    operations,
-    needles,
-    hostile && typeof value === "string" && value.trim() !== "",
-    p,
-  );
+  return pending;
+}
+
+/**
+ * Defence in depth: `value` put into inputs *after* check (as if check had let it through), at `path` of the
+ * checked inputs. Every script must still parse and hold the value as data: quoting does not rely on validation.
+ */
+export async function judgeUnchecked(
+  base: Baseline,
+  path: InputPath,
+  valueId: string,
+  value: string,
+  syntax: SyntaxChecker,
+  inputs: Record<string, unknown>,
+): Promise<CaseResult> {
+  const res: CaseResult = {
+    variant: base.variant.name,
+    path: pathText(path),
+    valueId,
+    value,
+    accepted: true,
+    problems: [],
+    operations: [],
+    done: Promise.resolve(),
+  };
+  // A value check would have refused may make the lifecycle refuse too (an owner tag that cannot match): safe.
+  const pending = await judgeScripts(base, res, inputs, value, true, syntax, true);
   res.done = Promise.all(pending).then(() => undefined);
   return res;
 }

@@ -77,7 +77,9 @@ function answer(script: string, w: World): string {
   // guest engine
   if (script.includes('echo "config absent"')) {
     const owner = "owner" in w ? w.owner : cur.owner;
-    return w.fresh ? "config absent" : `config owner ${typeof owner === "string" ? owner : ""}`;
+    // The script prints the first line the owner tag starts (sed … | head -n1).
+    const line = typeof owner === "string" ? owner.split("\n")[0] : "";
+    return w.fresh ? "config absent" : `config owner ${line}`;
   }
   if (script.includes('print "domid", $2, $5')) return w.running ? "domid 7 -b----" : "absent";
   if (/^xl create -q /.test(script)) {
@@ -223,12 +225,29 @@ export async function recordLifecycle(
   if (plan) {
     const p = plan;
     // A stopped guest is installed and started by update; a running one is restarted or changed live.
-    await op("update", { fresh: false, running: false, current: inputs, owner: before.owner }, (ctx) =>
-      kind.update(ctx, id, before, inputs, p),
-    );
-    await op("update-running", { fresh: false, running: true, current: inputs, owner: before.owner }, (ctx) =>
-      kind.update(ctx, id, before, inputs, p),
-    );
+    const stopped = await op(
+      "update",
+      { fresh: false, running: false, current: inputs, owner: before.owner },
+      (ctx) => kind.update(ctx, id, before, inputs, p),
+    ).then(() => operations[operations.length - 1]!);
+    // Only a kind that asked whether a domain runs can do anything else when one does.
+    if (stopped.recorded.some((r) => r.text.includes('print "domid", $2, $5')))
+      await op(
+        "update-running",
+        { fresh: false, running: true, current: inputs, owner: before.owner },
+        (ctx) => kind.update(ctx, id, before, inputs, p),
+      );
+  } else if (olds) {
+    // The engine replaces instead: the update scripts still run for the resource these inputs made (as after a
+    // refresh found drift), which is how an input that forces a replacement (a volume's name) reaches them.
+    try {
+      const p = planDiff(kindName, made, inputs);
+      await op("update-in-place", { fresh: false, running: true, current: inputs }, (ctx) =>
+        kind.update(ctx, id, made, inputs, p),
+      );
+    } catch (err) {
+      operations.push({ operation: "update-in-place", recorded: [], skipped: (err as Error).message });
+    }
   }
   await op("delete", { fresh: false, running: true, current: made }, (ctx) => kind.delete(ctx, id, made));
   if (kindName === "RemoteFile") {
