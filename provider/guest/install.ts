@@ -132,7 +132,7 @@ function withRootMounted(g: GuestInputs, body: string[]): string {
  */
 export function installScript(g: GuestInputs, swapVdevs: readonly string[] = []): string {
   const inst = g.install;
-  const settings = guestSettingsOf(g);
+  const settings = g.guestSettings ?? guestSettingsOf(g);
   if (!inst || !settings) return "";
   const root = g.disks[0]!;
   const release = directKernelRelease(g);
@@ -177,8 +177,9 @@ export function installScript(g: GuestInputs, swapVdevs: readonly string[] = [])
         : []),
       ...(d.proxy ? [`export http_proxy=${shellQuote(d.proxy)} https_proxy=${shellQuote(d.proxy)}`] : []),
       `xe_say ${shellQuote(`debootstrap ${d.suite} from ${d.mirror}`)}`,
-      // Every line goes to stderr: the provider turns them into progress and keeps the tail for errors.
-      `debootstrap --arch=amd64 --variant=${shellQuote(d.variant)} --include=${shellQuote(packages.join(","))} -- ${shellQuote(d.suite)} "$mnt" ${shellQuote(d.mirror)} >&2`,
+      // Every line goes to stderr: the provider turns them into progress and keeps the tail for errors. (debootstrap
+      // takes no `--`; the suite, checked to start with a letter, cannot pass for an option.)
+      `debootstrap --arch=amd64 --variant=${shellQuote(d.variant)} --include=${shellQuote(packages.join(","))} ${shellQuote(d.suite)} "$mnt" ${shellQuote(d.mirror)} >&2`,
       `rm -rf "$mnt"/var/cache/apt/archives/*.deb`,
       put("/etc/fstab", guestFstab(g, swapVdevs)),
       ...(d.mirrorUser
@@ -239,7 +240,7 @@ export function installScript(g: GuestInputs, swapVdevs: readonly string[] = [])
  * filesystem, keeping each replaced file under /var/backups/xen-estate inside the guest.
  */
 export function settingsScript(g: GuestInputs): string {
-  const settings = guestSettingsOf(g);
+  const settings = g.guestSettings ?? guestSettingsOf(g);
   if (!settings) return "";
   return withRootMounted(g, [
     `[ -e "$mnt/etc/os-release" ] || [ -e "$mnt/sbin/init" ] || [ -L "$mnt/sbin/init" ] || xe_refuse ${shellQuote(`${g.disks[0]!.path} holds no installed system to reconfigure`)}`,

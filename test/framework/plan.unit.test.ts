@@ -14,6 +14,7 @@ import {
   VERSION,
 } from "../../provider";
 import { registerKinds } from "../../provider/framework/registry";
+import { checked as check } from "../support/checked";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostFp = fixtureKeys.hostFingerprint;
@@ -28,12 +29,7 @@ const base = {
 };
 
 function checked(over: Record<string, unknown> = {}): Record<string, unknown> {
-  const { inputs, failures } = checkInputs("RemoteFile", { ...base, ...over });
-  assert.deepEqual(
-    failures.map((f) => f.message),
-    [],
-  );
-  return inputs!;
+  return check("RemoteFile", { ...base, ...over });
 }
 
 describe("check", () => {
