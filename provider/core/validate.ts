@@ -147,7 +147,9 @@ export class Checker {
       return this.fail(key, v, "is required");
     }
     if (typeof v === "string" && (allowed as readonly string[]).includes(v)) return v as T;
-    const hint = typeof v === "string" ? didYouMean(v, allowed) : undefined;
+    // A typo is a word, not a page: the edit distance of a long value to each allowed word costs its length times
+    // the word's, for a hint nobody needs.
+    const hint = typeof v === "string" && v.length <= 64 ? didYouMean(v, allowed) : undefined;
     return this.fail(key, v, `must be one of ${allowed.map((a) => `"${a}"`).join(", ")}`, hint);
   }
 

@@ -50,9 +50,19 @@ export function checkInputs(
     c.fail("", undefined, `could not be checked (${(err as Error).message.split("\n")[0]})`);
   }
   if (!c.ok) return { failures: c.errors };
-  // Something is not known yet and the kind could not normalise around it: pass the inputs through; they are
-  // checked in full at `up`, when every value is known.
-  if (!connection || !own) return { inputs: { ...news }, failures: [] };
+  if (!connection || !own) {
+    // Something is not known yet and the kind could not normalise around it: pass the inputs through; they are
+    // checked in full at `up`, when every value is known.
+    if (containsUnknown(news)) return { inputs: { ...news }, failures: [] };
+    // Everything is known and nothing failed, yet the check made no inputs: a bug in that check. Unchecked
+    // inputs must never reach a host, so this is a failure too.
+    c.fail(
+      "",
+      undefined,
+      `could not be checked (the ${kind.name} check accepted the inputs without normalising them; please report this)`,
+    );
+    return { failures: c.errors };
+  }
   const inputs: Record<string, unknown> = {
     ...own,
     connection,

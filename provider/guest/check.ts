@@ -217,22 +217,45 @@ export function checkUrl(
   key: string,
   def?: string,
 ): CheckedUrl | undefined {
-  const v = c.string(obj, key, def !== undefined ? { default: def, max: 2048 } : { max: 2048 });
+  // A value with an `@` may hold a password: one that is not even a short string is never shown.
+  const raw = obj[key];
+  const secret = typeof raw === "string" && raw.includes("@");
+  const v = c.string(obj, key, { ...(def !== undefined ? { default: def } : {}), max: 2048, secret });
   if (v === undefined) return undefined;
   if (v === UNKNOWN) return { url: UNKNOWN, user: null, password: null };
   const m = URL.exec(v);
-  // The value may hold a password: never echo one.
-  const shown = m?.[3] ? v.replace(`:${m[3]}@`, ":[secret]@") : v;
+  // The value may hold a password, wherever a malformed URL put it: everything before the last `@` is hidden.
+  const at = v.lastIndexOf("@");
+  const shown =
+    at < 0 ? v : `${/^https?:\/\//.test(v) ? v.slice(0, v.indexOf("//") + 2) : ""}[secret]${v.slice(at)}`;
   if (!m || (m[5] !== undefined && (Number(m[5]) < 1 || Number(m[5]) > 65535))) {
-    c.fail(key, /@/.test(v) ? shown.replace(/\/\/[^@/]*@/, "//[secret]@") : v, URL_RULE);
+    c.fail(key, shown, URL_RULE);
+    return undefined;
+  }
+  // The credentials go, decoded, into wget's and apt's line-based files (one setting per line, words separated by
+  // blanks): each must be a valid percent-encoding of printable characters without blanks.
+  const user = m[2] ? decodeCredential(m[2]) : null;
+  const password = m[3] ? decodeCredential(m[3]) : null;
+  if (user === undefined || password === undefined) {
+    c.fail(key, shown, CREDENTIAL_RULE);
     return undefined;
   }
   const url = `${m[1]}://${m[4]}${m[5] ? `:${m[5]}` : ""}${m[6] ?? ""}`;
-  return {
-    url,
-    user: m[2] ? decodeURIComponent(m[2]) : null,
-    password: m[3] ? decodeURIComponent(m[3]) : null,
-  };
+  return { url, user, password };
+}
+
+const CREDENTIAL_RULE =
+  "must have a user and password that decode to printable characters without blanks or quotes (valid `%XX` escapes)";
+
+/** A URL's user or password, decoded; undefined when the escapes are invalid or it decodes to what no file can hold. */
+function decodeCredential(text: string): string | undefined {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
+  return /^[\x21-\x7e]+$/.test(decoded) && !/["'\\]/.test(decoded) ? decoded : undefined;
 }
 
 /** Validates `install`: exactly one source, safe paths, URLs, package names and keys. Pure. */
@@ -313,7 +336,11 @@ export function checkInstall(
     rule: "must be a release codename such as bookworm, trixie or noble",
   });
   const mirror = checkUrl(dc, d, "mirror", "http://deb.debian.org/debian");
-  const proxy = d.proxy === undefined || d.proxy === null ? null : (checkUrl(dc, d, "proxy") ?? undefined);
+  // An empty proxy is no proxy, as an empty string is an absent value everywhere else.
+  const proxy =
+    d.proxy === undefined || d.proxy === null || d.proxy === ""
+      ? null
+      : (checkUrl(dc, d, "proxy") ?? undefined);
   const variant = dc.oneOf(d, "variant", ["minbase", "buildd", "default"], "minbase");
   const includeRaw = dc.array(d, "include") ?? [];
   const include: string[] = [];

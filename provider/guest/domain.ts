@@ -77,9 +77,10 @@ export async function waitForNetwork(ctx: Context, g: GuestInputs): Promise<void
   const { port, timeoutSeconds } = g.waitForNetwork;
   const what = `${g.name} (${ip})${port ? ` on port ${port}` : ""}`;
   ctx.log.progress(`waiting up to ${timeoutSeconds} s for ${what} to answer`);
+  // The address and port are the inner shell's arguments, never part of its code.
   const probe = port
-    ? `timeout 3 bash -c ${shellQuote(`exec 3<>/dev/tcp/${ip}/${port}`)}`
-    : `ping -c1 -W2 ${shellQuote(ip)} >/dev/null`;
+    ? `timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' xe-probe ${shellQuote(ip)} ${shellQuote(port)}`
+    : `ping -c1 -W2 -- ${shellQuote(ip)} >/dev/null`;
   await ctx.host.script(
     [
       `end=$(( $(date +%s) + ${timeoutSeconds} ))`,

@@ -43,8 +43,8 @@ export interface WriteOptions {
   /** Octal permission bits. @default "644" */
   mode?: string;
   /**
-   * Command that must succeed on the new content before it replaces the old; `%s` is the temp file's path
-   * (e.g. `sshd -t -f %s`, `varnishd -C -f %s`).
+   * Command line that must succeed on the new content before it replaces the old, run by `bash -c`; `%s` stands for
+   * the temp file's path as one word, so leave it unquoted (e.g. `sshd -t -f %s`, `varnishd -C -f %s`).
    */
   validate?: string;
   /** Take the per-host lock around the write. @default true */
@@ -169,7 +169,11 @@ export function writeFileScript(path: string, content: string | Buffer, opts: Wr
   const q = shellQuote(path);
   const { dir, base, backupDir, original } = backupLocation(path);
   const delimiter = `XEN_ESTATE_${sha256(content).slice(0, 16)}`;
-  const validate = opts.validate ? opts.validate.split("%s").join('"$tmp"') : undefined;
+  // The validation command is a command line by contract, but it is never spliced into this script: its own bash
+  // runs it, quoted as one word, with the temp file's path as `$1`, so no value in it can reach this script's syntax.
+  const validate = opts.validate
+    ? `bash -o pipefail -c ${shellQuote(opts.validate.split("%s").join('"$1"'))} xe-validate "$tmp"`
+    : undefined;
   const backupMode = opts.sensitive ? "600" : "";
   const body = [
     regularOrAbsent(q, path),

@@ -1,20 +1,25 @@
 /**
- * The shared rules of every check: paths, host names, sizes and the way values are shown in failures.
+ * The shared rules of every check: paths, host names, sizes, the way values are shown in failures, and shell
+ * quoting.
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import fc from "fast-check";
 import {
+  Checker,
   checkInputs,
   isSafeAbsolutePath,
   MAX_SIZE_BYTES,
   parseSize,
   PATH_RULE,
+  shellQuote,
   showValue,
   VERSION,
 } from "../../provider";
 import { isHostName } from "../../provider/core/validate";
 import { fixtureKeys } from "../support/fixture-keys";
+import { hostileStringArb } from "../support/hostile";
 
 const connection = { host: "dom0", hostKey: fixtureKeys.hostFingerprint };
 
@@ -186,5 +191,35 @@ describe("showing values in failures", () => {
     assert.equal(failures[0]?.property, "connection.user");
     assert.doesNotMatch(failures[0].message, /Tr0ub4dor/);
     assert.match(failures[0].message, /\[secret\] \(11 characters\)/);
+  });
+});
+
+describe("Checker.oneOf", () => {
+  test("suggests the closest word for a short typo, and does not compare a long value with every word", () => {
+    const allowed = ["destroy", "restart", "preserve"] as const;
+    const c = new Checker();
+    c.oneOf({ a: "restrat" }, "a", allowed);
+    assert.match(c.errors[0]!.message, /Did you mean "restart"\?/);
+    const long = new Checker();
+    long.oneOf({ a: `restart${"x".repeat(100_000)}` }, "a", allowed);
+    assert.equal(long.errors.length, 1);
+    assert.equal(long.errors[0]!.hint, undefined, "no edit distance over a 100k value");
+  });
+});
+
+describe("shellQuote", () => {
+  test("bash reads every quoted value back as exactly that one word (property)", () => {
+    const values = fc.sample(
+      fc.oneof(hostileStringArb, fc.string({ unit: "binary" })).map((s) => s.replace(/\0/g, "")),
+      { numRuns: 400, seed: 9 },
+    );
+    const r = spawnSync("bash", ["-c", `printf '%s\\0' ${values.map(shellQuote).join(" ")}`], {
+      encoding: "utf8",
+      maxBuffer: 64 * 2 ** 20,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    // A lone surrogate has no UTF-8 form: it reaches bash (and comes back) as U+FFFD either way.
+    const asSent = values.map((v) => Buffer.from(v, "utf8").toString("utf8"));
+    assert.deepEqual(r.stdout.split("\0").slice(0, -1), asSent);
   });
 });

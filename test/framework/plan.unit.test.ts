@@ -4,7 +4,16 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { checkInputs, planDiff, providerFor, runtime, VERSION } from "../../provider";
+import {
+  checkInputs,
+  planDiff,
+  providerFor,
+  remoteFileKind,
+  runtime,
+  UNKNOWN,
+  VERSION,
+} from "../../provider";
+import { registerKinds } from "../../provider/framework/registry";
 import { checked as check } from "../support/checked";
 import { fixtureKeys } from "../support/fixture-keys";
 
@@ -52,6 +61,15 @@ describe("check", () => {
   test("refuses a validate command without the %s placeholder", () => {
     const { failures } = checkInputs("RemoteFile", { ...base, validate: "sshd -t" });
     assert.equal(failures[0]?.property, "validate");
+  });
+
+  test("a kind's check that makes no inputs without a failure is itself a failure: unchecked inputs never pass", () => {
+    registerKinds([{ ...remoteFileKind, name: "XeSilentCheck", check: () => undefined }]);
+    const { inputs, failures } = checkInputs("XeSilentCheck", base);
+    assert.equal(inputs, undefined);
+    assert.match(failures[0]?.message ?? "", /could not be checked .*XeSilentCheck/);
+    // Values not known yet (preview) still pass through, to be checked at `up`.
+    assert.deepEqual(checkInputs("XeSilentCheck", { ...base, path: UNKNOWN }).failures, []);
   });
 });
 

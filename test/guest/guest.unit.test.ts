@@ -17,9 +17,16 @@ import {
   renderGuestConfig,
   settingsScript,
   configPath,
+  joinConnection,
+  Logger,
+  setLogSink,
+  type RemoteHost,
 } from "../../provider";
 import { planNote } from "../../provider/framework/plan";
+import { waitForNetwork } from "../../provider/guest/domain";
 import { fixtureKeys } from "../support/fixture-keys";
+import { innerScripts, shellSplices } from "../support/quoting";
+import { RecordingHost } from "../support/recording-host";
 
 const hostKey = fixtureKeys.hostFingerprint;
 
@@ -300,6 +307,61 @@ describe("unattended install", () => {
       proxyPassword: null,
     });
     assert.equal(g.install?.image, null);
+  });
+
+  test("mirror credentials must decode to what wget's and apt's line-based files can hold, and are never shown", () => {
+    for (const mirror of [
+      "http://u:%E0%A4%A@deb.example.org/debian", // not a valid escape (decoding threw: the check failed unnamed)
+      "http://u:p%0Ahttp_proxy%20=%20http://evil@deb.example.org/debian", // a newline: a second wgetrc line
+      "http://u:p%20machine%20evil@deb.example.org/debian", // a blank: more words in apt's auth.conf
+      "http://u%00:p@deb.example.org/debian",
+    ]) {
+      const { failures } = checkInputs("NatDomU", { ...nat, install: { debootstrap: { mirror } } });
+      assert.deepEqual(
+        failures.map((f) => f.property),
+        ["install.debootstrap.mirror"],
+        mirror,
+      );
+      assert.match(failures[0]!.message, /\/\/\[secret\]@deb\.example\.org/);
+    }
+    // A URL malformed before its userinfo (found by fast-check): the password still is not shown.
+    const odd = checkInputs("NatDomU", {
+      ...nat,
+      install: { debootstrap: { mirror: "http:/$(x)/u:hunter2secret@deb.example.org/d" } },
+    }).failures;
+    assert.equal(odd[0]?.property, "install.debootstrap.mirror");
+    assert.doesNotMatch(odd[0]?.message ?? "", /hunter2/);
+    const long = `http://u:hunter2secret@deb.example.org/${"d".repeat(3000)}`;
+    const { failures } = checkInputs("NatDomU", { ...nat, install: { debootstrap: { proxy: long } } });
+    assert.deepEqual(
+      failures.map((f) => f.property),
+      ["install.debootstrap.proxy"],
+    );
+    assert.doesNotMatch(failures[0]!.message, /hunter2/, "an overlong URL's password is not echoed either");
+  });
+
+  test("waiting for the network hands the address to the probe's shell as an argument, never as its code", async () => {
+    const g = ok("NatDomU", { ...nat, waitForNetwork: { port: 22 } });
+    const ip = `10.0.0.5$(touch /tmp/xe-x)'`;
+    const host = new RecordingHost(joinConnection(g.connection, undefined), new Logger(""), {
+      fresh: false,
+      running: true,
+      current: {},
+    });
+    const ctx = { host: host as unknown as RemoteHost, log: new Logger(""), conn: host.conn };
+    setLogSink(() => {});
+    await waitForNetwork(ctx, { ...g, vifs: [{ ...g.vifs[0]!, ip }] });
+    setLogSink(undefined);
+    const script = host.recorded[0]!.text;
+    assert.deepEqual(shellSplices(script, ip), []);
+    for (const inner of innerScripts(script)) assert.ok(!inner.includes("xe-x"), inner);
+    assert.equal(spawnSync("bash", ["-n"], { input: script }).status, 0);
+  });
+
+  test("an empty proxy is no proxy (as an empty value is absent everywhere), not a check that silently fails", () => {
+    const g = ok("NatDomU", { ...nat, install: { debootstrap: { proxy: "" } } });
+    assert.equal(g.install?.debootstrap?.proxy, null);
+    assert.ok(installScript(g).includes("debootstrap --arch=amd64"));
   });
 
   test("the install script hands every value to the shell quoted, and parses", () => {

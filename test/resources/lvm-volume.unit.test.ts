@@ -3,6 +3,7 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import {
   checkInputs,
   createScript,
@@ -21,6 +22,7 @@ import {
 import type { LvmVolumeInputs, LvmVolumeOutputs } from "../../provider";
 import { fakeHost } from "../support/fake-host";
 import { checked as check } from "../support/checked";
+import { shellSplices } from "../support/quoting";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostKey = fixtureKeys.hostFingerprint;
@@ -171,6 +173,25 @@ describe("probe parsing", () => {
   });
 });
 
+describe("scripts", () => {
+  test("every script quotes the volume's names, messages included, even names check would refuse", () => {
+    const name = `web1$(touch /tmp/xe-x)"; x`;
+    const outs = created({}) as unknown as LvmVolumeOutputs;
+    const hostile = { ...outs, name, volumeGroup: `vg0'$HOME` };
+    for (const script of [
+      updateScript(hostile, { ...hostile, label: "new" }),
+      createScript(hostile),
+      deleteScript(hostile, "zero"),
+      probeScript(hostile.volumeGroup, name),
+    ]) {
+      const r = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(shellSplices(script, name), []);
+      assert.deepEqual(shellSplices(script, hostile.volumeGroup), []);
+    }
+  });
+});
+
 describe("probes that cannot look", () => {
   test("a probe with no answer is an error, never an absent volume", () => {
     assert.throws(() => parseProbe(""), /the volume probe gave no answer/);
@@ -201,7 +222,7 @@ describe("a volume a guest holds", () => {
     assert.ok(refusal > 0 && refusal < relabel, "the refusal comes before any relabel");
     assert.match(
       script,
-      /if \[ -n "\$holder" \]; then echo "WARN vg0\/web1-root grew, but its filesystem belongs to guest/,
+      /if \[ -n "\$holder" \]; then printf '%s\\n' 'WARN vg0\/web1-root grew, but its filesystem belongs to guest '"\$holder"/,
     );
   });
 });

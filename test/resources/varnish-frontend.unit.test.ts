@@ -14,7 +14,13 @@ import {
   VERSION,
 } from "../../provider";
 import type { VarnishFrontendInputs, VarnishFrontendOutputs } from "../../provider";
-import { dropInDigest, vclDigest } from "../../provider/resources/varnish-frontend/scripts";
+import { spawnSync } from "node:child_process";
+import {
+  dropInDigest,
+  vclDigest,
+  waitServingScript,
+} from "../../provider/resources/varnish-frontend/scripts";
+import { shellSplices } from "../support/quoting";
 import { fakeHost, fakeVarnishHost } from "../support/fake-host";
 import { fixtureKeys } from "../support/fixture-keys";
 
@@ -207,5 +213,16 @@ describe("loads and restarts that are owed", () => {
     });
     assert.ok(!h.summaries.includes("restart varnish"));
     assert.ok(!h.summaries.includes("load and use the new VCL"));
+  });
+});
+
+describe("the serving check's script", () => {
+  test("holds site names, ids and the listen address as quoted words, even values check would refuse", () => {
+    const name = `app.example.org$(touch /tmp/xe-x)"`;
+    const id = `site0";x`;
+    const listen = `10.0.0.1'$(y):80`;
+    const script = waitServingScript([{ id, hostnames: [name], probe: {} }], listen, 30);
+    assert.equal(spawnSync("bash", ["-n"], { input: script }).status, 0);
+    for (const v of [name, id, "10.0.0.1'$(y)"]) assert.deepEqual(shellSplices(script, v), [], v);
   });
 });

@@ -98,6 +98,8 @@ export interface SshdOptions {
   listen?: string;
   /** Run inside this network namespace. */
   netns?: string;
+  /** Words run before sshd's own command line (inside the namespace), e.g. to start it in a sandbox. */
+  wrap?: string[];
   /** Start the server only after this many milliseconds (the port is reserved but closed until then). */
   delayMs?: number;
   /** Extra sshd_config lines. */
@@ -147,7 +149,8 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   const configFile = path.join(dir, "sshd_config");
   fs.writeFileSync(configFile, config + "\n");
   const argv = ["/usr/sbin/sshd", "-D", "-e", "-f", configFile];
-  const cmd = opts.netns ? ["ip", "netns", "exec", opts.netns, ...argv] : argv;
+  const wrapped = [...(opts.wrap ?? []), ...argv];
+  const cmd = opts.netns ? ["ip", "netns", "exec", opts.netns, ...wrapped] : wrapped;
   let child: ChildProcess | undefined;
   const logStream = fs.createWriteStream(logFile);
   const start = (): void => {

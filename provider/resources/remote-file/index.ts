@@ -32,7 +32,10 @@ export interface RemoteFileArgs {
   readonly group?: pulumi.Input<string>;
   /** Octal permission bits (`"644"`, `"0600"`, `"4755"`), stored as `stat -c %a` prints them. @default "644" */
   readonly mode?: pulumi.Input<string>;
-  /** Command run on the new content before it is put in place; `%s` is its path (e.g. `sshd -t -f %s`). */
+  /**
+   * Command line run by bash on the new content before it is put in place; `%s` stands for its path as one word,
+   * so leave it unquoted (e.g. `sshd -t -f %s`).
+   */
   readonly validate?: pulumi.Input<string>;
   /** Create missing parent directories. @default false */
   readonly createDirectories?: pulumi.Input<boolean>;

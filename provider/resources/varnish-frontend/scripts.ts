@@ -79,7 +79,9 @@ export function waitServingScript(
     return { id: s.id, name, probed: !!s.probe };
   });
   return [
-    `answer() { exec 3<>/dev/tcp/${host}/${p} || return 1; printf 'GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n' "$1" >&3; IFS= read -r -t 10 status <&3 || status=; exec 3<&-; printf '%s' "$status" | awk '{print $2}'; }`,
+    // Every value is a quoted word or a variable's value, never part of the code around it.
+    `xe_host=${shellQuote(host)}; xe_port=${shellQuote(p ?? "")}`,
+    `answer() { exec 3<>"/dev/tcp/$xe_host/$xe_port" || return 1; printf 'GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n' "$1" >&3; IFS= read -r -t 10 status <&3 || status=; exec 3<&-; printf '%s' "$status" | awk '{print $2}'; }`,
     `end=$(( $(date +%s) + ${Math.max(1, Math.floor(timeoutSeconds))} ))`,
     `active=$(varnishadm -t 30 vcl.list | awk '$1 == "active" {print $NF}')`,
     `while :; do`,
@@ -89,10 +91,10 @@ export function waitServingScript(
       [
         ...(c.probed
           ? [
-              `  printf '%s\\n' "$backends" | awk -v b="$active.${c.id}" '$1 == b' | grep -qw healthy || waiting="$waiting ${c.name} (backend sick)"`,
+              `  printf '%s\\n' "$backends" | awk -v b="$active".${shellQuote(c.id)} '$1 == b' | grep -qw healthy || waiting="$waiting "${shellQuote(`${c.name} (backend sick)`)}`,
             ]
           : []),
-        `  code=$(answer ${shellQuote(c.name)} || true); case "$code" in ""|503) waiting="$waiting ${c.name} (HTTP \${code:-no answer})" ;; esac`,
+        `  code=$(answer ${shellQuote(c.name)} || true); case "$code" in ""|503) waiting="$waiting "${shellQuote(c.name)}" (HTTP \${code:-no answer})" ;; esac`,
       ].join("\n"),
     ),
     `  [ -n "$waiting" ] || exit 0`,

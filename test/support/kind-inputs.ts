@@ -1,0 +1,362 @@
+/**
+ * One valid set of inputs for every registered resource kind, as the engine hands them to `check` (connection and
+ * credentials already split), and a walker over their input paths. Tests that feed every input something hostile
+ * start from these: a kind without an entry here fails those tests until it gets one.
+ *
+ * Values are chosen to be distinctive (`vgxe`, `webxe-root`…) so that a test can find them, and anything made from
+ * them, in a rendered script or file.
+ */
+import { VERSION } from "../../provider";
+import { fixtureKeys } from "./fixture-keys";
+
+/** One variant of a kind's valid inputs. */
+export interface KindVariant {
+  /** `BridgedDomU/image`. */
+  name: string;
+  kind: string;
+  inputs: Record<string, unknown>;
+  /** The kind's first variant: the one on which the common inputs the kind reads are walked. */
+  first: boolean;
+}
+
+export interface KindEntry {
+  variants: { variant: string; inputs: Record<string, unknown> }[];
+  /**
+   * Inputs that are shell commands by contract (run as given, with the host's shell): a value there may run
+   * anything, so they are checked for reaching the script intact and quoted, not for the canary.
+   */
+  commands?: readonly string[];
+  /**
+   * Inputs checked against each other: a bad value of the key may be reported on the listed inputs instead (the
+   * rule is about the pair, e.g. "`maxVcpus` must be at least vcpus (42)").
+   */
+  related?: Readonly<Record<string, readonly string[]>>;
+}
+
+const hostKey = fixtureKeys.hostFingerprint;
+const guestKey = fixtureKeys.hostPublicKey;
+
+/** A connection with a jump host and credentials of every kind, as the engine passes it. */
+const connection = {
+  host: "dom0.xe-hostile.test",
+  port: 22,
+  user: "xeadmin",
+  hostKey,
+  commandTimeout: 600,
+  proxy: { host: "jump.xe-hostile.test", user: "xejump", hostKey, port: 2222 },
+};
+const credentials = {
+  password: "xe-hostile-password",
+  agentSocketPath: "/run/xe-hostile/agent.sock",
+  proxy: { password: "xe-hostile-jump-password" },
+};
+const common = { connection, credentials, xenEstateVersion: VERSION };
+/**
+ * The same with a private key. Parsing a key is the slowest part of `check` (about a millisecond), and what it
+ * does is the same for every kind, so one kind's inputs carry it.
+ */
+const commonWithKey = {
+  ...common,
+  credentials: { ...credentials, privateKey: fixtureKeys.clientPrivateKey },
+};
+
+const guestBase = {
+  ...common,
+  name: "webxe",
+  owner: "xe-project/xe-stack/webxe",
+  vcpus: 1,
+  maxVcpus: 2,
+  memoryMiB: 512,
+  type: "pvh",
+  autostart: true,
+  running: true,
+  onPoweroff: "destroy",
+  onReboot: "restart",
+  onCrash: "restart",
+  waitForNetwork: { port: 22, timeoutSeconds: 60 },
+  shutdownTimeoutSeconds: 60,
+};
+const directBoot = {
+  kernel: "/var/lib/xe-hostile/vmlinuz",
+  ramdisk: "/var/lib/xe-hostile/initrd.img",
+  cmdline: "root=/dev/xvda ro console=hvc0",
+};
+const disks = [
+  { path: "/dev/vgxe/webxe-root", vdev: "xvda", access: "rw" },
+  { path: "/dev/vgxe/webxe-swap", vdev: "xvdb", access: "rw" },
+];
+const imageInstall = {
+  image: "/var/lib/xe-hostile/rootfs.tar.gz",
+  nameservers: ["192.0.2.53", "192.0.2.54"],
+  authorizedKeys: [`${guestKey} xe-admin`],
+};
+const debootstrapInstall = {
+  debootstrap: {
+    suite: "bookworm",
+    // The middle of each URL (where the corpus inserts its pieces) lies in its password, which is decoded.
+    mirror: "http://xemirror:xemirrorpass@mirror.xe.test/d",
+    proxy: "http://xeproxy:xeproxypass@proxy.xe.test:31",
+    include: ["xe-tools", "curl"],
+    variant: "minbase",
+  },
+  nameservers: ["192.0.2.53"],
+  authorizedKeys: [`${guestKey} xe-admin`],
+};
+
+/** A guest's pairs: the boot values and their maxima. */
+const GUEST_RELATED = { vcpus: ["maxVcpus"], memoryMiB: ["maxMemoryMiB"] };
+
+/** The table. Keys are kind names; `kindNames()` must list no kind that is missing here. */
+export const KIND_INPUTS: Record<string, KindEntry> = {
+  RemoteFile: {
+    commands: ["validate", "reloadCommand"],
+    variants: [
+      {
+        variant: "plain",
+        inputs: {
+          ...commonWithKey,
+          path: "/etc/xe-hostile/app.conf",
+          content: "key = value\n",
+          owner: "daemon",
+          group: "adm",
+          mode: "0640",
+          validate: "test -s %s",
+          createDirectories: true,
+          reloadCommand: "true xe-reload",
+          sensitive: false,
+          keepBackups: true,
+        },
+      },
+      {
+        variant: "secret",
+        inputs: {
+          ...common,
+          path: "/etc/xe-hostile/secret.conf",
+          content: "token = xe-hostile-token\n",
+          validate: "grep -q token %s",
+          sensitive: true,
+          keepBackups: false,
+        },
+      },
+    ],
+  },
+  LvmVolume: {
+    related: { filesystem: ["label"] },
+    variants: [
+      {
+        variant: "ext4",
+        inputs: {
+          ...common,
+          volumeGroup: "vgxe",
+          name: "webxe-root",
+          size: "10GiB",
+          filesystem: "ext4",
+          label: "xelabel",
+          mkfsOptions: ["-m", "1"],
+          adopt: false,
+          allowReplace: false,
+          onDelete: "remove",
+          wipeOnDelete: "zero",
+        },
+      },
+      {
+        variant: "swap",
+        inputs: {
+          ...common,
+          volumeGroup: "vgxe",
+          name: "webxe-swap",
+          size: 536870912,
+          filesystem: "swap",
+          label: "xeswap",
+          adopt: true,
+          onDelete: "remove",
+          wipeOnDelete: "discard",
+        },
+      },
+    ],
+  },
+  BridgedDomU: {
+    related: GUEST_RELATED,
+    variants: [
+      {
+        variant: "direct+image",
+        inputs: {
+          ...guestBase,
+          boot: directBoot,
+          disks,
+          install: imageInstall,
+          ip: "203.0.113.10",
+          mac: "00:50:56:00:12:34",
+          bridge: "xenbr0",
+          prefix: 32,
+          gateway: "203.0.113.1",
+        },
+      },
+      {
+        variant: "pvgrub2+debootstrap",
+        inputs: {
+          ...guestBase,
+          boot: { bootloader: "pvgrub2" },
+          disks,
+          install: debootstrapInstall,
+          ip: "203.0.113.11",
+          mac: "00:50:56:00:12:35",
+          gateway: "203.0.113.1",
+        },
+      },
+    ],
+  },
+  NatDomU: {
+    related: GUEST_RELATED,
+    variants: [
+      {
+        variant: "direct+debootstrap",
+        inputs: {
+          ...guestBase,
+          boot: { kernel: "/boot/vmlinuz-6.1.0-xe-amd64", cmdline: "root=/dev/xvda ro" },
+          disks,
+          install: debootstrapInstall,
+          ip: "10.0.0.9",
+          network: "10.0.0.0/24",
+          mac: "00:16:3e:00:00:09",
+        },
+      },
+      {
+        variant: "pygrub+image",
+        inputs: {
+          ...guestBase,
+          boot: { bootloader: "pygrub" },
+          disks: [disks[0]],
+          install: imageInstall,
+          ip: "10.0.0.10",
+        },
+      },
+    ],
+  },
+  VarnishFrontend: {
+    variants: [
+      {
+        variant: "two-sites",
+        inputs: {
+          ...common,
+          sites: [
+            {
+              hostnames: ["app.xe-hostile.test", "*.shop.xe-hostile.test"],
+              backend: "10.0.0.5:8080",
+              healthCheck: { path: "/xe-health", intervalSeconds: 5, timeoutSeconds: 2 },
+              firstByteTimeoutSeconds: 60,
+            },
+            { hostnames: ["www.xe-hostile.test"], backend: "10.0.0.6", healthCheck: false },
+          ],
+          listen: [":80", "127.0.0.1:8080"],
+          cacheSize: "256MiB",
+          installPackage: true,
+          keepVcls: 2,
+        },
+      },
+    ],
+  },
+};
+
+/** Every variant of every kind in the table. */
+export function kindVariants(): KindVariant[] {
+  return Object.entries(KIND_INPUTS).flatMap(([kind, e]) =>
+    e.variants.map((v, i) => ({ kind, name: `${kind}/${v.variant}`, inputs: v.inputs, first: i === 0 })),
+  );
+}
+
+// --- Paths ----------------------------------------------------------------------------------------------------
+
+export type InputPath = readonly (string | number)[];
+
+/** `sites[0].hostnames[1]`, `connection.proxy.host`: how Checker names a property. */
+export function pathText(p: InputPath): string {
+  let out = "";
+  for (const k of p) out += typeof k === "number" ? `[${k}]` : out === "" ? k : `.${k}`;
+  return out;
+}
+
+/** Every path in `value` (objects and arrays included, the root left out), depth first, parents first. */
+export function inputPaths(value: unknown, prefix: InputPath = []): { path: InputPath; value: unknown }[] {
+  const out: { path: InputPath; value: unknown }[] = [];
+  if (Array.isArray(value)) {
+    value.forEach((v, i) => {
+      out.push({ path: [...prefix, i], value: v });
+      out.push(...inputPaths(v, [...prefix, i]));
+    });
+  } else if (value && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      out.push({ path: [...prefix, k], value: v });
+      out.push(...inputPaths(v, [...prefix, k]));
+    }
+  }
+  return out;
+}
+
+/** The string-valued paths of an input (`connection.host`, `disks[0].path`…), with their valid values. */
+export function stringPaths(inputs: unknown): { path: InputPath; value: string }[] {
+  return inputPaths(inputs).filter(
+    (p): p is { path: InputPath; value: string } => typeof p.value === "string",
+  );
+}
+
+/** Inputs every kind has, checked by the framework the same way for all (checkInputs → checkConnection). */
+const COMMON_INPUTS = new Set(["connection", "credentials", "xenEstateVersion"]);
+/** The variant whose common inputs are all walked (it carries a private key). */
+export const COMMON_VARIANT = "RemoteFile/plain";
+/** Common inputs a kind itself reads (its resource id, its host): walked on every kind's first variant. */
+const KIND_READ_COMMON = new Set(["connection.host", "connection.user"]);
+
+/**
+ * The paths a test walks for a variant: its own inputs always; the common ones in full on {@link COMMON_VARIANT},
+ * and those a kind reads itself on each kind's first variant. The rest of the common inputs are the framework's
+ * (the same code for every kind), so walking them once stands for every kind.
+ */
+function walked(v: KindVariant, p: InputPath): boolean {
+  if (!COMMON_INPUTS.has(String(p[0])) || v.name === COMMON_VARIANT) return true;
+  return v.first && [...KIND_READ_COMMON].some((c) => pathText(p) === c || pathText(p).startsWith(`${c}.`));
+}
+
+/** The string paths a test walks for a variant (see {@link walked}). */
+export function walkedStringPaths(v: KindVariant): { path: InputPath; value: string }[] {
+  return stringPaths(v.inputs).filter((p) => walked(v, p.path));
+}
+
+/** Every path (of any type) a test walks for a variant. */
+export function walkedPaths(v: KindVariant): InputPath[] {
+  return inputPaths(v.inputs)
+    .map((p) => p.path)
+    .filter((p) => walked(v, p));
+}
+
+/** A copy of `inputs` with `value` at `path` (only the objects on the path are copied; the rest is shared). */
+export function withValue(
+  inputs: Record<string, unknown>,
+  path: InputPath,
+  value: unknown,
+): Record<string, unknown> {
+  const copy = (o: unknown): Record<string | number, unknown> =>
+    (Array.isArray(o) ? [...(o as unknown[])] : { ...(o as object) }) as Record<string | number, unknown>;
+  const root = copy(inputs);
+  let o = root;
+  for (const k of path.slice(0, -1)) {
+    const child = copy(o[k]);
+    o[k] = child;
+    o = child;
+  }
+  o[path[path.length - 1]!] = value;
+  return root;
+}
+
+/**
+ * The property names a failure for `path` may carry: the path itself or any parent. Credentials are reported where
+ * the program wrote them, in `connection` (the split into `credentials` is the framework's, not the user's).
+ */
+export function acceptableProperties(path: InputPath, kind?: string): string[] {
+  const related = kind ? (KIND_INPUTS[kind]?.related?.[pathText(path)] ?? []) : [];
+  const aliased: InputPath = path[0] === "credentials" ? ["connection", ...path.slice(1)] : path;
+  // Never "": that is what checkInputs reports when a kind's check threw.
+  const out: string[] = [];
+  for (let n = 1; n <= aliased.length; n++) out.push(pathText(aliased.slice(0, n)));
+  return [...out, ...related];
+}

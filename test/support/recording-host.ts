@@ -1,0 +1,268 @@
+/**
+ * SIMULATOR: a stand-in for a dom0 that records every script a kind sends and answers each one plausibly, so a
+ * unit test can collect "every script the kind would run" for create, read, update and delete without a host.
+ *
+ * It runs nothing. Its answers are canned by recognising the script (the write primitive's base64 upload, the
+ * volume probe's markers, `xl list`, …) and are only as good as that recognition: they say "the file was written",
+ * "the volume exists with this size", "the domain runs", never anything the inputs did not imply. What the scripts
+ * really do is proven elsewhere: by the ssh suite (the same recorded scripts run by real bash over a real sshd, see
+ * hostile-input.ssh.test.ts) and by the lab suite (real LVM, Xen and Varnish).
+ */
+import { Logger } from "../../provider/core/log";
+import { UNKNOWN, containsUnknown } from "../../provider/core/validate";
+import type { Context, ChangePlan } from "../../provider/framework/kind";
+import { planDiff } from "../../provider/framework/plan";
+import { kindOf } from "../../provider/framework/registry";
+import { INSTALL_MARKER } from "../../provider/guest/paths";
+import { VARNISH_VCL } from "../../provider/resources/varnish-frontend/plan";
+import { vclDigest } from "../../provider/resources/varnish-frontend/scripts";
+import { joinConnection, type Connection, type Credentials } from "../../provider/ssh/connection";
+import type { RemoteHost, RunOptions, RunResult } from "../../provider/ssh/remote-host";
+import { fixtureKeys } from "./fixture-keys";
+
+/** One thing a kind asked the host to run. */
+export interface Recorded {
+  /** `script`/`refusable`: a bash script (RemoteHost wraps it); `exec`: one command line. */
+  method: "script" | "refusable" | "exec";
+  text: string;
+  summary: string;
+}
+
+/** What the simulated host holds, as far as the answers need it. */
+interface World {
+  /** Nothing of the resource exists yet (create) or it all does (read, update, delete). */
+  fresh: boolean;
+  /** Whether the guest's domain runs. */
+  running: boolean;
+  /** The inputs (or outputs) of the operation in progress, for answers that echo them. */
+  current: Record<string, unknown>;
+  /** Who owns the guest config already on the host (update: the old resource), if not `current`'s owner. */
+  owner?: unknown;
+}
+
+const MiB = 2 ** 20;
+const EXTENT = 4 * MiB;
+const HOST_KEY_BLOB = fixtureKeys.hostPublicKey.split(" ")[1]!;
+
+/** The canned answer to a script, from what it is recognisably for. */
+function answer(script: string, w: World): string {
+  const cur = w.current;
+  // remote/files.ts
+  if (script.includes(`base64 -d > "$tmp" <<'XEN_ESTATE_`)) return "changed";
+  if (script.includes("state=removed"))
+    return script.includes("cannot put back the original") ? "restored" : "removed";
+  if (script.includes("echo present; cat --")) return "absent";
+  if (script.includes('echo "file $h $s"')) {
+    const n = script.split("\n").filter((l) => l.includes('echo "file $h $s"')).length;
+    return Array.from({ length: n }, () => (w.fresh ? "absent" : "file 0 root root 644")).join("\n");
+  }
+  // remote/packages.ts
+  if (script.includes(`command -v -- "$c"`)) return "yes";
+  // ssh/connection.ts HOST_ID_SCRIPT
+  if (script.includes("/etc/machine-id")) return "machine-id:xe-simulated";
+  // LvmVolume
+  if (script.includes("XE-LV")) {
+    const size = Math.max(EXTENT, Math.ceil(Number(cur.sizeBytes ?? 10 * 2 ** 30) / EXTENT) * EXTENT);
+    const fs =
+      typeof cur.filesystem === "string" && cur.filesystem !== "none" ? [`XE-FS TYPE=${cur.filesystem}`] : [];
+    const label = typeof cur.label === "string" ? [`XE-FS LABEL=${cur.label}`] : [];
+    return [
+      ...(script.includes("XE-ADOPTED") ? [`XE-ADOPTED ${cur.adopt === true ? 1 : 0}`] : []),
+      `XE-LV ${size} ${EXTENT}`,
+      ...fs,
+      ...label,
+      "XE-FS UUID=00000000-0000-4000-8000-000000000000",
+    ].join("\n");
+  }
+  // guest engine
+  if (script.includes('echo "config absent"')) {
+    const owner = "owner" in w ? w.owner : cur.owner;
+    // The script prints the first line the owner tag starts (sed … | head -n1).
+    const line = typeof owner === "string" ? owner.split("\n")[0] : "";
+    return w.fresh ? "config absent" : `config owner ${line}`;
+  }
+  if (script.includes('print "domid", $2, $5')) return w.running ? "domid 7 -b----" : "absent";
+  if (/^xl create -q /.test(script)) {
+    w.running = true;
+    return "";
+  }
+  if (script.includes("xl shutdown -w")) {
+    w.running = false;
+    return "";
+  }
+  if (script.includes(INSTALL_MARKER)) return `hostkey ssh-ed25519 ${HOST_KEY_BLOB}\ninstalled`;
+  if (/^rc=0; t=\$\(blkid/.test(script)) return "swap";
+  if (script.includes('echo "autostart yes"')) return "autostart yes\nnat ok";
+  // VarnishFrontend
+  if (script.includes("vcl.show")) {
+    const files = cur.files as Record<string, string> | undefined;
+    const vcl = files && typeof files === "object" ? files[VARNISH_VCL] : undefined;
+    return `service active\nactive boot\nactive-sha ${vclDigest(vcl ?? "")}`;
+  }
+  return "";
+}
+
+/** The simulated host: a {@link RemoteHost} look-alike that records and answers. */
+export class RecordingHost {
+  readonly recorded: Recorded[] = [];
+  constructor(
+    readonly conn: Context["conn"],
+    readonly log: Logger,
+    private readonly world: World,
+  ) {}
+
+  get name(): string {
+    return this.conn.host;
+  }
+
+  get isRoot(): boolean {
+    return this.conn.user === "root";
+  }
+
+  private result(stdout: string): RunResult {
+    return {
+      stdout,
+      stdoutBuffer: Buffer.from(stdout),
+      stderr: "",
+      exitCode: 0,
+      signal: null,
+      durationMs: 0,
+    };
+  }
+
+  script(script: string, opts: Omit<RunOptions, "stdin"> = {}): Promise<RunResult> {
+    this.recorded.push({ method: "script", text: script, summary: opts.summary ?? "" });
+    return Promise.resolve(this.result(answer(script, this.world)));
+  }
+
+  refusable(script: string, opts: Omit<RunOptions, "stdin"> = {}): Promise<string> {
+    this.recorded.push({ method: "refusable", text: script, summary: opts.summary ?? "" });
+    return Promise.resolve(answer(script, this.world));
+  }
+
+  exec(command: string, opts: RunOptions = {}): Promise<RunResult> {
+    this.recorded.push({ method: "exec", text: command, summary: opts.summary ?? "" });
+    return Promise.resolve(this.result(""));
+  }
+}
+
+/** What one lifecycle operation sent, and how it ended. */
+export interface OperationRecord {
+  /** `create`, `read`, `update`, `update-running`, `delete`, or a kind-specific variant. */
+  operation: string;
+  recorded: Recorded[];
+  /** Set when the operation threw (against the simulator, that is a finding). */
+  error?: Error;
+  /** Why the operation was not run (the engine would not call it for these inputs). */
+  skipped?: string;
+}
+
+/** Outputs with the common inputs added back, as the runtime records them. */
+function complete(inputs: Record<string, unknown>, outs: object): Record<string, unknown> {
+  return {
+    ...outs,
+    connection: inputs.connection,
+    credentials: inputs.credentials,
+    xenEstateVersion: inputs.xenEstateVersion,
+  };
+}
+
+const quietLog = new Logger("simulated");
+
+/**
+ * Runs create, read, update (from `olds`, or from its own create's outputs) and delete of a kind against the
+ * simulator, with inputs `check` accepted. Returns what each operation sent and the outputs create made.
+ */
+export async function recordLifecycle(
+  kindName: string,
+  inputs: Record<string, unknown>,
+  olds?: Record<string, unknown>,
+): Promise<{ operations: OperationRecord[]; outs: Record<string, unknown> | null }> {
+  const kind = kindOf(kindName);
+  const conn = joinConnection(inputs.connection as Connection, inputs.credentials as Credentials | undefined);
+  const operations: OperationRecord[] = [];
+  if (containsUnknown(inputs) || inputs === (UNKNOWN as unknown)) {
+    // The engine calls no lifecycle method with values not known yet (they are known at `up`).
+    return { operations: [{ operation: "all", recorded: [], skipped: "inputs not known yet" }], outs: null };
+  }
+  const op = async (
+    operation: string,
+    world: World,
+    body: (ctx: Context) => Promise<unknown>,
+  ): Promise<unknown> => {
+    const host = new RecordingHost(conn, quietLog, world);
+    const ctx: Context = { host: host as unknown as RemoteHost, log: quietLog, conn };
+    const record: OperationRecord = { operation, recorded: host.recorded };
+    operations.push(record);
+    try {
+      return await body(ctx);
+    } catch (err) {
+      record.error = err instanceof Error ? err : new Error(String(err));
+      return undefined;
+    }
+  };
+  const id = kind.id(inputs);
+  let outs: Record<string, unknown> | null = null;
+  await op("create", { fresh: true, running: false, current: inputs }, async (ctx) => {
+    outs = complete(inputs, await kind.create(ctx, inputs, () => {}));
+  });
+  const made: Record<string, unknown> = outs ?? { ...inputs };
+  await op("read", { fresh: false, running: true, current: made }, (ctx) => kind.read(ctx, id, made));
+  const before = olds ?? made;
+  let plan: ChangePlan | undefined;
+  try {
+    const p = planDiff(kindName, before, inputs);
+    if (p.replaces.length > 0)
+      operations.push({ operation: "update", recorded: [], skipped: `replaces ${p.replaces.join(", ")}` });
+    else plan = p;
+  } catch (err) {
+    operations.push({
+      operation: "update",
+      recorded: [],
+      skipped: `diff refused: ${(err as Error).message}`,
+    });
+  }
+  if (plan) {
+    const p = plan;
+    // A stopped guest is installed and started by update; a running one is restarted or changed live.
+    const stopped = await op(
+      "update",
+      { fresh: false, running: false, current: inputs, owner: before.owner },
+      (ctx) => kind.update(ctx, id, before, inputs, p),
+    ).then(() => operations[operations.length - 1]!);
+    // Only a kind that asked whether a domain runs can do anything else when one does.
+    if (stopped.recorded.some((r) => r.text.includes('print "domid", $2, $5')))
+      await op(
+        "update-running",
+        { fresh: false, running: true, current: inputs, owner: before.owner },
+        (ctx) => kind.update(ctx, id, before, inputs, p),
+      );
+  } else if (olds) {
+    // The engine replaces instead: the update scripts still run for the resource these inputs made (as after a
+    // refresh found drift), which is how an input that forces a replacement (a volume's name) reaches them.
+    try {
+      const p = planDiff(kindName, made, inputs);
+      await op("update-in-place", { fresh: false, running: true, current: inputs }, (ctx) =>
+        kind.update(ctx, id, made, inputs, p),
+      );
+    } catch (err) {
+      operations.push({ operation: "update-in-place", recorded: [], skipped: (err as Error).message });
+    }
+  }
+  await op("delete", { fresh: false, running: true, current: made }, (ctx) => kind.delete(ctx, id, made));
+  if (kindName === "RemoteFile") {
+    // State written by 0.1 names a dated backup as the original: delete puts that back instead.
+    const legacy = {
+      ...made,
+      previousBackup: `/var/backups/xen-estate${String(made.path)}.20240101T000000Z`,
+    };
+    await op("delete-0.1-state", { fresh: false, running: true, current: legacy }, (ctx) =>
+      kind.delete(ctx, id, legacy),
+    );
+    const original = { ...made, previousBackup: `/var/backups/xen-estate${String(made.path)}.original` };
+    await op("delete-with-original", { fresh: false, running: true, current: original }, (ctx) =>
+      kind.delete(ctx, id, original),
+    );
+  }
+  return { operations, outs };
+}
