@@ -7,12 +7,20 @@
  */
 import { registerKinds } from "./framework/registry";
 import { bridgedDomUKind } from "./resources/bridged-domu";
+import { linodeMigrationKind } from "./resources/linode-migration";
 import { lvmVolumeKind } from "./resources/lvm-volume";
 import { natDomUKind } from "./resources/nat-domu";
 import { remoteFileKind } from "./resources/remote-file";
 import { varnishFrontendKind } from "./resources/varnish-frontend";
 
-registerKinds([remoteFileKind, lvmVolumeKind, bridgedDomUKind, natDomUKind, varnishFrontendKind]);
+registerKinds([
+  remoteFileKind,
+  lvmVolumeKind,
+  bridgedDomUKind,
+  natDomUKind,
+  varnishFrontendKind,
+  linodeMigrationKind,
+]);
 
 // Resources
 export * from "./resources/remote-file";
@@ -20,6 +28,7 @@ export * from "./resources/lvm-volume";
 export * from "./resources/bridged-domu";
 export * from "./resources/nat-domu";
 export * from "./resources/varnish-frontend";
+export * from "./resources/linode-migration";
 // Component (also at "xen-estate/components")
 export { XenGuest } from "../components/xen-guest";
 export type { XenGuestArgs, BridgedNetworkArgs, NatNetworkArgs } from "../components/xen-guest";
@@ -51,6 +60,8 @@ export { kindNames } from "./framework/registry";
 export * from "./remote/files";
 export { withHostLock, HOST_LOCK } from "./remote/lock";
 export { DEVICE_HOLDER_FUNCTIONS } from "./remote/devices";
+export { pipeBetween } from "./remote/pipe";
+export type { PipeEnd, PipeResult } from "./remote/pipe";
 
 // SSH
 export * from "./ssh/connection";
