@@ -505,9 +505,15 @@ export const linodeMigrationKind: Kind<LinodeMigrationInputs, LinodeMigrationOut
       summary: `probe ${outs.target.device}`,
     });
     const tf = parseFields(t.stdout, "XE-TGT");
-    // The migrated disk is gone (or is no block device any more): so is the migration.
-    if (tf.exists !== "1" || !tf.type?.startsWith("block")) return null;
-    return { ...outs, targetBytes: Number(tf.size), filesystemUuid: tf.uuid || null };
+    const size = Number(tf.size);
+    // The migrated disk is gone (no device, no block device, or one that holds no disk: a detached loop device is
+    // 0 bytes): so is the migration. Refresh drops it; the next `up` migrates again.
+    if (tf.exists !== "1" || !tf.type?.startsWith("block") || !(size > 0)) return null;
+    if (size !== outs.targetBytes)
+      ctx.log.warn(
+        `${outs.target.device} is ${formatSize(size)} now, ${formatSize(outs.targetBytes)} when it was migrated${size < outs.sourceBytes ? `: smaller than the ${formatSize(outs.sourceBytes)} copied, so the migrated filesystem has lost its end` : ""}`,
+      );
+    return { ...outs, targetBytes: size, filesystemUuid: tf.uuid || null };
   },
 
   async update(ctx, _id, olds, news) {
