@@ -32,6 +32,8 @@ export * from "./resources/linode-migration";
 // Component (also at "xen-estate/components")
 export { XenGuest } from "../components/xen-guest";
 export type { XenGuestArgs, BridgedNetworkArgs, NatNetworkArgs } from "../components/xen-guest";
+export { MigratedGuest } from "../components/migrated-guest";
+export type { MigratedGuestArgs } from "../components/migrated-guest";
 
 // The guest engine's arguments and helpers
 export * from "./guest/args";
