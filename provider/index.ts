@@ -52,7 +52,7 @@ export { claimAddresses } from "./guest/claims";
 export { configPath, INSTALL_MARKER, PVGRUB2, NAT_CONF, NAT_SCRIPT, XEN_CONFIG_DIR } from "./guest/paths";
 
 // Framework
-export { runtime, sharedPool, setSharedPool } from "./framework/runtime";
+export { runtime, sharedPool, setSharedPool, hostContext } from "./framework/runtime";
 export { checkInputs, planDiff, assertValid, deepEqual } from "./framework/plan";
 export { providerFor, resourceInputs, defineResource } from "./framework/resource";
 export type { Kind, Context, CommonInputs, ChangePlan } from "./framework/kind";

@@ -55,7 +55,7 @@ export function resourceInputs(
     const { connection: nested, ...fields } = holder as Record<string, unknown>;
     inputs[p] = nested === undefined ? fields : { ...fields, ...splitInput(nested) };
   }
-  for (const k of [...outputOnly, "hostId"]) inputs[k] = undefined;
+  for (const k of [...outputOnly, "hostId", "xenEstateSchema"]) inputs[k] = undefined;
   return inputs;
 }
 

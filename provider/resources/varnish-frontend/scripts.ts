@@ -7,6 +7,19 @@ export function vclDigest(source: string): string {
   return sha256(source.replace(/\n+$/, ""));
 }
 
+/**
+ * The digest of what the drop-in tells systemd (its comment lines do not count): varnishd is restarted only when
+ * this changes, so an upgrade that rewrites a comment restarts nothing.
+ */
+export function dropInDigest(text: string): string {
+  return sha256(
+    text
+      .split("\n")
+      .filter((l) => !/^\s*(#|$)/.test(l))
+      .join("\n"),
+  );
+}
+
 /** Restarts varnishd with the drop-in's command line (enabling the unit). */
 export const RESTART_SCRIPT =
   "systemctl daemon-reload\nsystemctl enable --quiet varnish.service\nsystemctl restart varnish.service";
