@@ -218,6 +218,13 @@ describe("a migration of an ext4 disk", { timeout: 10 * 60 * 1000 }, () => {
       dom0Host.refusable(verifyScript(planOf(outs)), { summary: "verify" }),
       /XE-MISMATCH chunk 5 \(bytes 5242880-6291456\) of the target holds sha256 [0-9a-f]{64}, the source sent [0-9a-f]{64} \(1 chunk\(s\) differ\)/,
     );
+    const journal = fs.readFileSync(path.join(stateDir(path.basename(tgtDev)), "journal"), "utf8");
+    assert.doesNotMatch(
+      journal,
+      /^5 /m,
+      "the journal no longer says chunk 5 landed: the next copy sends it again",
+    );
+    assert.match(journal, /^4 /m);
   });
 
   test("a chunk corrupted on the way fails the receiver, naming the chunk, before it is written", async () => {
@@ -509,6 +516,24 @@ describe("guest fixups on the lab's Debian source disk", { timeout: 10 * 60 * 10
     const image = buildSourceImage();
     const img = path.join(dir, "debian.img");
     sh(`cp --sparse=always ${image.dir}/disk.img ${img}`);
+    // This VPS's initramfs has no Xen front ends (MODULES=list with an empty list): the fixups must add them.
+    const kver = image.kernelVersion;
+    disks.withMount(
+      img,
+      (m) => {
+        sh(
+          `sed -i 's/^MODULES=.*/MODULES=list/' ${m}/etc/initramfs-tools/initramfs.conf && : > ${m}/etc/initramfs-tools/modules`,
+        );
+        for (const d of ["dev", "proc", "sys"]) sh(`mount --bind /${d} ${m}/${d}`);
+        try {
+          sh(`chroot ${m} update-initramfs -u -k ${kver} >/dev/null 2>&1`);
+        } finally {
+          for (const d of ["sys", "proc", "dev"]) sh(`umount ${m}/${d}`);
+        }
+        assert.doesNotMatch(sh(`chroot ${m} lsinitramfs /boot/initrd.img-${kver}`), /xen-blkfront/);
+      },
+      "-o loop",
+    );
     const srcDev = losetup(img, true);
     const tgtFile = path.join(dir, "debian-tgt.img");
     sh(`truncate -s ${image.sizeMiB + 64}M ${tgtFile}`);
@@ -541,6 +566,11 @@ describe("guest fixups on the lab's Debian source disk", { timeout: 10 * 60 * 10
       assert.equal(read("etc/hostname"), "migrated\n");
       assert.match(read("etc/hosts"), /^127\.0\.1\.1\tmigrated$/m);
       assert.equal(read("root/xen-estate-source-marker"), fs.readFileSync(`${image.dir}/marker`, "utf8"));
+      const initrd = sh(`chroot ${mnt} lsinitramfs /boot/initrd.img-${kver}`);
+      assert.match(initrd, /\/xen-blkfront\.ko/, "the initramfs now brings Xen's block front end");
+      assert.match(initrd, /\/xen-netfront\.ko/);
+      assert.match(read("etc/initramfs-tools/modules"), /^xen-blkfront\nxen-netfront\n$/m);
+      assert.ok(o.fixedFiles.includes(`/boot/initrd.img-${kver}`), o.fixedFiles.join(", "));
       const manifest = read(`${FIXUP_BACKUPS.slice(1)}/MANIFEST`);
       assert.match(manifest, /^changed \/etc\/fstab$/m);
       assert.match(manifest, /^changed \/etc\/systemd\/network\/05-eth0\.network$/m);
@@ -553,6 +583,11 @@ describe("guest fixups on the lab's Debian source disk", { timeout: 10 * 60 * 10
       );
       assert.match(read("etc/systemd/network/05-eth0.network"), /Address=192\.0\.2\.10\/24/);
       assert.equal(read("etc/hostname"), "source\n");
+      assert.doesNotMatch(
+        sh(`chroot ${mnt} lsinitramfs /boot/initrd.img-${kver}`),
+        /xen-blkfront/,
+        "the original initramfs is back",
+      );
     } finally {
       sh(`umount ${mnt}`);
     }

@@ -245,6 +245,7 @@ async function copy(
     targetDevice: i.target.device,
     identity: pre.identity,
     live: i.source.live,
+    trustJournal: i.verify,
   };
   const label = `${i.source.connection.host}:${i.source.device} → ${i.target.device}`;
   const meter = new ProgressMeter(label);
@@ -385,6 +386,7 @@ async function migrate(
     targetDevice: i.target.device,
     identity: pre.identity,
     live: i.source.live,
+    trustJournal: i.verify,
   };
   const outs: LinodeMigrationOutputs = { ...base, sourceHash: result.sourceHash, lastTransfer: s };
   progress(outs);

@@ -222,6 +222,11 @@ export interface CopyPlan {
   identity: string;
   /** The source's device is in use (a live seed copy): not refused. */
   live: boolean;
+  /**
+   * Take the target's hashes from the journal instead of reading the target: only when a verification reads the
+   * whole target back after the copy (and takes a chunk that differs out of the journal). @default false
+   */
+  trustJournal?: boolean;
 }
 
 /**
@@ -282,7 +287,11 @@ export function prepareScript(p: CopyPlan): string {
       `fi`,
       `touch -- "$state/journal"`,
       `rm -f -- "$state/source-hashes"`,
-      `python3 "$state/chunks.py" hash "$real" ${p.sourceBytes} ${p.chunkBytes} "$state/journal" > "$state/target-hashes"`,
+      // After the finishing steps wrote into the target (an earlier run stopped there), the journal no longer says
+      // what it holds: read it back.
+      `how=${p.trustJournal ? "journal" : "read"}; if [ -e "$state/modified" ]; then how=read; fi`,
+      `python3 "$state/chunks.py" hash "$real" ${p.sourceBytes} ${p.chunkBytes} "$state/journal" "$how" > "$state/target-hashes"`,
+      `rm -f -- "$state/modified"`,
       `cat -- "$state/target-hashes"`,
     ].join("\n"),
     60,
@@ -383,7 +392,7 @@ export function verifyScript(p: CopyPlan): string {
     [
       ...targetGuard(p),
       `[ -f "$state/source-hashes" ] || xe_refuse "the source's hashes of the last copy are gone: copy again"`,
-      `python3 "$state/chunks.py" verify "$real" ${p.sourceBytes} ${p.chunkBytes} "$state/source-hashes"`,
+      `python3 "$state/chunks.py" verify "$real" ${p.sourceBytes} ${p.chunkBytes} "$state/source-hashes" "$state/journal"`,
     ].join("\n"),
     60,
     deviceLock(p.targetDevice),
@@ -412,6 +421,7 @@ export function finishScript(p: FinishPlan): string {
       `rc=0; fs=$(blkid -p -o value -s TYPE -- "$real") || rc=$?`,
       `[ "$rc" = 0 ] || [ "$rc" = 2 ] || { xe_say "blkid cannot read the target"; exit 1; }`,
       `case "$fs" in ext2|ext3|ext4) ext=1 ;; *) ext=0 ;; esac`,
+      `touch -- "$state/modified"`,
       ...(p.fsck
         ? [
             `if [ "$ext" = 1 ]; then`,
@@ -562,6 +572,8 @@ export function fixupsScript(p: FixupPlan): string {
     `if [ -n "$holder" ]; then xe_refuse ${shellQuote(`refusing to edit ${p.targetDevice}: guest `)} "$holder" ${shellQuote(" holds it")}; fi`,
     `xe_mounted "$real"`,
     `if [ -n "$mounted" ]; then xe_refuse ${shellQuote(`refusing to edit ${p.targetDevice}: it is mounted at `)} "$mounted"; fi`,
+    `state=${shellQuote(stateDir(p.key))}`,
+    `if [ -d "$state" ]; then touch -- "$state/modified"; fi`,
     `mnt=$(mktemp -d /run/xen-estate-fixups.XXXXXX)`,
     `xe_cleanup() { for m in "$mnt/dev" "$mnt/proc" "$mnt/sys"; do umount "$m" 2>/dev/null || true; done; umount "$mnt" 2>/dev/null || true; rmdir "$mnt" 2>/dev/null || true; }`,
     `trap xe_cleanup EXIT`,
@@ -602,7 +614,9 @@ export function fixupsScript(p: FixupPlan): string {
     `  ver=\${img##*/initrd.img-}`,
     `  missing=""; listed=""`,
     // Listed once per image: unpacking an initramfs is the slow part (seconds under emulation).
-    `  if command -v lsinitramfs >/dev/null; then listed=$(lsinitramfs "$img" 2>/dev/null || true); fi`,
+    // The dom0's lsinitramfs, else the guest's own (in a chroot); neither: the image is regenerated to be sure.
+    `  if command -v lsinitramfs >/dev/null; then listed=$(lsinitramfs "$img" 2>/dev/null || true)`,
+    `  elif [ -x "$mnt/usr/bin/lsinitramfs" ]; then listed=$(chroot "$mnt" lsinitramfs "\${img#"$mnt"}" 2>/dev/null || true); fi`,
     `  for mod in xen-blkfront xen-netfront; do`,
     `    if grep -qs "/$mod.ko" "$mnt/lib/modules/$ver/modules.builtin"; then continue; fi`,
     `    if printf '%s\\n' "$listed" | grep -q "/$mod\\.ko"; then continue; fi`,

@@ -13,9 +13,11 @@
 #   count                               dom0: copies stdin to stdout, reporting the bytes that came over the wire
 #   receive TARGET SIZE CHUNK JOURNAL SOURCE_HASHES
 #                                       dom0: writes what arrives; appends "index hex" to JOURNAL once it is on disk
-#   hash TARGET SIZE CHUNK JOURNAL      dom0: prints "index hex" of what the target holds, for chunks in JOURNAL
-#   verify TARGET SIZE CHUNK SOURCE_HASHES
-#                                       dom0: reads the target back from the device and compares every chunk
+#   hash TARGET SIZE CHUNK JOURNAL read|journal
+#                                       dom0: prints "index hex" of what the target holds, for chunks in JOURNAL
+#   verify TARGET SIZE CHUNK SOURCE_HASHES JOURNAL
+#                                       dom0: reads the target back from the device and compares every chunk (a
+#                                       chunk that differs leaves JOURNAL)
 #   zero TARGET FROM                    dom0: zeroes the target from byte FROM to its end
 # Messages go to stderr: "XE-PROGRESS phase position total data zero skip" once a second, "XE-WIRE bytes", and a
 # line starting "XE-" that says what failed. Needs Python 3.5+ and nothing outside its standard library.
@@ -401,15 +403,24 @@ def journal_of(path):
     return landed
 
 
-def hash_target(target, size, chunk, journal):
+def hash_target(target, size, chunk, journal, how):
+    """The target's hashes for the chunks the journal says landed: read from the device (`read`), or as the journal
+    recorded them when they were written (`journal`: fast; the verification after the copy reads everything back and
+    takes a chunk that differs out of the journal, so the next run sends it again)."""
     landed = journal_of(journal)
     out = sys.stdout
-    for idx, hexd in read_chunks(target, size, chunk, set(landed), "hash"):
-        out.write("%d %s\n" % (idx, hexd))
+    if how == "journal":
+        count = (size + chunk - 1) // chunk
+        for idx in sorted(landed):
+            if idx < count:
+                out.write("%d %s\n" % (idx, landed[idx]))
+    else:
+        for idx, hexd in read_chunks(target, size, chunk, set(landed), "hash"):
+            out.write("%d %s\n" % (idx, hexd))
     out.flush()
 
 
-def verify(target, size, chunk, hashes):
+def verify(target, size, chunk, hashes, journal):
     want = journal_of(hashes)
     count = (size + chunk - 1) // chunk
     if len(want) != count:
@@ -419,6 +430,16 @@ def verify(target, size, chunk, hashes):
         if hexd != want[idx]:
             bad.append((idx, hexd))
     if bad:
+        # What the target holds there is not what was sent: the journal must not say those chunks landed.
+        wrong = set(i for i, _ in bad)
+        landed = journal_of(journal)
+        with open(journal + ".new", "w") as f:
+            for i in sorted(landed):
+                if i not in wrong:
+                    f.write("%d %s\n" % (i, landed[i]))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(journal + ".new", journal)
         idx, hexd = bad[0]
         off = idx * chunk
         die("XE-MISMATCH chunk %d (bytes %d-%d) of the target holds sha256 %s, the source sent %s (%d chunk(s) differ)" % (idx, off, min(off + chunk, size), hexd, want[idx], len(bad)))
@@ -455,9 +476,9 @@ def main():
     elif a[0] == "receive":
         receive(a[1], int(a[2]), int(a[3]), a[4], a[5])
     elif a[0] == "hash":
-        hash_target(a[1], int(a[2]), int(a[3]), a[4])
+        hash_target(a[1], int(a[2]), int(a[3]), a[4], a[5])
     elif a[0] == "verify":
-        verify(a[1], int(a[2]), int(a[3]), a[4])
+        verify(a[1], int(a[2]), int(a[3]), a[4], a[5])
     elif a[0] == "zero":
         zero_tail(a[1], int(a[2]))
     else:
