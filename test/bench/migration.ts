@@ -70,6 +70,13 @@ function sourceImage(log: (l: string) => void): string {
   return img;
 }
 
+/** Busy and total CPU ticks of the whole machine (every process, ours and anyone else's) from /proc/stat. */
+function cpuTicks(): { busy: number; total: number } {
+  const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - (f[4] ?? 0), total };
+}
+
 function timed(cmd: string): number {
   const t = Date.now();
   const r = spawnSync("bash", ["-euo", "pipefail", "-c", cmd], { stdio: ["ignore", "ignore", "pipe"] });
@@ -157,8 +164,17 @@ export async function benchMigration(
     tgt = fresh();
     log("LinodeMigration");
     let t0 = Date.now();
+    const cpu0 = cpuTicks();
     const full = (await runtime.create("LinodeMigration", raw(tgt))).outs as LinodeMigrationOutputs;
     const total = (Date.now() - t0) / 1000;
+    const cpu1 = cpuTicks();
+    // How busy the machine's cores were meanwhile (near 1: the copy waited for CPU, not for the link).
+    print(
+      "migration.machine.cpu-busy",
+      round((cpu1.busy - cpu0.busy) / (cpu1.total - cpu0.total), 2),
+      "ratio",
+    );
+    print("migration.machine.load-average", round(os.loadavg()[0]!, 1), "processes");
     const s = full.lastTransfer!;
     const limit = (s.wireBytes * 8) / parseRate(RATE);
     print("migration.linode.transfer.seconds", round(s.seconds), "s");
