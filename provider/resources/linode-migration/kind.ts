@@ -268,7 +268,7 @@ async function copy(
     );
     return parseResult(out, meter.wireBytes, (Date.now() - started) / 1000);
   }
-  const tag = await grant(ctx, src, i, key);
+  await grant(ctx, src, i, key);
   try {
     const out = await withProgress(ctx, meter, () =>
       ctx.host.refusable(
@@ -283,12 +283,12 @@ async function copy(
     );
     return parseResult(out, meter.wireBytes, (Date.now() - started) / 1000);
   } finally {
-    await revoke(ctx, src, i, key, tag);
+    await revoke(ctx, src, i, key);
   }
 }
 
 /** Gives the dom0 a key for this copy, authorised on the source through the provider's connection. */
-async function grant(ctx: Context, src: RemoteHost, i: LinodeMigrationInputs, key: string): Promise<string> {
+async function grant(ctx: Context, src: RemoteHost, i: LinodeMigrationInputs, key: string): Promise<void> {
   const line = await pinnedHostKeyLine(src);
   const g = await ctx.host.script(grantScript(key, line), {
     summary: "make the copy's key pair on the dom0",
@@ -305,16 +305,9 @@ async function grant(ctx: Context, src: RemoteHost, i: LinodeMigrationInputs, ke
       .catch(() => undefined);
     throw err;
   }
-  return pub;
 }
 
-async function revoke(
-  ctx: Context,
-  src: RemoteHost,
-  i: LinodeMigrationInputs,
-  key: string,
-  _pub: string | null,
-): Promise<void> {
+async function revoke(ctx: Context, src: RemoteHost, i: LinodeMigrationInputs, key: string): Promise<void> {
   const errors: unknown[] = [];
   await src
     .script(revokeScript(i.source.connection.user, i.source.authorizedKeysFile, key), {
