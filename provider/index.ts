@@ -7,12 +7,20 @@
  */
 import { registerKinds } from "./framework/registry";
 import { bridgedDomUKind } from "./resources/bridged-domu";
+import { linodeMigrationKind } from "./resources/linode-migration";
 import { lvmVolumeKind } from "./resources/lvm-volume";
 import { natDomUKind } from "./resources/nat-domu";
 import { remoteFileKind } from "./resources/remote-file";
 import { varnishFrontendKind } from "./resources/varnish-frontend";
 
-registerKinds([remoteFileKind, lvmVolumeKind, bridgedDomUKind, natDomUKind, varnishFrontendKind]);
+registerKinds([
+  remoteFileKind,
+  lvmVolumeKind,
+  bridgedDomUKind,
+  natDomUKind,
+  varnishFrontendKind,
+  linodeMigrationKind,
+]);
 
 // Resources
 export * from "./resources/remote-file";
@@ -20,9 +28,12 @@ export * from "./resources/lvm-volume";
 export * from "./resources/bridged-domu";
 export * from "./resources/nat-domu";
 export * from "./resources/varnish-frontend";
+export * from "./resources/linode-migration";
 // Component (also at "xen-estate/components")
 export { XenGuest } from "../components/xen-guest";
 export type { XenGuestArgs, BridgedNetworkArgs, NatNetworkArgs } from "../components/xen-guest";
+export { MigratedGuest } from "../components/migrated-guest";
+export type { MigratedGuestArgs } from "../components/migrated-guest";
 
 // The guest engine's arguments and helpers
 export * from "./guest/args";
@@ -41,7 +52,7 @@ export { claimAddresses } from "./guest/claims";
 export { configPath, INSTALL_MARKER, PVGRUB2, NAT_CONF, NAT_SCRIPT, XEN_CONFIG_DIR } from "./guest/paths";
 
 // Framework
-export { runtime, sharedPool, setSharedPool } from "./framework/runtime";
+export { runtime, sharedPool, setSharedPool, hostContext } from "./framework/runtime";
 export { checkInputs, planDiff, assertValid, deepEqual } from "./framework/plan";
 export { providerFor, resourceInputs, defineResource } from "./framework/resource";
 export type { Kind, Context, CommonInputs, ChangePlan } from "./framework/kind";
@@ -51,6 +62,8 @@ export { kindNames } from "./framework/registry";
 export * from "./remote/files";
 export { withHostLock, HOST_LOCK } from "./remote/lock";
 export { DEVICE_HOLDER_FUNCTIONS } from "./remote/devices";
+export { pipeBetween } from "./remote/pipe";
+export type { PipeEnd, PipeResult } from "./remote/pipe";
 
 // SSH
 export * from "./ssh/connection";

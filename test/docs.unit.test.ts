@@ -34,6 +34,7 @@ const PAGES: [page: string, file: string, iface: string][] = [
   ["guests.md", "provider/resources/bridged-domu/index.ts", "BridgedDomUArgs"],
   ["guests.md", "provider/resources/nat-domu/index.ts", "NatDomUArgs"],
   ["xen-guest.md", "components/xen-guest.ts", "XenGuestArgs"],
+  ["migrated-guest.md", "components/migrated-guest.ts", "MigratedGuestArgs"],
 ];
 const FOLDER_PAGES: Record<string, string> = { "bridged-domu": "guests.md", "nat-domu": "guests.md" };
 

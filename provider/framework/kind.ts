@@ -29,6 +29,13 @@ export interface Context {
   host: RemoteHost;
   log: Logger;
   conn: ResolvedConnection;
+  /**
+   * Hosts of the kind's other connections ({@link Kind.nestedConnections}), by the input that holds them (e.g.
+   * `source`): pooled like `host`, connected on first use. Absent when that input has no connection.
+   */
+  hosts: Record<string, RemoteHost>;
+  /** The identity of the machine behind a host (`machine-id:…`), read once per login per process. */
+  hostId(host: RemoteHost): Promise<string>;
 }
 
 /** What an update changes, classified once in planning ({@link planDiff}) and handed to `update`. */
@@ -57,6 +64,14 @@ export interface Kind<In extends object, Out extends In> {
   readonly replaceConsent?: string;
   /** The old resource must be deleted before its replacement is created (names unique on the host). */
   readonly deleteBeforeReplace?: boolean;
+  /**
+   * Top-level inputs that hold a second connection as `{ connection, credentials, … }` (e.g. a migration's
+   * `source`). The framework treats each like the resource's own connection: the program splits it into a readable
+   * `connection` and a secret `credentials` beside it, `check` validates it (failures under `<input>.connection.…`)
+   * and the kind's own check sees the rest of the object, and the provider gets a pooled host for it in
+   * {@link Context.hosts}. The kind's check returns the object without them; the framework puts them back.
+   */
+  readonly nestedConnections?: readonly string[];
   /** Output-only properties, which a plain diff of inputs must skip. */
   readonly outputOnly?: readonly string[];
   /**

@@ -45,6 +45,24 @@ export function checkInputs(
         ? UNKNOWN
         : checkConnection(c.at("connection"), news.connection, news.credentials);
     own = kind.check(news, c, olds && Object.keys(olds).length > 0 ? olds : undefined);
+    for (const p of kind.nestedConnections ?? []) {
+      const holder = news[p];
+      if (holder === undefined || holder === null || holder === UNKNOWN) continue;
+      if (typeof holder !== "object" || Array.isArray(holder)) continue; // the kind's check reports it
+      const h = holder as Record<string, unknown>;
+      const nested =
+        h.connection === UNKNOWN
+          ? UNKNOWN
+          : checkConnection(c.at(`${p}.connection`), h.connection, h.credentials);
+      const slot = own?.[p];
+      if (own && slot && typeof slot === "object") {
+        const filled: Record<string, unknown> = { ...(slot as Record<string, unknown>) };
+        if (nested !== undefined) filled.connection = nested;
+        const creds = h.credentials === UNKNOWN ? UNKNOWN : checkedCredentials(h.connection, h.credentials);
+        if (creds !== undefined) filled.credentials = creds;
+        own = { ...own, [p]: filled };
+      }
+    }
   } catch (err) {
     // A check that throws is a bug in that check; report it as a failure rather than crash the engine's call.
     c.fail("", undefined, `could not be checked (${(err as Error).message.split("\n")[0]})`);

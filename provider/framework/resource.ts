@@ -35,17 +35,39 @@ export function providerFor(kind: string): pulumi.dynamic.ResourceProvider {
 export function resourceInputs(
   args: { connection: pulumi.Input<ConnectionArgs> } & Record<string, unknown>,
   outputOnly: readonly string[] = [],
+  nestedConnections: readonly string[] = [],
 ): Record<string, unknown> {
   const { connection, ...rest } = args;
-  const split = pulumi.output(connection).apply((c) => splitConnection((c ?? {}) as Record<string, unknown>));
   const inputs: Record<string, unknown> = {
     ...rest,
-    connection: pulumi.unsecret(split.apply((s) => s.connection)),
-    credentials: pulumi.secret(split.apply((s) => s.credentials)),
+    ...splitInput(connection),
     xenEstateVersion: VERSION,
   };
+  for (const p of nestedConnections) {
+    const holder = rest[p];
+    if (holder === undefined || holder === null) continue;
+    if (pulumi.Output.isInstance(holder) || typeof holder !== "object" || Array.isArray(holder)) {
+      // Not a plain object here, so its connection cannot be split: keep all of it secret rather than risk a
+      // credential in the readable part of state.
+      inputs[p] = pulumi.secret(holder);
+      continue;
+    }
+    const { connection: nested, ...fields } = holder as Record<string, unknown>;
+    inputs[p] = nested === undefined ? fields : { ...fields, ...splitInput(nested) };
+  }
   for (const k of [...outputOnly, "hostId", "xenEstateSchema"]) inputs[k] = undefined;
   return inputs;
+}
+
+/** A connection split into its readable `connection` and its secret `credentials`. */
+function splitInput(connection: unknown): { connection: unknown; credentials: unknown } {
+  const split = pulumi
+    .output(connection as pulumi.Input<ConnectionArgs>)
+    .apply((c) => splitConnection((c ?? {}) as Record<string, unknown>));
+  return {
+    connection: pulumi.unsecret(split.apply((s) => s.connection)),
+    credentials: pulumi.secret(split.apply((s) => s.credentials)),
+  };
 }
 
 /** What the program side needs to know of a kind. */
@@ -53,6 +75,8 @@ export interface ResourceSpec<Args> {
   /** The kind's name, which is also the resource type's name. */
   readonly name: string;
   readonly outputOnly?: readonly string[];
+  /** Inputs holding a second connection (`{ connection, … }`), split like the resource's own (see Kind). */
+  readonly nestedConnections?: readonly string[];
   /** Runs in the program before the resource is registered (e.g. to refuse an address used twice). */
   readonly onConstruct?: (resourceName: string, args: Args) => void;
   /** Extra inputs computed in the program from the arguments (e.g. whether a value was marked secret). */
@@ -81,6 +105,7 @@ export function defineResource<Args extends { connection: pulumi.Input<Connectio
           connection: pulumi.Input<ConnectionArgs>;
         } & Record<string, unknown>,
         spec.outputOnly,
+        spec.nestedConnections,
       );
       super(providerFor(spec.name), name, inputs, opts, MODULE, spec.name);
     }

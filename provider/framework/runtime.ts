@@ -13,10 +13,13 @@ import {
   HOST_ID_SCRIPT,
   joinConnection,
   poolKey,
+  secretsOf,
   type Connection,
   type Credentials,
+  type ResolvedConnection,
 } from "../ssh/connection";
 import { SshPool } from "../ssh/pool";
+import type { RemoteHost } from "../ssh/remote-host";
 import type { AnyKind, Context } from "./kind";
 import { checkInputs, planDiff, planNote, SCHEMA_KEY, upgradeState } from "./plan";
 import { kindOf } from "./registry";
@@ -40,23 +43,40 @@ export function setSharedPool(p: SshPool | undefined): void {
 
 function contextFor(kind: AnyKind, inputs: Record<string, unknown>, id?: string): Context {
   const conn = joinConnection(inputs.connection as Connection, inputs.credentials as Credentials | undefined);
-  const log = new Logger(`${kind.name} ${id ?? kind.id(inputs)}`);
-  const host = sharedPool().host(conn, log);
-  return { host, log: host.log, conn };
+  const base = new Logger(`${kind.name} ${id ?? kind.id(inputs)}`);
+  const host = sharedPool().host(conn, base);
+  // The kind's other connections: their secrets are hidden in every log line and error of this resource too.
+  const nested: Record<string, ResolvedConnection> = {};
+  for (const p of kind.nestedConnections ?? []) {
+    const holder = inputs[p] as { connection?: Connection; credentials?: Credentials } | undefined;
+    if (holder && typeof holder === "object" && holder.connection && typeof holder.connection === "object")
+      nested[p] = joinConnection(holder.connection, holder.credentials);
+  }
+  const log = host.log.with(Object.values(nested).flatMap((c) => secretsOf(c)));
+  const hosts: Record<string, RemoteHost> = {};
+  for (const [p, c] of Object.entries(nested)) hosts[p] = sharedPool().host(c, log);
+  return { host, log, conn, hosts, hostId: hostIdOf };
+}
+
+/**
+ * A Context for one host outside the engine (tools, tests): no other connections; host ids read like the runtime's.
+ */
+export function hostContext(host: RemoteHost): Context {
+  return { host, log: host.log, conn: host.conn, hosts: {}, hostId: hostIdOf };
 }
 
 /** Host ids already read, per pool (so a new pool asks again), by login. */
 const hostIdsByPool = new WeakMap<object, Map<string, Promise<string>>>();
 
-/** The identity of the machine behind `ctx` (one round trip per login per pool). */
-function hostIdOf(ctx: Context): Promise<string> {
+/** The identity of the machine behind `host` (one round trip per login per pool). */
+function hostIdOf(host: RemoteHost): Promise<string> {
   const p = sharedPool();
   let hostIds = hostIdsByPool.get(p);
   if (!hostIds) hostIdsByPool.set(p, (hostIds = new Map()));
-  const key = poolKey(ctx.conn);
+  const key = poolKey(host.conn);
   let id = hostIds.get(key);
   if (!id) {
-    id = ctx.host.script(HOST_ID_SCRIPT, { summary: "read the machine id" }).then((r) => r.stdout.trim());
+    id = host.script(HOST_ID_SCRIPT, { summary: "read the machine id" }).then((r) => r.stdout.trim());
     // A failed read is not remembered: the next call asks again.
     id.catch(() => hostIds.delete(key));
     hostIds.set(key, id);
@@ -67,7 +87,7 @@ function hostIdOf(ctx: Context): Promise<string> {
 /** Refuses to act when the connection now reaches another machine than the one the resource was made on. */
 async function assertSameHost(ctx: Context, kind: AnyKind, id: string, recorded: unknown): Promise<void> {
   if (typeof recorded !== "string" || recorded === "") return;
-  const now = await hostIdOf(ctx);
+  const now = await hostIdOf(ctx.host);
   if (now !== recorded)
     throw new RefusedError(
       `${kind.name} ${id} was made on the machine ${recorded}, but ${ctx.conn.host} is ${now}: refusing to act on another machine`,
@@ -156,7 +176,7 @@ export const runtime = {
     let partial: Record<string, unknown> | undefined;
     let hostId: string | undefined;
     try {
-      hostId = await hostIdOf(ctx);
+      hostId = await hostIdOf(ctx.host);
       const outs = await kind.create(ctx, inputs, (p) => {
         partial = { ...inputs, ...p };
       });
@@ -207,7 +227,7 @@ export const runtime = {
     const ctx = contextFor(kind, news, id);
     try {
       await assertSameHost(ctx, kind, id, olds.hostId);
-      const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx));
+      const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx.host));
       const { changes: _c, deleteBeforeReplace: _d, ...plan } = planDiff(kindName, olds, news);
       const outs = await kind.update(ctx, id, olds, news, plan);
       return { outs: completeOuts(kind, news, outs, hostId) };

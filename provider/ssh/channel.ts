@@ -5,7 +5,7 @@
  * Only stderr lines reach the debug log: scripts write their messages there. Stdout carries data (file contents,
  * probe results, disk images) and is never logged, so a file that holds a secret cannot leak through a log.
  */
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import type { ClientChannel } from "ssh2";
 import { SshConnectError } from "../core/errors";
 import type { Logger } from "../core/log";
@@ -16,6 +16,11 @@ export interface ChannelOptions {
   stdin?: string | Buffer | Readable;
   /** Receives stdout as it arrives (e.g. to report progress). */
   onStdout?: (chunk: Buffer) => void;
+  /**
+   * Stdout goes here instead of into the result, with backpressure: the remote command is slowed down, not
+   * buffered, when the writable is (a stream carried on to another host). Ended when the channel's stdout ends.
+   */
+  stdout?: Writable;
   /** Receives each stderr line as it arrives. */
   onStderrLine?: (line: string) => void;
   /** Keep at most this many bytes of stdout in the result. @default 512 MiB */
@@ -91,13 +96,17 @@ export function runOnChannel(
         }
         stream.close();
       }, timeoutMs + 5000);
-      stream.on("data", (chunk: Buffer) => {
-        opts.onStdout?.(chunk);
-        if (outBytes < maxBuffer) {
-          out.push(chunk);
-          outBytes += chunk.length;
-        }
-      });
+      if (opts.stdout) {
+        if (opts.onStdout) stream.on("data", (chunk: Buffer) => opts.onStdout?.(chunk));
+        stream.pipe(opts.stdout);
+      } else
+        stream.on("data", (chunk: Buffer) => {
+          opts.onStdout?.(chunk);
+          if (outBytes < maxBuffer) {
+            out.push(chunk);
+            outBytes += chunk.length;
+          }
+        });
       stream.stderr.on("data", (chunk: Buffer) => {
         errChunks.push(chunk);
         const parts = (partial + chunk.toString("utf8")).split("\n");

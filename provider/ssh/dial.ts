@@ -93,6 +93,13 @@ export function forwardOut(
   });
 }
 
+/** An established login: the client and the server's raw host key, as verified against the pin. */
+export interface Handshaken {
+  client: Client;
+  /** The host key blob the server presented and the pin accepted (SSH wire format, as in a known_hosts line). */
+  hostKey: Buffer;
+}
+
 /**
  * Runs the SSH handshake over `sock`: the host key is compared with the pin before authentication (a mismatch
  * leaks no credential and runs nothing), then the connection's own credentials are offered.
@@ -103,11 +110,12 @@ export function handshake(
   conn: ResolvedConnection,
   log: Logger,
   onClose: () => void,
-): Promise<Client> {
+): Promise<Handshaken> {
   const { Client } = require("ssh2") as typeof import("ssh2");
-  return new Promise<Client>((resolve, reject) => {
+  return new Promise<Handshaken>((resolve, reject) => {
     const client = new Client();
     let hostKeyProblem: string | undefined;
+    let verified: Buffer | undefined;
     let settled = false;
     const pin = conn.hostKey ? parseHostKeyPin(conn.hostKey) : undefined;
     const auth = authOf(conn);
@@ -121,7 +129,10 @@ export function handshake(
       hostVerifier: (key: Buffer): boolean => {
         const fp = fingerprintOf(key);
         if (pin && !("error" in pin)) {
-          if (pinMatches(pin, key)) return true;
+          if (pinMatches(pin, key)) {
+            verified = Buffer.from(key);
+            return true;
+          }
           hostKeyProblem = `host key ${fp} does not match the pinned ${pin.kind === "fingerprint" ? `SHA256:${pin.sha256}` : fingerprintOf(pin.blob)}; refusing to authenticate`;
           return false;
         }
@@ -129,6 +140,7 @@ export function handshake(
           log.warn(
             `ssh ${conn.host}:${conn.port}: host key ${fp} accepted without verification (insecureIgnoreHostKey)`,
           );
+          verified = Buffer.from(key);
           return true;
         }
         hostKeyProblem = `host key ${fp} is not pinned; set connection.hostKey (or insecureIgnoreHostKey for throwaway hosts)`;
@@ -147,7 +159,7 @@ export function handshake(
     }
     client.on("ready", () => {
       settled = true;
-      resolve(client);
+      resolve({ client, hostKey: verified ?? Buffer.alloc(0) });
     });
     client.on("error", (err: Error & { level?: string; code?: string }) => {
       if (settled || err.level === "agent") {

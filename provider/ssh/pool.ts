@@ -27,6 +27,8 @@ export interface PoolEntry {
   conn: ResolvedConnection;
   client: Client;
   sock: Duplex;
+  /** The server's raw host key, verified against the connection's pin during the handshake. */
+  hostKey: Buffer;
   /** Channel slots taken (never more than the pool's cap). */
   active: number;
   /** Acquirers waiting for a slot: called with true when handed one, false when the connection closed. */
@@ -163,15 +165,17 @@ export class SshPool {
       key: poolKey(conn),
       conn,
       sock,
+      hostKey: Buffer.alloc(0),
       active: 0,
       waiting: [],
       closed: false,
     };
-    const client = await handshake(sock, conn, log, () => {
+    const { client, hostKey } = await handshake(sock, conn, log, () => {
       entry.closed = true;
       for (const w of entry.waiting.splice(0)) w(false);
     });
     entry.client = client;
+    entry.hostKey = hostKey;
     this.stats.handshakes++;
     refSocket(sock, false);
     return entry as PoolEntry;

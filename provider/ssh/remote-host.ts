@@ -8,7 +8,7 @@
  * prints the words (joined, no separator) to stderr and exits with {@link REFUSED_EXIT}, which
  * {@link RemoteHost.refusable} turns into a {@link RefusedError}.
  */
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { RefusedError, RemoteCommandError, SshConnectError, SudoPasswordRequiredError } from "../core/errors";
 import type { Logger } from "../core/log";
 import { shellQuote } from "../core/shell";
@@ -39,6 +39,8 @@ export interface RunOptions {
   allowFailure?: boolean;
   /** Receives stdout as it arrives (e.g. to report progress). */
   onStdout?: (chunk: Buffer) => void;
+  /** Stdout goes to this stream, with backpressure, instead of into the result (see ChannelOptions.stdout). */
+  stdout?: Writable;
   /** Receives each stderr line as it arrives. */
   onStderrLine?: (line: string) => void;
   /** More strings to redact from logs and errors (e.g. a password passed to a command). */
@@ -73,6 +75,25 @@ export class RemoteHost {
 
   get isRoot(): boolean {
     return this.conn.user === "root";
+  }
+
+  /**
+   * The server's host key as the handshake verified it against the pin: `{ type, blob }`, the blob in SSH wire
+   * format (what a known_hosts line holds in base64). Connects when not connected yet. Lets the provider hand a
+   * pinned host key to another machine (e.g. a known_hosts file for a dom0 that dials this host itself) when the
+   * pin is only a fingerprint.
+   */
+  async hostKey(): Promise<{ type: string; blob: Buffer }> {
+    const entry = await this.pool.acquire(this.conn, this.log);
+    try {
+      const blob = entry.hostKey;
+      const len = blob.length >= 4 ? blob.readUInt32BE(0) : 0;
+      if (len <= 0 || 4 + len > blob.length)
+        throw new Error(`the host key of ${this.conn.host} was not recorded during the handshake`);
+      return { type: blob.subarray(4, 4 + len).toString("latin1"), blob: Buffer.from(blob) };
+    } finally {
+      this.pool.release(entry);
+    }
   }
 
   /**

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: every figure on one line, `bench <name> <value> <unit>`, so runs can be compared.
- *   node dist/test/bench/index.js [planning] [lab]
+ *   node dist/test/bench/index.js [planning] [migration] [lab]
  */
 import { benchPlanning } from "./planning";
 
@@ -12,6 +12,11 @@ async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
   const all = wanted.length === 0;
   if (all || wanted.includes("planning")) benchPlanning(print);
+  if (all || wanted.includes("migration")) {
+    // The migration's transfer over a 1 Gbit/s link shaped between network namespaces (root, no QEMU).
+    const { benchMigration } = await import("./migration");
+    await benchMigration(print);
+  }
   if (all || wanted.includes("lab")) {
     // The lab's figures (image build, boot, xl create) need QEMU; see test/lab/README.md.
     const { runLabBench } = await import("../lab/bench");

@@ -60,7 +60,14 @@ describe("preview with values not known yet", { timeout: 20 * 60 * 1000 }, () =>
       .filter((s) => s.op === "create")
       .map((s) => s.type.split(":").pop())
       .sort();
-    assert.deepEqual(creates, ["LvmVolume", "NatDomU", "RemoteFile", "RemoteFile", "VarnishFrontend"]);
+    assert.deepEqual(creates, [
+      "LinodeMigration",
+      "LvmVolume",
+      "NatDomU",
+      "RemoteFile",
+      "RemoteFile",
+      "VarnishFrontend",
+    ]);
     assert.equal(connections(), before);
   });
 

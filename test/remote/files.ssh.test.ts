@@ -9,6 +9,7 @@ import * as path from "node:path";
 import {
   BACKUP_ROOT,
   BACKUPS_KEPT,
+  hostContext,
   RefusedError,
   remoteFileKind,
   readRemoteFile,
@@ -144,7 +145,7 @@ describe("atomic writes", () => {
 });
 
 describe("originals and regular files only", () => {
-  const ctx = (): Context => ({ host, log: host.log, conn: host.conn });
+  const ctx = (): Context => hostContext(host);
   const inputs = (p: string, content: string, over: Partial<RemoteFileInputs> = {}): RemoteFileInputs => ({
     connection: host.conn,
     xenEstateVersion: "test",

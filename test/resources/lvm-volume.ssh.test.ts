@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { checkInputs, lvmVolumeKind, RemoteCommandError, VERSION } from "../../provider";
+import { checkInputs, hostContext, lvmVolumeKind, RemoteCommandError, VERSION } from "../../provider";
 import type { Context, LvmVolumeOutputs, RemoteHost, SshPool } from "../../provider";
 import { fixtureKeys } from "../support/fixture-keys";
 import { startLocalHost, type Sshd } from "../support/sshd";
@@ -49,7 +49,7 @@ function ctxWith(stubs: Parameters<typeof writeStubs>[1]): Context {
   const d = fs.mkdtempSync(path.join(dir, "stubs-"));
   writeStubs(d, stubs);
   const h = withStubs(host, d);
-  return { host: h, log: h.log, conn: h.conn };
+  return hostContext(h);
 }
 
 describe("refresh of a volume when LVM cannot answer", () => {
@@ -104,7 +104,7 @@ describe("removing a volume a guest holds", () => {
     });
     const h = withStubs(host, d);
     await assert.rejects(
-      lvmVolumeKind.delete({ host: h, log: h.log, conn: h.conn }, "id", outs()),
+      lvmVolumeKind.delete(hostContext(h), "id", outs()),
       /cannot ask xenstore which guest holds/,
     );
     assert.equal(fs.existsSync(path.join(d, "lvremove.argv")), false, "lvremove never ran");

@@ -104,12 +104,19 @@ export interface SshdOptions {
   delayMs?: number;
   /** Extra sshd_config lines. */
   extraConfig?: string[];
+  /**
+   * Make this sshd another machine as far as xen-estate can tell: its sessions see this text as /etc/machine-id (a
+   * private mount namespace bind-mounts it; the host's file is untouched).
+   */
+  machineId?: string;
 }
 
 export interface Sshd {
   host: string;
   port: number;
   hostKey: KeyPair;
+  /** The file its sessions read as authorized keys (every user). */
+  authorizedKeysFile: string;
   /** The sshd log so far (LogLevel VERBOSE). */
   log(): string;
   stop(): Promise<void>;
@@ -148,7 +155,22 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   ].join("\n");
   const configFile = path.join(dir, "sshd_config");
   fs.writeFileSync(configFile, config + "\n");
-  const argv = ["/usr/sbin/sshd", "-D", "-e", "-f", configFile];
+  let argv = ["/usr/sbin/sshd", "-D", "-e", "-f", configFile];
+  if (opts.machineId !== undefined) {
+    const idFile = path.join(dir, "machine-id");
+    fs.writeFileSync(idFile, `${opts.machineId}\n`, { mode: 0o644 });
+    argv = [
+      "unshare",
+      "-m",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      'mount --bind "$0" /etc/machine-id && exec "$@"',
+      idFile,
+      ...argv,
+    ];
+  }
   const wrapped = [...(opts.wrap ?? []), ...argv];
   const cmd = opts.netns ? ["ip", "netns", "exec", opts.netns, ...wrapped] : wrapped;
   let child: ChildProcess | undefined;
@@ -168,13 +190,27 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
     host: listen,
     port,
     hostKey,
+    authorizedKeysFile: path.join(authDir, "keys"),
     dir,
     log: () => fs.readFileSync(logFile, "utf8"),
     stop: async () => {
       if (timer) clearTimeout(timer);
       if (child && child.exitCode === null) {
+        // Sessions outlive the listening sshd (each is its own process, reparented when it exits): end them too,
+        // by their pids, or one whose client is gone (a namespace deleted under it) lingers for ever.
+        const sessions = await run("pgrep", ["-P", String(child.pid)]).then(
+          (r) => r.stdout.split("\n").filter(Boolean).map(Number),
+          () => [] as number[],
+        );
         const exited = new Promise((r) => child!.once("exit", r));
         child.kill("SIGTERM");
+        for (const pid of sessions) {
+          try {
+            process.kill(pid, "SIGTERM");
+          } catch {
+            /* already gone */
+          }
+        }
         await exited;
       }
       child?.stdout?.unpipe(logStream);
