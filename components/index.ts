@@ -1,1 +1,2 @@
 export * from "./xen-guest";
+export * from "./dom0-host";

@@ -38,11 +38,23 @@ export function setSharedPool(p: SshPool | undefined): void {
   pool = p;
 }
 
-function contextFor(kind: AnyKind, inputs: Record<string, unknown>, id?: string): Context {
-  const conn = joinConnection(inputs.connection as Connection, inputs.credentials as Credentials | undefined);
+function contextFor(
+  kind: AnyKind,
+  inputs: Record<string, unknown>,
+  id?: string,
+  reachedFrom?: Record<string, unknown>,
+): Context {
+  const declared = inputs.connection as Connection;
+  const override = reachedFrom && kind.reachedBy ? kind.reachedBy(reachedFrom) : undefined;
+  const connection = override ? { ...declared, ...definedOnly(override) } : declared;
+  const conn = joinConnection(connection, inputs.credentials as Credentials | undefined);
   const log = new Logger(`${kind.name} ${id ?? kind.id(inputs)}`);
   const host = sharedPool().host(conn, log);
   return { host, log: host.log, conn };
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== null)) as Partial<T>;
 }
 
 /** Host ids already read in this process, by login. */
@@ -171,7 +183,7 @@ export const runtime = {
   ): Promise<pulumi.dynamic.ReadResult> {
     const kind: AnyKind = kindOf(kindName);
     if (!props || typeof props !== "object" || !props.connection) throw notImportable(kind, id);
-    const ctx = contextFor(kind, props, id);
+    const ctx = contextFor(kind, props, id, props);
     try {
       await assertSameHost(ctx, kind, id, props.hostId);
       const outs = await kind.read(ctx, id, props);
@@ -190,7 +202,7 @@ export const runtime = {
     news: Record<string, unknown>,
   ): Promise<pulumi.dynamic.UpdateResult> {
     const kind: AnyKind = kindOf(kindName);
-    const ctx = contextFor(kind, news, id);
+    const ctx = contextFor(kind, news, id, olds);
     try {
       await assertSameHost(ctx, kind, id, olds.hostId);
       const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx));
@@ -204,7 +216,7 @@ export const runtime = {
 
   async delete(kindName: string, id: string, props: Record<string, unknown>): Promise<void> {
     const kind: AnyKind = kindOf(kindName);
-    const ctx = contextFor(kind, props, id);
+    const ctx = contextFor(kind, props, id, props);
     try {
       await assertSameHost(ctx, kind, id, props.hostId);
       await kind.delete(ctx, id, props);
