@@ -54,6 +54,8 @@ export interface Dom0HostArgs {
   readonly ssh?: {
     /** @default 22 */
     readonly port?: In<number>;
+    /** The port xen-estate dials to reach sshd's port, when a port forward sits in between (a lab). @default port */
+    readonly connectPort?: In<number>;
     /** Addresses or networks (IPv4/IPv6) SSH is allowed from. @default ["0.0.0.0/0", "::/0"] */
     readonly trustedSources?: In<In<string>[]>;
   };

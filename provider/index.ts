@@ -114,3 +114,5 @@ export { render, templateNames, TEMPLATE_DIR } from "./core/templates";
 export { parseSize, formatSize, roundUpToExtent, MAX_SIZE_BYTES } from "./core/units";
 export { parseCidr, derivedMac, macProblem } from "./core/network";
 export { VERSION, MODULE, PACKAGE_ROOT } from "./core/package";
+export { checkInstallimage, renderInstallimageConfig, driveMismatches } from "./dom0/installimage";
+export type { InstallimagePlan } from "./dom0/installimage";

@@ -24,6 +24,8 @@ export interface Dom0AccessArgs {
   readonly authorizedKeys: pulumi.Input<pulumi.Input<string>[]>;
   /** sshd's port. @default 22 */
   readonly sshPort?: pulumi.Input<number>;
+  /** The port xen-estate dials to reach sshd's port, when a port forward sits in between (a lab). @default sshPort */
+  readonly connectPort?: pulumi.Input<number>;
   /** Seconds the host waits for the provider to log in again before it undoes an sshd change. @default 90 */
   readonly confirmSeconds?: pulumi.Input<number>;
   /** `keep` (default) or `restore`; the hardening itself is never undone by destroy (it would cut the SSH path). */

@@ -44,6 +44,8 @@ export interface Dom0AccessInputs extends CommonInputs {
   adminUser: string;
   authorizedKeys: string[];
   sshPort: number;
+  /** The port xen-estate dials to reach sshd's port (differs only behind a port forward). */
+  connectPort: number;
   confirmSeconds: number;
   onDelete: OnDelete;
   /** The admin's files, path → content. */
@@ -101,6 +103,7 @@ export const dom0AccessKind: Kind<Dom0AccessInputs, Dom0AccessOutputs> = {
       });
     }
     const sshPort = c.integer(raw, "sshPort", { min: 1, max: 65535, default: 22 });
+    const connectPort = c.integer(raw, "connectPort", { min: 1, max: 65535 }) ?? sshPort ?? 22;
     const confirmSeconds =
       c.integer(raw, "confirmSeconds", { min: 15, max: 3600, default: 90, unit: "seconds" }) ?? 90;
     const onDelete = checkOnDelete(c, raw);
@@ -135,6 +138,7 @@ export const dom0AccessKind: Kind<Dom0AccessInputs, Dom0AccessOutputs> = {
       distribution: os.distribution,
       release: os.release,
       ...partial,
+      connectPort,
       confirmSeconds,
       onDelete,
       userPresent: true,
@@ -200,7 +204,7 @@ async function converge(
     [authorizedKeysPath(i.adminUser)]: { mode: "600", owner: i.adminUser, group: i.adminUser },
   });
   const facts = { socketActivated: i.distribution === "ubuntu" };
-  const next = { port: i.sshPort, user: i.adminUser };
+  const next = { port: i.connectPort, user: i.adminUser };
   const result = await applyWithRollback(
     ctx.host,
     {
@@ -215,8 +219,8 @@ async function converge(
       confirmSeconds: i.confirmSeconds,
     },
     {
-      reconnect: { ...ctx.conn, port: i.sshPort, user: i.adminUser },
-      describe: `sshd on port ${i.sshPort}, logging in as ${i.adminUser}`,
+      reconnect: { ...ctx.conn, port: i.connectPort, user: i.adminUser },
+      describe: `sshd on port ${i.sshPort}${i.connectPort !== i.sshPort ? ` (dialled as ${i.connectPort})` : ""}, logging in as ${i.adminUser}`,
     },
   );
   if (result.changed) ctx.log.info(`sshd now answers on port ${i.sshPort}; root and passwords are refused`);
