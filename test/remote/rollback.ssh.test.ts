@@ -172,6 +172,33 @@ describe("an sshd change under the host's rollback timer", { timeout: 180_000 },
     }
   });
 
+  test("a change whose activation fails is undone at once, without waiting for the timer", async () => {
+    const pool = new SshPool();
+    const label = `t-sshd-fail-${process.pid}`;
+    try {
+      const host = pool.host(connect(sshd.host, sshd.port, sshd.hostKey.fingerprint));
+      const started = Date.now();
+      await assert.rejects(
+        applyWithRollback(
+          host,
+          {
+            label,
+            files: [{ path: config, content: `${original}# broken\n` }],
+            activate: `echo "sshd -t says no" >&2; exit 1`,
+            confirmSeconds: 60,
+          },
+          { reconnect: connect(sshd.host, sshd.port, sshd.hostKey.fingerprint), describe: "n/a" },
+        ),
+        /sshd -t says no/,
+      );
+      assert.ok(Date.now() - started < 30_000, "no wait for the 60 s timer");
+      assert.equal(fs.readFileSync(config, "utf8"), original);
+    } finally {
+      await pool.close();
+      dropRollbacks(label);
+    }
+  });
+
   test("the host tells which address the SSH client comes from, as root and under sudo alike", async () => {
     const pool = new SshPool();
     try {

@@ -174,16 +174,17 @@ export const dom0AccessKind: Kind<Dom0AccessInputs, Dom0AccessOutputs> = {
   },
 
   async delete(ctx, _id, outs) {
-    // The admin, its keys and sudo stay: removing them would cut the way this very call logs in.
+    // Never undone, even with onDelete "restore": removing the admin, its keys or sudo, or putting sshd back on the
+    // old port with root logins, would cut the very path xen-estate (and the operator) reach the host by.
     await deleteOwnedFiles(
       ctx,
-      "the admin user and sshd's hardening",
-      [...Object.keys(outs.sshdFiles)],
-      outs.onDelete === "restore" ? "keep" : outs.onDelete,
+      `the admin ${outs.adminUser} and sshd's hardening`,
+      [...Object.keys(outs.files), ...Object.keys(outs.sshdFiles)],
+      "keep",
     );
     if (outs.onDelete === "restore")
       ctx.log.warn(
-        `sshd's hardening and the admin ${outs.adminUser} stay on ${ctx.conn.host}: putting sshd back to the old port or root login would cut the way xen-estate reaches the host; remove ${SSHD_DROP_IN} yourself if you want that`,
+        `onDelete "restore" does not undo sshd's hardening or the admin ${outs.adminUser}: that would cut the SSH path in use; remove ${SSHD_DROP_IN} yourself (and reload sshd) if you want that`,
       );
   },
 };
