@@ -3,6 +3,7 @@
  * components: one resource per concern, each with its own check, diff, replace list and drift, so `preview` says
  * which concern changes.
  *
+ *   install    optional phase 0: installimage from Hetzner's rescue system, with a generated host key
  *   access     the admin user and sshd's hardening, applied under the host's rollback timer (Dom0Access)
  *   packages   package sources, upgrade, Xen and the tools (Dom0Packages)
  *   firewall   the host's own nftables table, applied under the rollback timer (Dom0Firewall)
@@ -26,14 +27,26 @@ import { Dom0Network } from "../provider/resources/dom0-network";
 import { Dom0Packages } from "../provider/resources/dom0-packages";
 import { Dom0Reboot } from "../provider/resources/dom0-reboot";
 import { Dom0XenBoot } from "../provider/resources/dom0-xen-boot";
+import {
+  HetznerInstallimage,
+  type HetznerInstallimageArgs,
+} from "../provider/resources/hetzner-installimage";
 import type { ConnectionArgs } from "../provider/ssh/connection";
 
 type In<T> = pulumi.Input<T>;
 type OnDelete = "keep" | "restore";
 
 export interface Dom0HostArgs {
-  /** How to reach the server now: typically root on port 22 of the freshly installed system, with its host key pinned. */
+  /**
+   * How to reach the server now: root on port 22 of the installed system, its host key pinned; or, with
+   * `installimage`, of Hetzner's rescue system (pinned to the rescue system's key).
+   */
   readonly connection: In<ConnectionArgs>;
+  /**
+   * Phase 0: install the system from Hetzner's rescue system first (wipes `drives`; needs `wipeDisks: true`). The
+   * installed system gets a host key the resource generates, which every later step pins. @default none
+   */
+  readonly installimage?: Omit<HetznerInstallimageArgs, "connection">;
   /** `debian` (12, ifupdown) or `ubuntu` (24.04, netplan, socket-activated sshd). @default "debian" */
   readonly distribution?: "debian" | "ubuntu";
   /** @default "bookworm" for Debian, "noble" for Ubuntu */
@@ -109,6 +122,8 @@ export interface Dom0HostArgs {
 }
 
 export class Dom0Host extends pulumi.ComponentResource {
+  /** Phase 0, when `installimage` was given. */
+  readonly install?: HetznerInstallimage;
   readonly access: Dom0Access;
   readonly packages: Dom0Packages;
   readonly firewall: Dom0Firewall;
@@ -147,27 +162,38 @@ export class Dom0Host extends pulumi.ComponentResource {
     const bridge = args.network.bridge ?? "xenbr0";
     const confirm = args.confirmSeconds !== undefined ? { confirmSeconds: args.confirmSeconds } : {};
 
+    // After an install, the installed system is reached like the rescue system but pinned to its generated key.
+    let bootstrap: In<ConnectionArgs> = args.connection;
+    if (args.installimage) {
+      this.install = new HetznerInstallimage(
+        `${name}-install`,
+        { connection: args.connection, ...args.installimage },
+        child,
+      );
+      bootstrap = pulumi
+        .all([pulumi.output(args.connection), this.install.installedHostKey])
+        .apply(([c, hostKey]) => ({ ...(c as ConnectionArgs), hostKey }));
+    }
     this.access = new Dom0Access(
       `${name}-access`,
       {
-        connection: args.connection,
+        connection: bootstrap,
         ...os,
         adminUser: args.admin.name,
         authorizedKeys: args.admin.authorizedKeys,
         sshPort,
+        ...optional({ connectPort: args.ssh?.connectPort }),
         ...confirm,
         onDelete,
       },
       child,
     );
     // Every later concern logs in as the admin on the new port, once the access step confirmed it works.
-    const adminConnection = pulumi
-      .all([pulumi.output(args.connection), this.access.applied])
-      .apply(([c, a]) => ({
-        ...(c as ConnectionArgs),
-        port: a?.port ?? sshPort,
-        user: a?.user ?? "root",
-      })) as pulumi.Output<ConnectionArgs>;
+    const adminConnection = pulumi.all([pulumi.output(bootstrap), this.access.applied]).apply(([c, a]) => ({
+      ...(c as ConnectionArgs),
+      port: a?.port ?? sshPort,
+      user: a?.user ?? "root",
+    })) as pulumi.Output<ConnectionArgs>;
 
     const basePackages = [
       ...facts.xenPackages,

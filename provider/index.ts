@@ -18,6 +18,7 @@ import { dom0XenBootKind } from "./resources/dom0-xen-boot";
 import { dom0NetworkKind } from "./resources/dom0-network";
 import { dom0MonitoringKind } from "./resources/dom0-monitoring";
 import { dom0RebootKind } from "./resources/dom0-reboot";
+import { hetznerInstallimageKind } from "./resources/hetzner-installimage";
 
 registerKinds([
   remoteFileKind,
@@ -32,6 +33,7 @@ registerKinds([
   dom0NetworkKind,
   dom0MonitoringKind,
   dom0RebootKind,
+  hetznerInstallimageKind,
 ]);
 
 // Resources
@@ -48,6 +50,7 @@ export * from "./resources/dom0-network";
 export * from "./resources/dom0-monitoring";
 export { Dom0Reboot, dom0RebootKind, rebootReasons, verifyProblems } from "./resources/dom0-reboot";
 export type { Dom0RebootArgs, Dom0RebootInputs, Dom0RebootOutputs } from "./resources/dom0-reboot";
+export * from "./resources/hetzner-installimage";
 // Component (also at "xen-estate/components")
 export { XenGuest } from "../components/xen-guest";
 export { Dom0Host } from "../components/dom0-host";

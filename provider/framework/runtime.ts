@@ -93,7 +93,8 @@ function completeOuts(
   const complete: Record<string, unknown> = { ...outs };
   for (const k of ["connection", "credentials", "xenEstateVersion"])
     if (inputs[k] !== undefined) complete[k] = inputs[k];
-  if (hostId) complete.hostId = hostId;
+  // A kind may record another machine than the one it was created through (a reinstall: the installed system).
+  if (hostId && typeof outs.hostId !== "string") complete.hostId = hostId;
   delete complete.__provider;
   return complete;
 }
