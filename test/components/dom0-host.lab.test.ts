@@ -257,10 +257,7 @@ describe("Dom0Host on the lab's bare server", { skip: missingTools(), timeout: 4
       "echo 'PasswordAuthentication yes' >> /etc/ssh/sshd_config.d/00-xen-estate.conf && nft delete table inet xen_estate",
     );
     const refresh = await timed("refresh", () => stack.refresh());
-    const drifted = resourceChanges(refresh)
-      .map((s) => `${s.type.slice(T.length)} ${s.op}`)
-      .sort();
-    assert.deepEqual(drifted, ["Dom0Access update", "Dom0Firewall update"]);
+    assert.equal(refresh.changeSummary?.update, 2, JSON.stringify(refresh.changeSummary));
     const up = await timed("repair up", () => stack.up());
     assert.deepEqual(
       resourceChanges(up)
