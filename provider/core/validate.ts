@@ -261,7 +261,7 @@ export const PATH_RULE =
   "must be an absolute path of letters, digits and `_.+@%=,:~-` (no spaces, quotes, `$`, backticks or other shell characters), without `.` or `..` parts, `//` or a trailing `/`";
 
 /**
- * A conservative absolute path: only {@link PATH_CHARS}, no `.`/`..` parts, no empty parts, no trailing slash
+ * A conservative absolute path: only the characters {@link PATH_RULE} names, no `.`/`..` parts, no empty parts, no trailing slash
  * (except `/` itself), at most 4096 characters. Nothing in such a path means anything to a shell, but it is still
  * quoted everywhere it is used.
  */

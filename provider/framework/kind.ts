@@ -66,6 +66,16 @@ export interface Kind<In extends object, Out extends In> {
   readonly changeClasses?: Readonly<Record<string, readonly string[]>>;
   /** What `preview` says about a class of change when it happens, e.g. `{ restart: "restarts the guest" }`. */
   readonly changeNotes?: Readonly<Record<string, string>>;
+  /**
+   * The version of the state this kind writes (outputs carry it as `xenEstateSchema`). State without one was written
+   * by 0.1.0, version 1. @default 1
+   */
+  readonly schemaVersion?: number;
+  /**
+   * Brings state written by an older release (schema `from`) to this release's shape, so an upgrade shows no change
+   * that is not one: fields added since then get what the old state implies. Pure.
+   */
+  migrate?(state: Record<string, unknown>, from: number): Record<string, unknown>;
   /** Validates and normalises the kind's own inputs (not the connection), recording failures in `c`. Pure. */
   check(
     raw: Record<string, unknown>,

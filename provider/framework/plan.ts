@@ -14,6 +14,18 @@ import type { AnyKind, ChangePlan } from "./kind";
 import { kindOf } from "./registry";
 
 const INTERNAL = new Set(["__provider"]);
+/** The output holding the version of a resource's state (see {@link Kind.schemaVersion}). */
+export const SCHEMA_KEY = "xenEstateSchema";
+
+/** State of any release, brought to this release's shape by the kind's migration. Pure. */
+export function upgradeState(kindName: string, state: Record<string, unknown>): Record<string, unknown> {
+  const kind: AnyKind = kindOf(kindName);
+  const current = kind.schemaVersion ?? 1;
+  if (!state || typeof state !== "object" || Object.keys(state).length === 0) return state;
+  const from = typeof state[SCHEMA_KEY] === "number" ? state[SCHEMA_KEY] : 1;
+  if (from >= current || !kind.migrate) return state;
+  return { ...kind.migrate(state, from), [SCHEMA_KEY]: current };
+}
 /** Inputs the framework manages for every kind. */
 const COMMON = new Set(["connection", "credentials", "xenEstateVersion"]);
 
@@ -103,7 +115,7 @@ export function planDiff(
   news: Record<string, unknown>,
 ): ChangePlan & { changes: boolean; deleteBeforeReplace: boolean } {
   const kind: AnyKind = kindOf(kindName);
-  const skip = new Set([...INTERNAL, ...(kind.outputOnly ?? []), "hostId"]);
+  const skip = new Set([...INTERNAL, ...(kind.outputOnly ?? []), "hostId", SCHEMA_KEY]);
   const keys = new Set([...Object.keys(news), ...Object.keys(olds)].filter((k) => !skip.has(k)));
   const changed = [...keys].filter((k) => !deepEqual(olds[k], news[k])).sort();
   const replaces = new Set<string>();

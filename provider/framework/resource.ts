@@ -44,7 +44,7 @@ export function resourceInputs(
     credentials: pulumi.secret(split.apply((s) => s.credentials)),
     xenEstateVersion: VERSION,
   };
-  for (const k of [...outputOnly, "hostId"]) inputs[k] = undefined;
+  for (const k of [...outputOnly, "hostId", "xenEstateSchema"]) inputs[k] = undefined;
   return inputs;
 }
 

@@ -18,7 +18,7 @@ import {
 } from "../ssh/connection";
 import { SshPool } from "../ssh/pool";
 import type { AnyKind, Context } from "./kind";
-import { checkInputs, planDiff, planNote } from "./plan";
+import { checkInputs, planDiff, planNote, SCHEMA_KEY, upgradeState } from "./plan";
 import { kindOf } from "./registry";
 
 let pool: SshPool | undefined;
@@ -57,11 +57,14 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== null)) as Partial<T>;
 }
 
-/** Host ids already read in this process, by login. */
-const hostIds = new Map<string, Promise<string>>();
+/** Host ids already read, per pool (so a new pool asks again), by login. */
+const hostIdsByPool = new WeakMap<object, Map<string, Promise<string>>>();
 
-/** The identity of the machine behind `ctx` (one round trip per login per process). */
+/** The identity of the machine behind `ctx` (one round trip per login per pool). */
 function hostIdOf(ctx: Context): Promise<string> {
+  const p = sharedPool();
+  let hostIds = hostIdsByPool.get(p);
+  if (!hostIds) hostIdsByPool.set(p, (hostIds = new Map()));
   const key = poolKey(ctx.conn);
   let id = hostIds.get(key);
   if (!id) {
@@ -86,11 +89,12 @@ async function assertSameHost(ctx: Context, kind: AnyKind, id: string, recorded:
 
 /** Adds the common inputs back onto a kind's outputs so state always holds the complete picture. */
 function completeOuts(
+  kind: AnyKind,
   inputs: Record<string, unknown>,
   outs: Record<string, unknown>,
   hostId: string | null | undefined,
 ): Record<string, unknown> {
-  const complete: Record<string, unknown> = { ...outs };
+  const complete: Record<string, unknown> = { ...outs, [SCHEMA_KEY]: kind.schemaVersion ?? 1 };
   for (const k of ["connection", "credentials", "xenEstateVersion"])
     if (inputs[k] !== undefined) complete[k] = inputs[k];
   // A kind may record another machine than the one it was created through (a reinstall: the installed system).
@@ -145,7 +149,11 @@ export const runtime = {
   ): Promise<pulumi.dynamic.DiffResult> {
     // A refused change (e.g. a shrink) surfaces as a rejected diff, so `pulumi preview` already fails.
     try {
-      const { changes, replaces, deleteBeforeReplace, ...plan } = planDiff(kindName, olds, news);
+      const { changes, replaces, deleteBeforeReplace, ...plan } = planDiff(
+        kindName,
+        upgradeState(kindName, olds),
+        news,
+      );
       const note = changes ? planNote(kindName, { replaces, ...plan }) : null;
       if (note) new Logger(`${kindName} ${id}`).warn(`this update ${note}`);
       return Promise.resolve({ changes, replaces, deleteBeforeReplace });
@@ -165,13 +173,17 @@ export const runtime = {
       const outs = await kind.create(ctx, inputs, (p) => {
         partial = { ...inputs, ...p };
       });
-      return { id, outs: completeOuts(inputs, outs, hostId) };
+      return { id, outs: completeOuts(kind, inputs, outs, hostId) };
     } catch (err) {
       const e = scrubError(err, ctx);
       if (partial) {
         // Pulumi records a resource whose create threw an error carrying id and properties; the next `up`
         // calls update, which converges from wherever the create stopped.
-        Object.assign(e, { id, properties: completeOuts(inputs, partial, hostId), reasons: [e.message] });
+        Object.assign(e, {
+          id,
+          properties: completeOuts(kind, inputs, partial, hostId),
+          reasons: [e.message],
+        });
       }
       throw e;
     }
@@ -180,17 +192,18 @@ export const runtime = {
   async read(
     kindName: string,
     id: string,
-    props: Record<string, unknown>,
+    oldProps: Record<string, unknown>,
   ): Promise<pulumi.dynamic.ReadResult> {
     const kind: AnyKind = kindOf(kindName);
-    if (!props || typeof props !== "object" || !props.connection) throw notImportable(kind, id);
+    if (!oldProps || typeof oldProps !== "object" || !oldProps.connection) throw notImportable(kind, id);
+    const props = upgradeState(kindName, oldProps);
     const ctx = contextFor(kind, props, id, props);
     try {
       await assertSameHost(ctx, kind, id, props.hostId);
       const outs = await kind.read(ctx, id, props);
       // An empty id tells the engine the object is gone, so refresh drops it and the next `up` recreates it.
       if (!outs) return { id: "", props: {} };
-      return { id, props: completeOuts(props, outs, props.hostId as string | undefined) };
+      return { id, props: completeOuts(kind, props, outs, props.hostId as string | undefined) };
     } catch (err) {
       throw scrubError(err, ctx);
     }
@@ -199,24 +212,26 @@ export const runtime = {
   async update(
     kindName: string,
     id: string,
-    olds: Record<string, unknown>,
+    oldState: Record<string, unknown>,
     news: Record<string, unknown>,
   ): Promise<pulumi.dynamic.UpdateResult> {
     const kind: AnyKind = kindOf(kindName);
+    const olds = upgradeState(kindName, oldState);
     const ctx = contextFor(kind, news, id, olds);
     try {
       await assertSameHost(ctx, kind, id, olds.hostId);
       const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx));
       const { changes: _c, deleteBeforeReplace: _d, ...plan } = planDiff(kindName, olds, news);
       const outs = await kind.update(ctx, id, olds, news, plan);
-      return { outs: completeOuts(news, outs, hostId) };
+      return { outs: completeOuts(kind, news, outs, hostId) };
     } catch (err) {
       throw scrubError(err, ctx);
     }
   },
 
-  async delete(kindName: string, id: string, props: Record<string, unknown>): Promise<void> {
+  async delete(kindName: string, id: string, oldProps: Record<string, unknown>): Promise<void> {
     const kind: AnyKind = kindOf(kindName);
+    const props = upgradeState(kindName, oldProps);
     const ctx = contextFor(kind, props, id, props);
     try {
       await assertSameHost(ctx, kind, id, props.hostId);

@@ -111,10 +111,17 @@ export async function stopDomain(ctx: Context, name: string, timeoutSeconds: num
   );
 }
 
-/** Links (or unlinks) the guest's config in /etc/xen/auto, which xendomains starts at boot. */
+/**
+ * Links (or unlinks) the guest's config in /etc/xen/auto, which xendomains starts at boot. Only a symlink is ever
+ * replaced or removed there: a regular file someone put in its place is left alone (and reported).
+ */
 export function autostartScript(g: Pick<GuestInputs, "name" | "autostart">): string {
   const link = shellQuote(autostartPath(g.name));
-  return g.autostart
-    ? `mkdir -p ${XEN_CONFIG_DIR}/auto && ln -sfn ${shellQuote(configPath(g.name))} ${link}`
-    : `rm -f -- ${link}`;
+  const foreign = `xe_refuse ${shellQuote(`${autostartPath(g.name)} is not a link xen-estate made: refusing to replace or remove it`)}`;
+  return [
+    `if [ -e ${link} ] && [ ! -L ${link} ]; then ${foreign}; fi`,
+    g.autostart
+      ? `mkdir -p ${XEN_CONFIG_DIR}/auto && ln -sfn -- ${shellQuote(configPath(g.name))} ${link}`
+      : `rm -f -- ${link}`,
+  ].join("\n");
 }

@@ -132,7 +132,7 @@ function withRootMounted(g: GuestInputs, body: string[]): string {
  */
 export function installScript(g: GuestInputs, swapVdevs: readonly string[] = []): string {
   const inst = g.install;
-  const settings = guestSettingsOf(g);
+  const settings = g.guestSettings ?? guestSettingsOf(g);
   if (!inst || !settings) return "";
   const root = g.disks[0]!;
   const release = directKernelRelease(g);
@@ -239,7 +239,7 @@ export function installScript(g: GuestInputs, swapVdevs: readonly string[] = [])
  * filesystem, keeping each replaced file under /var/backups/xen-estate inside the guest.
  */
 export function settingsScript(g: GuestInputs): string {
-  const settings = guestSettingsOf(g);
+  const settings = g.guestSettings ?? guestSettingsOf(g);
   if (!settings) return "";
   return withRootMounted(g, [
     `[ -e "$mnt/etc/os-release" ] || [ -e "$mnt/sbin/init" ] || [ -L "$mnt/sbin/init" ] || xe_refuse ${shellQuote(`${g.disks[0]!.path} holds no installed system to reconfigure`)}`,

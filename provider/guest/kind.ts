@@ -44,6 +44,31 @@ export function completeGuest(
   return { ...g, files };
 }
 
+/**
+ * A guest's state from 0.1.0: no owner tag (its config has none either), the NAT in place as far as it knew, the
+ * installed settings those its inputs imply (so an upgrade rewrites nothing inside a guest), a mirror without
+ * credentials.
+ */
+function migrateGuest(old: Record<string, unknown>): Record<string, unknown> {
+  const g = old as unknown as GuestInputs;
+  const install = g.install?.debootstrap
+    ? {
+        ...g.install,
+        debootstrap: {
+          ...{ mirrorUser: null, mirrorPassword: null, proxyUser: null, proxyPassword: null },
+          ...(g.install.debootstrap as object),
+        },
+      }
+    : g.install;
+  const migrated = {
+    owner: null,
+    natActive: g.natNetwork ? true : null,
+    ...old,
+    install,
+  } as unknown as GuestInputs;
+  return { guestSettings: guestSettingsOf(migrated), ...(migrated as unknown as Record<string, unknown>) };
+}
+
 /** The kind of a guest whose network `checkNetwork` validates. */
 export function guestKind(
   name: string,
@@ -54,6 +79,8 @@ export function guestKind(
     replaceOn: GUEST_REPLACE_ON,
     changeClasses: GUEST_CHANGES,
     changeNotes: GUEST_CHANGE_NOTES,
+    schemaVersion: 2,
+    migrate: migrateGuest,
     ...guestLifecycle,
     check,
   };

@@ -145,7 +145,7 @@ export async function createGuest(
     );
   await writeFiles(ctx, g);
   progress({ domid: null, running: false });
-  await ctx.host.script(autostartScript(g), { summary: `autostart ${g.name}` });
+  await ctx.host.refusable(autostartScript(g), { summary: `autostart ${g.name}` });
   await ensureNat(ctx, g);
   let domid = existing;
   let sshHostKey: string | null = null;
@@ -196,7 +196,7 @@ export async function updateGuest(
   if (own.state !== "absent" && own.state !== "ours") refuseOwnership(news, own, ctx.conn.host);
   await checkAddressesFree(ctx, news);
   const changedFiles = await writeFiles(ctx, news);
-  await ctx.host.script(autostartScript(news), { summary: `autostart ${news.name}` });
+  await ctx.host.refusable(autostartScript(news), { summary: `autostart ${news.name}` });
   await ensureNat(ctx, news);
   const restart = plan.classes.restart ?? [];
   const live = plan.classes.live ?? [];
@@ -241,7 +241,9 @@ export async function deleteGuest(ctx: Context, outs: GuestOutputs): Promise<voi
     return;
   }
   await stopDomain(ctx, outs.name, outs.shutdownTimeoutSeconds);
-  await removeRemoteFile(ctx.host, autostartPath(outs.name));
+  await ctx.host.refusable(autostartScript({ name: outs.name, autostart: false }), {
+    summary: `remove ${autostartPath(outs.name)}`,
+  });
   await removeRemoteFile(ctx.host, configPath(outs.name));
   if (outs.natNetwork) {
     // Shared NAT pieces go with the last NAT guest of that network on this host.

@@ -193,7 +193,7 @@ export function writeFileScript(path: string, content: string | Buffer, opts: Wr
     ...(validate
       ? [
           opts.sensitive
-            ? `if ! ${validate} >/dev/null 2>&1; then xe_say ${shellQuote(`validation of the new ${path} failed (its output is not shown: the content is secret)`)}; exit ${VALIDATION_FAILED_EXIT}; fi`
+            ? `if ! ( ${validate} ) >/dev/null 2>&1; then xe_say ${shellQuote(`validation of the new ${path} failed (its output is not shown: the content is secret)`)}; exit ${VALIDATION_FAILED_EXIT}; fi`
             : `if ! out=$(${validate} 2>&1); then xe_say ${shellQuote(`validation of the new ${path} failed: `)} "$out"; exit ${VALIDATION_FAILED_EXIT}; fi`,
         ]
       : []),

@@ -32,6 +32,14 @@ export interface ChannelResult {
   durationMs: number;
 }
 
+/**
+ * The server refused to open a channel although the connection is up: it still counts a session the client has
+ * already closed (OpenSSH frees it a moment later), or MaxSessions is below the pool's cap. Nothing ran.
+ */
+export class ChannelRefusedError extends Error {
+  override readonly name = "ChannelRefusedError";
+}
+
 /** How many stderr lines of one command are copied into the debug log before it is summarised. */
 const LOGGED_LINES = 400;
 /** A stderr line longer than this is cut in the log (the full text stays in the result). */
@@ -53,7 +61,9 @@ export function runOnChannel(
         reject(
           entry.closed
             ? new SshConnectError(entry.conn.host, entry.conn.port, "closed", err.message, 1, { cause: err })
-            : err,
+            : /Channel open failure/i.test(err.message)
+              ? new ChannelRefusedError(err.message, { cause: err })
+              : err,
         );
         return;
       }

@@ -13,7 +13,7 @@ import { RefusedError, RemoteCommandError, SshConnectError, SudoPasswordRequired
 import type { Logger } from "../core/log";
 import { shellQuote } from "../core/shell";
 import type { ResolvedConnection } from "./connection";
-import { runOnChannel } from "./channel";
+import { ChannelRefusedError, runOnChannel, type ChannelResult } from "./channel";
 import type { SshPool } from "./pool";
 
 /**
@@ -57,6 +57,8 @@ export interface RunResult {
 }
 
 const STDERR_TAIL_LINES = 20;
+/** Attempts to open a channel the server refuses (see {@link ChannelRefusedError}). */
+const CHANNEL_ATTEMPTS = 8;
 
 export class RemoteHost {
   constructor(
@@ -119,11 +121,23 @@ export class RemoteHost {
     const full = this.isRoot ? guarded : `sudo -n -- ${guarded}`;
     const log = opts.secrets ? this.log.with(opts.secrets) : this.log;
     const summary = log.redact(opts.summary ?? command);
-    const entry = await this.pool.acquire(this.conn, log);
-    this.pool.stats.commands++;
     const started = Date.now();
+    let entry = await this.pool.acquire(this.conn, log);
+    this.pool.stats.commands++;
     try {
-      const result = await runOnChannel(entry, full, opts, timeoutMs, log);
+      let result: ChannelResult | undefined;
+      // A refused channel ran nothing: wait a little (the server frees closed sessions late) and open it again.
+      for (let attempt = 1; !result; attempt++) {
+        try {
+          result = await runOnChannel(entry, full, opts, timeoutMs, log);
+        } catch (err) {
+          if (!(err instanceof ChannelRefusedError) || attempt >= CHANNEL_ATTEMPTS) throw err;
+          log.debug(`${this.conn.host}: the server refused a channel (${err.message}); opening it again`);
+          this.pool.release(entry);
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+          entry = await this.pool.acquire(this.conn, log);
+        }
+      }
       const failed = result.timedOut || result.exitCode !== 0;
       if (
         failed &&

@@ -5,6 +5,7 @@
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as pulumi from "@pulumi/pulumi";
+import { checkInputs } from "../../provider";
 
 interface Registered {
   type: string;
@@ -80,6 +81,68 @@ describe("XenGuest", () => {
       registered.filter((r) => r.type.endsWith("LvmVolume")).length,
       1,
       "no swap volume without swapSize",
+    );
+  });
+
+  test("a network mode other than bridged or nat is refused, naming network.mode, before anything is made", async () => {
+    registered.length = 0;
+    const { XenGuest } = await import("../../components");
+    for (const mode of ["Bridged", "natt", "", "$(reboot)"])
+      assert.throws(
+        () =>
+          new XenGuest("bad1", {
+            connection: { host: "dom0", insecureIgnoreHostKey: true },
+            network: { mode, ip: "10.0.0.9" } as unknown as { mode: "nat"; ip: string },
+            rootSize: "2GiB",
+            memoryMiB: 256,
+            boot: { kernel: "/boot/vmlinuz" },
+          }),
+        (err: Error) => /`network\.mode` must be one of "bridged", "nat", got /.test(err.message),
+        mode,
+      );
+    assert.deepEqual(registered, []);
+  });
+
+  test("a root volume without a filesystem gets no label, so it passes the volume's check", async () => {
+    registered.length = 0;
+    const { XenGuest } = await import("../../components");
+    const g = new XenGuest("mig1", {
+      connection: { host: "dom0", insecureIgnoreHostKey: true },
+      network: { mode: "nat", ip: "10.0.0.9" },
+      rootSize: "2GiB",
+      rootFilesystem: "none",
+      memoryMiB: 256,
+      boot: { bootloader: "pvgrub2" },
+    });
+    await value(g.domid);
+    const root = registered.find((r) => r.name === "mig1-root")!;
+    assert.equal(root.inputs.filesystem, "none");
+    assert.equal(root.inputs.label, undefined);
+    assert.deepEqual(
+      checkInputs("LvmVolume", { ...root.inputs, connection: { host: "dom0", insecureIgnoreHostKey: true } })
+        .failures,
+      [],
+    );
+  });
+
+  test("every guest argument passes through to the guest, lifecycle actions and running included", async () => {
+    registered.length = 0;
+    const { XenGuest } = await import("../../components");
+    const g = new XenGuest("app2", {
+      connection: { host: "dom0", insecureIgnoreHostKey: true },
+      network: { mode: "nat", ip: "10.0.0.12" },
+      rootSize: "2GiB",
+      memoryMiB: 256,
+      boot: { kernel: "/boot/vmlinuz" },
+      onPoweroff: "preserve",
+      onReboot: "destroy",
+      running: false,
+    });
+    await value(g.domid);
+    const guest = registered.find((r) => r.type.endsWith("NatDomU"))!;
+    assert.deepEqual(
+      [guest.inputs.onPoweroff, guest.inputs.onReboot, guest.inputs.running],
+      ["preserve", "destroy", false],
     );
   });
 });

@@ -78,7 +78,11 @@ describe("the layering of provider/ and components/", () => {
       const dir = path.join(repoRoot(), "provider", "resources", k);
       const index = fs.readFileSync(path.join(dir, "index.ts"), "utf8");
       assert.match(index, /export interface \w+Args\b/, `${k}/index.ts declares its Args`);
-      assert.match(index, /extends defineResource</, `${k}/index.ts makes its class with defineResource`);
+      assert.match(
+        index,
+        /extends define\w*Resource</,
+        `${k}/index.ts makes its class with a resource factory`,
+      );
       assert.ok(fs.existsSync(path.join(dir, "kind.ts")), `${k}/kind.ts exists`);
     }
   });

@@ -5,6 +5,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { checkInputs, planDiff, providerFor, runtime, VERSION } from "../../provider";
+import { checked as check } from "../support/checked";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostFp = fixtureKeys.hostFingerprint;
@@ -19,12 +20,7 @@ const base = {
 };
 
 function checked(over: Record<string, unknown> = {}): Record<string, unknown> {
-  const { inputs, failures } = checkInputs("RemoteFile", { ...base, ...over });
-  assert.deepEqual(
-    failures.map((f) => f.message),
-    [],
-  );
-  return inputs!;
+  return check("RemoteFile", { ...base, ...over });
 }
 
 describe("check", () => {

@@ -15,7 +15,10 @@ import {
   installScript,
   DebootstrapProgress,
   renderGuestConfig,
+  settingsScript,
+  configPath,
 } from "../../provider";
+import { planNote } from "../../provider/framework/plan";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostKey = fixtureKeys.hostFingerprint;
@@ -358,5 +361,128 @@ describe("unattended install", () => {
     assert.match(p.line("I: Configuring libc6...")!, /configuring 1\/4 \(25%\)/);
     assert.match(p.line("I: Configuring bash...")!, /configuring 2\/4 \(50%\)/);
     assert.match(p.line("I: Base system installed successfully.")!, /finished/);
+  });
+});
+
+describe("preview with whole objects not known yet", () => {
+  test("an unknown boot, disks list, install or connection passes check and plans an update, not a replacement", () => {
+    const olds = { ...ok("NatDomU", nat), domid: 1, sshHostKey: null };
+    for (const over of [
+      { boot: UNKNOWN },
+      { disks: UNKNOWN },
+      { install: UNKNOWN },
+      { connection: UNKNOWN },
+      { connection: { host: UNKNOWN, hostKey } },
+      { waitForNetwork: UNKNOWN },
+    ]) {
+      const { inputs, failures } = checkInputs("NatDomU", { ...nat, ...over });
+      assert.deepEqual(failures, [], JSON.stringify(over));
+      const d = planDiff("NatDomU", olds, inputs!);
+      assert.deepEqual([d.changes, d.replaces], [true, []], JSON.stringify(over));
+    }
+  });
+});
+
+describe("values of the wrong type", () => {
+  test("check never throws: an object, a list, NaN or null where a string or number belongs is a failure naming it", () => {
+    const cases: [string, Record<string, unknown>, string][] = [
+      ["NatDomU", { ...nat, name: { toString: null } }, "name"],
+      ["NatDomU", { ...nat, name: Object.create(null) as object, mac: undefined }, "name"],
+      ["BridgedDomU", { ...bridged, memoryMiB: Number.NaN }, "memoryMiB"],
+      ["BridgedDomU", { ...bridged, ip: ["203.0.113.10"] }, "ip"],
+      ["BridgedDomU", { ...bridged, disks: [{ path: 7, vdev: "xvda" }] }, "disks[0].path"],
+      ["BridgedDomU", { ...bridged, boot: "pvgrub2" }, "boot"],
+      ["NatDomU", { ...nat, vcpus: "2 cores" }, "vcpus"],
+    ];
+    for (const [kind, raw, property] of cases) {
+      const props = failing(kind, raw);
+      assert.ok(props.includes(property), `${kind} ${property}: ${JSON.stringify(props)}`);
+    }
+  });
+});
+
+describe("installed settings", () => {
+  const installed = { ...nat, install: { image: "/srv/images/root.tar.gz", nameservers: ["185.12.64.1"] } };
+
+  test("a new resolver or address after the install rewrites the guest's settings and restarts it", () => {
+    const olds = { ...ok("NatDomU", installed), domid: 1, sshHostKey: null } as unknown as Record<
+      string,
+      unknown
+    >;
+    const resolver = planDiff("NatDomU", olds, {
+      ...ok("NatDomU", { ...installed, install: { ...installed.install, nameservers: ["9.9.9.9"] } }),
+    });
+    assert.deepEqual(resolver.classes.settings, ["guestSettings"]);
+    assert.deepEqual(resolver.replaces, []);
+    const address = planDiff("NatDomU", olds, { ...ok("NatDomU", { ...installed, ip: "10.0.0.6" }) });
+    assert.deepEqual(address.classes.settings, ["guestSettings"]);
+    const none = { ...ok("NatDomU", nat), domid: 1, sshHostKey: null } as unknown as Record<string, unknown>;
+    assert.equal(ok("NatDomU", nat).guestSettings, null, "a guest without an install owns its settings");
+    assert.deepEqual(
+      planDiff("NatDomU", none, { ...ok("NatDomU", { ...nat, ip: "10.0.0.6" }) }).classes.settings,
+      [],
+    );
+  });
+
+  test("the settings rewrite keeps each replaced file and never writes through a symlink out of the guest", () => {
+    const script = settingsScript(ok("NatDomU", installed));
+    assert.match(script, /xe_keep=1/);
+    assert.match(script, /realpath -m -- "\$mnt\$1"/);
+    assert.match(script, /xe_holder '?\/dev\/vg0\/web1-root'?/);
+    const parsed = spawnSync("bash", ["-n"], { input: script, encoding: "utf8" });
+    assert.equal(parsed.status, 0, parsed.stderr);
+  });
+});
+
+describe("locks", () => {
+  test("an install holds its disk's lock, not the host's, so a long debootstrap holds up no other resource", () => {
+    const script = installScript(ok("NatDomU", { ...nat, install: { debootstrap: {} } }));
+    assert.match(script, /^exec 7>>\/run\/lock\/xen-estate-disk\._dev_vg0_web1-root\.lock$/m);
+    assert.doesNotMatch(script, /xen-estate\.lock/);
+  });
+});
+
+describe("mirror credentials", () => {
+  test("a password in the mirror URL reaches wget through a file, never the command line, and is never shown", () => {
+    const g = ok("NatDomU", {
+      ...nat,
+      install: { debootstrap: { mirror: "http://mirror-user:s3cr3t-pw@deb.example.org/debian" } },
+    });
+    assert.equal(g.install?.debootstrap?.mirror, "http://deb.example.org/debian");
+    const script = installScript(g);
+    const debootstrapLine = script.split("\n").find((l) => l.startsWith("debootstrap "))!;
+    assert.doesNotMatch(debootstrapLine, /s3cr3t|mirror-user/);
+    assert.match(script, /export WGETRC="\$auth\/wgetrc"/);
+    assert.match(script, /'http_password = s3cr3t-pw'/);
+    assert.match(script, /xe_say 'debootstrap bookworm from http:\/\/deb\.example\.org\/debian'/);
+    const bad = checkInputs("NatDomU", {
+      ...nat,
+      install: { debootstrap: { mirror: "ftp://mirror-user:s3cr3t-pw@deb.example.org/debian" } },
+    }).failures;
+    assert.equal(bad[0]?.property, "install.debootstrap.mirror");
+    assert.doesNotMatch(bad[0].message, /s3cr3t/);
+  });
+});
+
+describe("owners", () => {
+  test("the owner tag of a guest is written into its config, and a hostile one is refused", () => {
+    const g = ok("NatDomU", { ...nat, owner: "estate/lab/app1" });
+    assert.match(g.files[configPath("app1")]!, /^# xen-estate-owner estate\/lab\/app1$/m);
+    assert.deepEqual(failing("NatDomU", { ...nat, owner: "x\n# injected" }), ["owner"]);
+  });
+});
+
+describe("what preview says about an update", () => {
+  test("an update that restarts the guest says so, naming what changed; a live change says nothing", () => {
+    const olds = { ...ok("BridgedDomU", bridged), domid: 1, sshHostKey: null } as unknown as Record<
+      string,
+      unknown
+    >;
+    const restart = planDiff("BridgedDomU", olds, { ...ok("BridgedDomU", { ...bridged, type: "pv" }) });
+    assert.equal(planNote("BridgedDomU", restart), "restarts the guest (type changed)");
+    const live = planDiff("BridgedDomU", olds, {
+      ...ok("BridgedDomU", { ...bridged, memoryMiB: 200, maxMemoryMiB: 256 }),
+    });
+    assert.equal(planNote("BridgedDomU", live), null);
   });
 });

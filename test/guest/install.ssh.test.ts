@@ -16,11 +16,13 @@ import {
   INSTALL_MARKER,
   installScript,
   RefusedError,
+  settingsScript,
   RemoteHost,
   SshPool,
   VERSION,
 } from "../../provider";
 import { startLocalHost, Sshd } from "../support/sshd";
+import { withStubs, writeStubs } from "../support/stub-commands";
 
 let sshd: Sshd;
 let pool: SshPool;
@@ -197,5 +199,85 @@ describe("installing a guest from an image", () => {
       fs.rmSync(path.join(dir, "rootfs", "boot"), { recursive: true });
       sh(`tar -C ${dir}/rootfs -czf ${image} .`);
     }
+  });
+});
+
+describe("a disk someone holds", () => {
+  test("the install refuses a root disk a guest holds, naming the guest, and never mounts it", async () => {
+    freshFilesystem();
+    const stubs = path.join(dir, "stubs-held");
+    writeStubs(stubs, {
+      "xenstore-ls": { stdout: `/local/domain/0/backend/vbd/5/51712/params = "${loop}"\n` },
+      xl: { stdout: "web7\n" },
+    });
+    await assert.rejects(
+      withStubs(host, stubs).refusable(installScript(guest(loop))),
+      (e: unknown) =>
+        e instanceof RefusedError && /refusing to touch .*: guest web7 holds it/.test(e.message),
+    );
+    onDisk(() => assert.deepEqual(fs.readdirSync(mnt).sort(), ["lost+found"]));
+  });
+
+  test("the install refuses a root disk mounted in the host", async () => {
+    freshFilesystem();
+    sh(`mount ${loop} ${mnt}`);
+    try {
+      await assert.rejects(
+        host.refusable(installScript(guest(loop))),
+        /refusing to touch .*: it is mounted at/,
+      );
+    } finally {
+      sh(`umount ${mnt}`);
+    }
+  });
+
+  test("when xenstore cannot be asked, the install fails instead of assuming nobody holds the disk", async () => {
+    freshFilesystem();
+    const stubs = path.join(dir, "stubs-down");
+    writeStubs(stubs, { "xenstore-ls": { stderr: "xs_open: Connection refused\n", exit: 1 } });
+    await assert.rejects(withStubs(host, stubs).refusable(installScript(guest(loop))), /cannot ask xenstore/);
+    onDisk(() => assert.deepEqual(fs.readdirSync(mnt).sort(), ["lost+found"]));
+  });
+});
+
+describe("rewriting an installed guest's settings", () => {
+  test("a new address and resolver land in the stopped guest's files, the old ones are kept inside it", async () => {
+    freshFilesystem();
+    const g = guest(loop);
+    await host.refusable(installScript(g));
+    const moved = {
+      ...g,
+      guestSettings: { ...g.guestSettings!, address: "10.0.0.19", nameservers: ["192.0.2.54"] },
+    };
+    await host.refusable(settingsScript(moved));
+    onDisk(() => {
+      assert.match(
+        fs.readFileSync(path.join(mnt, "etc/network/interfaces"), "utf8"),
+        /address 10\.0\.0\.19\/24/,
+      );
+      assert.equal(fs.readFileSync(path.join(mnt, "etc/resolv.conf"), "utf8"), "nameserver 192.0.2.54\n");
+      const kept = fs.readdirSync(path.join(mnt, "var/backups/xen-estate/etc/network"));
+      assert.ok(
+        kept.some((n) => n.startsWith("interfaces.")),
+        kept.join(),
+      );
+    });
+  });
+
+  test("a symlink in the guest that points out of its filesystem is never written through", async () => {
+    freshFilesystem();
+    const g = guest(loop);
+    await host.refusable(installScript(g));
+    const victim = path.join(dir, "host-file");
+    fs.writeFileSync(victim, "the host's own file\n");
+    onDisk(() => {
+      fs.rmSync(path.join(mnt, "etc/resolv.conf"));
+      fs.symlinkSync(victim, path.join(mnt, "etc/resolv.conf"));
+      fs.rmSync(path.join(mnt, "etc/network"), { recursive: true });
+      fs.symlinkSync(dir, path.join(mnt, "etc/network"));
+    });
+    await assert.rejects(host.refusable(settingsScript(g)), /a symlink leads out of its filesystem/);
+    assert.equal(fs.readFileSync(victim, "utf8"), "the host's own file\n");
+    assert.equal(fs.existsSync(path.join(dir, "interfaces")), false);
   });
 });

@@ -8,6 +8,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import {
   BACKUP_ROOT,
+  BACKUPS_KEPT,
+  RefusedError,
+  remoteFileKind,
   readRemoteFile,
   RemoteCommandError,
   RemoteHost,
@@ -18,6 +21,7 @@ import {
   withHostLock,
   writeRemoteFile,
 } from "../../provider";
+import type { Context, RemoteFileInputs } from "../../provider";
 import { startLocalHost, Sshd } from "../support/sshd";
 
 let sshd: Sshd;
@@ -136,5 +140,107 @@ describe("atomic writes", () => {
     assert.equal(fs.existsSync(f), false);
     assert.ok(fs.readdirSync(path.join(BACKUP_ROOT, dir)).some((n) => n.startsWith("gone.conf.")));
     assert.equal(await removeRemoteFile(host, f), "absent");
+  });
+});
+
+describe("originals and regular files only", () => {
+  const ctx = (): Context => ({ host, log: host.log, conn: host.conn });
+  const inputs = (p: string, content: string, over: Partial<RemoteFileInputs> = {}): RemoteFileInputs => ({
+    connection: host.conn,
+    xenEstateVersion: "test",
+    path: p,
+    content,
+    owner: "root",
+    group: "root",
+    mode: "644",
+    validate: null,
+    createDirectories: false,
+    reloadCommand: null,
+    sensitive: false,
+    keepBackups: true,
+    ...over,
+  });
+
+  test("destroy after more updates than the backups kept still puts the original file back", async () => {
+    const f = path.join(dir, "sshd_config");
+    fs.writeFileSync(f, "Port 22 # the original\n");
+    let outs = await remoteFileKind.create(ctx(), inputs(f, "v0\n"), () => undefined);
+    assert.ok(outs.previousBackup?.endsWith(".original"), String(outs.previousBackup));
+    for (let i = 1; i <= BACKUPS_KEPT + 2; i++)
+      outs = await remoteFileKind.update(ctx(), "id", outs, inputs(f, `v${i}\n`), {
+        changed: [],
+        replaces: [],
+        classes: {},
+      });
+    const dated = fs.readdirSync(path.join(BACKUP_ROOT, dir)).filter((n) => /^sshd_config\.2/.test(n));
+    assert.equal(dated.length, BACKUPS_KEPT, "the dated backups rotate");
+    await remoteFileKind.delete(ctx(), "id", outs);
+    assert.equal(fs.readFileSync(f, "utf8"), "Port 22 # the original\n");
+  });
+
+  test("destroy refuses, and removes nothing, when the original it must put back is gone", async () => {
+    const f = path.join(dir, "issue");
+    fs.writeFileSync(f, "original\n");
+    const outs = await remoteFileKind.create(ctx(), inputs(f, "managed\n"), () => undefined);
+    fs.rmSync(outs.previousBackup!);
+    await assert.rejects(remoteFileKind.delete(ctx(), "id", outs), RefusedError);
+    assert.equal(fs.readFileSync(f, "utf8"), "managed\n");
+  });
+
+  test("a path that names a directory or a symlink is refused, and the directory is left as it was", async () => {
+    const d = path.join(dir, "boot");
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, "vmlinuz"), "kernel");
+    await assert.rejects(
+      remoteFileKind.create(ctx(), inputs(d, "x"), () => undefined),
+      /is not a regular file/,
+    );
+    await assert.rejects(
+      removeRemoteFile(host, d),
+      (e: unknown) => e instanceof RefusedError && /not a regular file/.test(e.message),
+    );
+    assert.deepEqual(fs.readdirSync(d), ["vmlinuz"]);
+    const link = path.join(dir, "passwd-link");
+    fs.symlinkSync("/etc/passwd", link);
+    const before = fs.readFileSync("/etc/passwd", "utf8");
+    await assert.rejects(writeRemoteFile(host, link, "owned\n"), /is a symlink/);
+    assert.equal(fs.readFileSync("/etc/passwd", "utf8"), before);
+  });
+
+  test("a secret file's backups are mode 600, its validator's output is not shown, and its backups go with it", async () => {
+    const f = path.join(dir, "secret.env");
+    fs.writeFileSync(f, "TOKEN=old-token-value\n");
+    const secret = "TOKEN=s3cr3t-token-value-9f2";
+    await assert.rejects(
+      writeRemoteFile(host, f, `${secret}\n`, { sensitive: true, validate: "cat %s; false" }),
+      (e: unknown) =>
+        e instanceof RemoteCommandError && !e.message.includes("s3cr3t") && /not shown/.test(e.message),
+    );
+    const outs = await remoteFileKind.create(
+      ctx(),
+      inputs(f, `${secret}\n`, { sensitive: true, keepBackups: false, mode: "600" }),
+      () => undefined,
+    );
+    await remoteFileKind.update(
+      ctx(),
+      "id",
+      outs,
+      inputs(f, "TOKEN=third\n", { sensitive: true, keepBackups: false, mode: "600" }),
+      {
+        changed: [],
+        replaces: [],
+        classes: {},
+      },
+    );
+    const backups = fs.readdirSync(path.join(BACKUP_ROOT, dir)).filter((n) => n.startsWith("secret.env."));
+    assert.ok(backups.length >= 2, backups.join());
+    for (const b of backups) assert.equal(fs.statSync(path.join(BACKUP_ROOT, dir, b)).mode & 0o777, 0o600, b);
+    await remoteFileKind.delete(ctx(), "id", { ...outs, keepBackups: false, sensitive: true });
+    assert.deepEqual(
+      fs.readdirSync(path.join(BACKUP_ROOT, dir)).filter((n) => /^secret\.env\.2/.test(n)),
+      [],
+      "no dated backup of the secret is left",
+    );
+    assert.equal(fs.readFileSync(f, "utf8"), "TOKEN=old-token-value\n", "the original came back");
   });
 });

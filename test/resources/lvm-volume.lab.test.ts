@@ -75,6 +75,42 @@ describe("LvmVolume (and a guest's address check) on the lab dom0", { timeout: 2
     assert.equal(r.outs.allocatedBytes, 16 * MiB, "a smaller adopted volume is grown to the declared size");
   });
 
+  test("deleting an adopted volume leaves it on the host with its data", async () => {
+    const uuid = (await lab.ssh("blkid -o value -s UUID /dev/vg0/legacy")).trim();
+    const r = await runtime.create(
+      "LvmVolume",
+      await checked({ name: "legacy", size: "16MiB", adopt: true }),
+    );
+    await runtime.delete("LvmVolume", r.id, r.outs);
+    assert.equal(
+      (await lab.ssh("blkid -o value -s UUID /dev/vg0/legacy")).trim(),
+      uuid,
+      "still there, data intact",
+    );
+    await lab.ssh("lvremove -q -y vg0/legacy");
+  });
+
+  test("a removed volume's blocks are zeroed, so the next volume carved from them reads none of its data", async () => {
+    const made = await runtime.create(
+      "LvmVolume",
+      await checked({ name: "wipe1", size: "8MiB", filesystem: "none" }),
+    );
+    await lab.ssh(
+      "yes xe-secret-data-1b7 | head -c 8388608 | dd of=/dev/vg0/wipe1 bs=1M oflag=direct status=none",
+    );
+    // Where the volume's blocks live on the physical volume: its first extent, by byte offset.
+    const [pv, firstPe] = (await lab.ssh("lvs --noheadings -o seg_pe_ranges vg0/wipe1")).trim().split(/[:-]/);
+    const peStart = Number((await lab.ssh(`pvs --noheadings --units b --nosuffix -o pe_start ${pv}`)).trim());
+    const extent = Number(
+      (await lab.ssh("vgs --noheadings --units b --nosuffix -o vg_extent_size vg0")).trim(),
+    );
+    const offset = peStart + Number(firstPe) * extent;
+    const probe = `dd if=${pv} bs=1M iflag=skip_bytes,count_bytes skip=${offset} count=8388608 status=none | grep -c xe-secret-data || true`;
+    assert.notEqual((await lab.ssh(probe)).trim(), "0", "the pattern is on the PV before the delete");
+    await runtime.delete("LvmVolume", made.id, made.outs);
+    assert.equal((await lab.ssh(probe)).trim(), "0", "no trace of it after the delete");
+  });
+
   test("never formats a volume that holds another filesystem", async () => {
     await lab.ssh("lvcreate -q -y -L 8M -n xfsish vg0 && mkswap -q /dev/vg0/xfsish >/dev/null");
     await assert.rejects(
@@ -167,6 +203,65 @@ describe("LvmVolume (and a guest's address check) on the lab dom0", { timeout: 2
     assert.equal((await lab.exec("test -e /etc/xen/newcomer.cfg")).exitCode, 1, "no config was written");
     assert.equal((await lab.exec("xl domid newcomer")).exitCode === 0, false, "no domain was made");
     await lab.ssh("rm -f /etc/xen/squatter.cfg");
+  });
+
+  test("a guest config another resource owns is never taken over: create is refused, naming the owner", async () => {
+    await lab.ssh(
+      `printf '%s\\n' '# Managed by xen-estate for guest "owned"' '# xen-estate-owner other-project/prod/owned' 'name = "owned"' > /etc/xen/owned.cfg`,
+    );
+    const r = await runtime.check(
+      "BridgedDomU",
+      {},
+      {
+        connection,
+        credentials,
+        xenEstateVersion: VERSION,
+        name: "owned",
+        owner: "estate/test/owned",
+        memoryMiB: 128,
+        type: "pv",
+        boot: { kernel: `${LAB_NET.kitDir}/vmlinuz` },
+        disks: [{ path: "/dev/vg0/data1", vdev: "xvda" }],
+        ip: "10.99.0.78",
+        mac: "00:16:3e:77:00:02",
+      },
+    );
+    assert.deepEqual(r.failures ?? [], []);
+    await assert.rejects(
+      runtime.create("BridgedDomU", r.inputs as Record<string, unknown>),
+      (e: unknown) => e instanceof RefusedError && /belongs to other-project\/prod\/owned/.test(e.message),
+    );
+    assert.match(await lab.ssh("cat /etc/xen/owned.cfg"), /other-project\/prod\/owned/, "left as it was");
+    await lab.ssh("rm -f /etc/xen/owned.cfg");
+  });
+
+  test("a disk another guest's config already lists is refused like a shared MAC", async () => {
+    await lab.ssh(
+      `printf '%s\\n' 'name = "holder"' 'disk = [ "format=raw, vdev=xvda, access=rw, target=/dev/vg0/data1" ]' > /etc/xen/holder.cfg`,
+    );
+    const r = await runtime.check(
+      "BridgedDomU",
+      {},
+      {
+        connection,
+        credentials,
+        xenEstateVersion: VERSION,
+        name: "second",
+        memoryMiB: 128,
+        type: "pv",
+        boot: { kernel: `${LAB_NET.kitDir}/vmlinuz` },
+        disks: [{ path: "/dev/mapper/vg0-data1", vdev: "xvda" }],
+        ip: "10.99.0.79",
+        mac: "00:16:3e:77:00:03",
+      },
+    );
+    assert.deepEqual(r.failures ?? [], []);
+    await assert.rejects(
+      runtime.create("BridgedDomU", r.inputs as Record<string, unknown>),
+      /disk \/dev\/mapper\/vg0-data1 is already used by the guest config \/etc\/xen\/holder\.cfg/,
+    );
+    assert.equal((await lab.exec("test -e /etc/xen/second.cfg")).exitCode, 1, "no config was written");
+    await lab.ssh("rm -f /etc/xen/holder.cfg");
   });
 
   test("deleting a volume that is already gone succeeds", async () => {

@@ -3,7 +3,24 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { checkInputs, parseSize, formatSize, planDiff, VERSION, parseProbe } from "../../provider";
+import {
+  checkInputs,
+  createScript,
+  deleteScript,
+  updateScript,
+  formatSize,
+  lvmVolumeKind,
+  parseProbe,
+  parseSize,
+  planDiff,
+  probeScript,
+  REFUSED_EXIT,
+  UNKNOWN,
+  VERSION,
+} from "../../provider";
+import type { LvmVolumeInputs, LvmVolumeOutputs } from "../../provider";
+import { fakeHost } from "../support/fake-host";
+import { checked as check } from "../support/checked";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const hostKey = fixtureKeys.hostFingerprint;
@@ -19,12 +36,7 @@ const base = {
 };
 
 function checked(over: Record<string, unknown> = {}): Record<string, unknown> {
-  const { inputs, failures } = checkInputs("LvmVolume", { ...base, ...over });
-  assert.deepEqual(
-    failures.map((f) => f.message),
-    [],
-  );
-  return inputs!;
+  return check("LvmVolume", { ...base, ...over });
 }
 
 function created(over: Record<string, unknown> = {}, allocatedBytes = 10 * GiB): Record<string, unknown> {
@@ -156,5 +168,108 @@ describe("probe parsing", () => {
 
   test("a partition table counts as data", () => {
     assert.equal(parseProbe("XE-LV 4194304 4194304\nXE-FS PTTYPE=dos\n")?.fsType, "partition table (dos)");
+  });
+});
+
+describe("probes that cannot look", () => {
+  test("a probe with no answer is an error, never an absent volume", () => {
+    assert.throws(() => parseProbe(""), /the volume probe gave no answer/);
+    assert.throws(() => parseProbe("XE-LV garbage\n"), /unreadable size/);
+  });
+
+  test("the probe scripts fail when LVM cannot list volumes, instead of printing the absent marker", () => {
+    const script = probeScript("vg0", "web1-root");
+    assert.match(script, /if ! vgs_out=\$\(vgs --noheadings -o vg_name 2>&1\); then .*exit 1; fi/);
+    assert.match(script, /if ! lvs_out=\$\(lvs .*\); then .*exit 1; fi/);
+    assert.doesNotMatch(script, /lvs .*>\/dev\/null 2>&1; then echo XE-ABSENT/);
+  });
+
+  test("refusals use exit 97, which no tool in the scripts returns (LVM's own codes are 1 to 5)", () => {
+    assert.equal(REFUSED_EXIT, 97);
+    assert.doesNotMatch(createScript(checked() as unknown as LvmVolumeInputs), /exit 3\b/);
+  });
+});
+
+describe("a volume a guest holds", () => {
+  test("a new label is refused while a guest holds the volume, and growth leaves its filesystem to the guest", () => {
+    const script = updateScript(
+      { ...created({ label: "old" }), adopted: false } as unknown as LvmVolumeOutputs,
+      checked({ label: "new", size: "12GiB" }) as unknown as LvmVolumeInputs,
+    );
+    const relabel = script.indexOf("e2label");
+    const refusal = script.indexOf("refusing to relabel vg0/web1-root while guest");
+    assert.ok(refusal > 0 && refusal < relabel, "the refusal comes before any relabel");
+    assert.match(
+      script,
+      /if \[ -n "\$holder" \]; then echo "WARN vg0\/web1-root grew, but its filesystem belongs to guest/,
+    );
+  });
+});
+
+describe("destroy", () => {
+  const outs = (over: Record<string, unknown>): LvmVolumeOutputs =>
+    ({ ...created(), adopted: false, ...over }) as unknown as LvmVolumeOutputs;
+
+  test("an adopted volume is left on the host with its data, unless onDelete says remove", async () => {
+    const h = fakeHost([]);
+    await lvmVolumeKind.delete(h.ctx, "id", outs({ adopted: true }));
+    assert.deepEqual(h.scripts, [], "nothing runs on the host");
+    assert.match(h.logs.join("\n"), /leaving vg0\/web1-root on the host with its data \(it was adopted\)/);
+    const removing = fakeHost([{ match: /remove vg0\/web1-root/, answer: "" }]);
+    await lvmVolumeKind.delete(removing.ctx, "id", outs({ adopted: true, onDelete: "remove" }));
+    assert.equal(removing.scripts.length, 1);
+    const kept = fakeHost([]);
+    await lvmVolumeKind.delete(kept.ctx, "id", outs({ onDelete: "keep" }));
+    assert.deepEqual(kept.scripts, []);
+  });
+
+  test("a removed volume is zeroed first by default; discard and none are chosen explicitly", () => {
+    assert.equal(checked().wipeOnDelete, "zero");
+    assert.match(
+      deleteScript(outs({}), "zero"),
+      /blkdiscard --zeroout -- "\$real"[\s\S]*dd if=\/dev\/zero[\s\S]*lvremove/,
+    );
+    assert.match(deleteScript(outs({}), "discard"), /blkdiscard -- "\$real"[\s\S]*lvremove/);
+    assert.doesNotMatch(deleteScript(outs({}), "none"), /blkdiscard|dd if/);
+  });
+});
+
+describe("drift", () => {
+  test("what a volume without a filesystem holds belongs to its guest and is never drift", async () => {
+    const probe = "XE-LV 10737418240 4194304\nXE-FS PTTYPE=dos\n";
+    const h = fakeHost([{ match: /probe vg0\/web1-root/, answer: probe }]);
+    const none = { ...created({ filesystem: "none" }), adopted: false } as unknown as LvmVolumeOutputs;
+    const read = await lvmVolumeKind.read(h.ctx, "id", none);
+    assert.equal(read?.filesystem, "none");
+    assert.equal(
+      planDiff("LvmVolume", none as unknown as Record<string, unknown>, checked({ filesystem: "none" }))
+        .changes,
+      false,
+    );
+  });
+
+  test("an ext4 volume that now holds something else shows as a changed filesystem", async () => {
+    const h = fakeHost([
+      { match: /probe vg0\/web1-root/, answer: "XE-LV 10737418240 4194304\nXE-FS TYPE=xfs\n" },
+    ]);
+    const read = await lvmVolumeKind.read(h.ctx, "id", {
+      ...created(),
+      adopted: false,
+    } as unknown as LvmVolumeOutputs);
+    assert.equal(read?.filesystem, "xfs");
+  });
+});
+
+describe("values not known yet (preview)", () => {
+  test("an unknown size, name or connection field passes check and plans no replacement or refusal", () => {
+    const inputs = checked({ size: UNKNOWN });
+    assert.equal(inputs.sizeBytes, UNKNOWN);
+    const olds = created();
+    for (const over of [{ size: UNKNOWN }, { name: UNKNOWN }, { connection: { host: UNKNOWN, hostKey } }]) {
+      const d = planDiff("LvmVolume", olds, checked(over));
+      assert.deepEqual([d.changes, d.replaces], [true, []], JSON.stringify(over));
+    }
+    const whole = checkInputs("LvmVolume", { ...base, connection: UNKNOWN });
+    assert.deepEqual(whole.failures, []);
   });
 });

@@ -92,6 +92,18 @@ describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 
     assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.0.0.11/"), /name=nat1/);
   });
 
+  test("a firewall tool that flushed the NAT shows up in refresh, and the next up puts it back once", async () => {
+    await lab.ssh("iptables -t nat -F POSTROUTING && sysctl -qw net.ipv4.ip_forward=0");
+    assert.deepEqual((await ruleCounts()).masquerade, 0);
+    const refresh = await stack.refresh();
+    assert.equal(resourceChanges(refresh).filter((s) => s.type === NAT && s.op === "update").length, 1);
+    const up = await stack.up();
+    assert.equal(resourceChanges(up).filter((s) => s.type === NAT && s.op === "update").length, 1);
+    assert.deepEqual(await ruleCounts(), { masquerade: 1, forward: 2 });
+    assert.equal((await lab.ssh("sysctl -n net.ipv4.ip_forward")).trim(), "1");
+    assert.match(await lab.ssh("curl -fsS --max-time 10 http://10.0.0.11/"), /name=nat1/);
+  });
+
   test("the last NAT guest takes the rules, the script and the settings with it", async () => {
     await stack.destroy();
     assert.deepEqual(await ruleCounts(), { masquerade: 0, forward: 0 });

@@ -11,7 +11,10 @@ import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { checkInputs, VARNISH_VALIDATE, VARNISH_VCL, VERSION, writeRemoteFile } from "../../provider";
+import type { VarnishSite } from "../../provider";
+import { waitServingScript } from "../../provider/resources/varnish-frontend/scripts";
 import { freePort, startLocalHost } from "../support/sshd";
+import { withStubs } from "../support/stub-commands";
 
 let dir: string;
 let varnishd: ChildProcess | undefined;
@@ -145,5 +148,68 @@ describe("the compile check", () => {
       /validation of the new .*in-place\.vcl failed: [\s\S]*Symbol not found: 'error'/,
     );
     assert.equal(fs.readFileSync(target, "utf8"), good);
+  });
+});
+
+describe("waiting until the sites serve", () => {
+  let local: Awaited<ReturnType<typeof startLocalHost>>;
+  let stubs: string;
+  before(async () => {
+    local = await startLocalHost(fs.mkdtempSync(path.join(dir, "wait-")));
+    // The real varnishadm, pointed at this test's varnishd (which runs under its own work directory).
+    stubs = path.join(dir, "stubs");
+    fs.mkdirSync(stubs, { recursive: true });
+    fs.writeFileSync(
+      path.join(stubs, "varnishadm"),
+      `#!/bin/bash\nexec /usr/bin/varnishadm -n ${JSON.stringify(path.join(dir, "work"))} "$@"\n`,
+      { mode: 0o755 },
+    );
+  });
+  after(async () => local?.stop());
+
+  const sitesOf = (sites: Record<string, unknown>[]): VarnishSite[] =>
+    (
+      checkInputs("VarnishFrontend", {
+        connection: { host: "dom0", hostKey: "SHA256:" + "A".repeat(43) },
+        xenEstateVersion: VERSION,
+        sites,
+      }).inputs as unknown as { sites: VarnishSite[] }
+    ).sites;
+
+  test("returns at once when every site's backend is healthy and answers through Varnish", async () => {
+    const a = backends[0]!.address() as { port: number };
+    const sites = sitesOf([{ hostnames: ["app1.example.org"], backend: `127.0.0.1:${a.port}` }]);
+    await withStubs(local.host, stubs).script(waitServingScript(sites, `127.0.0.1:${port}`, 20));
+  });
+
+  test("fails after its deadline naming a site that gets 503, the way a fresh guest that does not serve yet would", async () => {
+    const dead = await freePort();
+    const vcl = path.join(dir, "with-dead.vcl");
+    fs.writeFileSync(
+      vcl,
+      vclFor([
+        {
+          hostnames: ["app1.example.org"],
+          backend: `127.0.0.1:${(backends[0]!.address() as { port: number }).port}`,
+        },
+        { hostnames: ["new.example.org"], backend: `127.0.0.1:${dead}`, healthCheck: false },
+      ]),
+    );
+    const admin = withStubs(local.host, stubs);
+    await admin.script(
+      `varnishadm vcl.load withdead ${vcl} >/dev/null && varnishadm vcl.use withdead >/dev/null`,
+    );
+    try {
+      const sites = sitesOf([
+        { hostnames: ["app1.example.org"], backend: "127.0.0.1:1" },
+        { hostnames: ["new.example.org"], backend: `127.0.0.1:${dead}`, healthCheck: false },
+      ]);
+      await assert.rejects(
+        admin.script(waitServingScript(sites, `127.0.0.1:${port}`, 3)),
+        /not serving after 3 s: new\.example\.org \(HTTP 503\)/,
+      );
+    } finally {
+      await admin.script("varnishadm vcl.use boot >/dev/null");
+    }
   });
 });

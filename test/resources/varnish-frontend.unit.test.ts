@@ -3,7 +3,19 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { checkInputs, hostCondition, planDiff, VARNISH_DROP_IN, VARNISH_VCL, VERSION } from "../../provider";
+import {
+  checkInputs,
+  hostCondition,
+  planDiff,
+  sha256,
+  VARNISH_DROP_IN,
+  VARNISH_VCL,
+  varnishFrontendKind,
+  VERSION,
+} from "../../provider";
+import type { VarnishFrontendInputs, VarnishFrontendOutputs } from "../../provider";
+import { dropInDigest, vclDigest } from "../../provider/resources/varnish-frontend/scripts";
+import { fakeHost, fakeVarnishHost } from "../support/fake-host";
 import { fixtureKeys } from "../support/fixture-keys";
 
 const common = {
@@ -123,5 +135,77 @@ describe("VarnishFrontend changes", () => {
     }).inputs!;
     const d = planDiff("VarnishFrontend", olds(), news);
     assert.deepEqual([d.changes, d.replaces], [true, []]);
+  });
+});
+
+describe("loads and restarts that are owed", () => {
+  const inputs = () =>
+    checkInputs("VarnishFrontend", { ...common, sites: [site] }).inputs as unknown as VarnishFrontendInputs;
+  const applied = (): VarnishFrontendOutputs => {
+    const i = inputs();
+    return {
+      ...i,
+      activeVcl: "boot",
+      loadedVcl: vclDigest(i.files[VARNISH_VCL]!),
+      appliedDropIn: dropInDigest(i.files[VARNISH_DROP_IN]!),
+    };
+  };
+  const host = (runningSource: string) => fakeVarnishHost(runningSource);
+
+  test("a load that did not happen last time is done now, though the file is already written", async () => {
+    const h = host(inputs().files[VARNISH_VCL]!);
+    await varnishFrontendKind.update(h.ctx, "id", { ...applied(), loadedVcl: null }, inputs(), {
+      changed: [],
+      replaces: [],
+      classes: {},
+    });
+    assert.ok(h.summaries.includes("load and use the new VCL"));
+    assert.ok(!h.summaries.includes("restart varnish"));
+  });
+
+  test("a restart owed after a half-made create is done by the next up", async () => {
+    const h = host(inputs().files[VARNISH_VCL]!);
+    await varnishFrontendKind.update(h.ctx, "id", { ...applied(), appliedDropIn: null }, inputs(), {
+      changed: [],
+      replaces: [],
+      classes: {},
+    });
+    assert.ok(h.summaries.includes("restart varnish"));
+  });
+
+  test("refresh reports a varnishd that runs another VCL than the file's, so the next up loads it", async () => {
+    const i = applied();
+    const stale = fakeHost([
+      {
+        match: /stat 2 file/,
+        answer: `file ${sha256(i.files[VARNISH_VCL]!)} root root 644\nfile ${sha256(i.files[VARNISH_DROP_IN]!)} root root 644\n`,
+      },
+      {
+        match: /which VCL varnish runs/,
+        answer: `service active\nactive boot\nactive-sha ${vclDigest("vcl 4.1; # older")}\n`,
+      },
+    ]);
+    const read = await varnishFrontendKind.read(stale.ctx, "id", i);
+    assert.equal(read?.vclLoaded, false);
+    assert.ok(
+      planDiff(
+        "VarnishFrontend",
+        read as unknown as Record<string, unknown>,
+        inputs() as unknown as Record<string, unknown>,
+      ).changed.includes("vclLoaded"),
+    );
+  });
+
+  test("an upgrade of the library alone rewrites no file and restarts nothing", async () => {
+    const h = host(inputs().files[VARNISH_VCL]!);
+    const upgraded = { ...inputs(), xenEstateVersion: "99.0.0" };
+    assert.doesNotMatch(upgraded.files[VARNISH_DROP_IN]!, new RegExp(VERSION.replace(/\./g, "\\.")));
+    await varnishFrontendKind.update(h.ctx, "id", applied(), upgraded, {
+      changed: ["xenEstateVersion"],
+      replaces: [],
+      classes: {},
+    });
+    assert.ok(!h.summaries.includes("restart varnish"));
+    assert.ok(!h.summaries.includes("load and use the new VCL"));
   });
 });

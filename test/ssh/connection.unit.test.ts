@@ -3,7 +3,13 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import {
+  authOf,
+  poolKey,
+  secretsOf,
   Checker,
   checkConnection,
   fingerprintOf,
@@ -205,5 +211,60 @@ describe("secrets in state", () => {
     );
     assert.equal(joined.privateKey, "K");
     assert.equal(joined.proxy?.password, "Q");
+  });
+});
+
+describe("what is secret", () => {
+  const base = {
+    host: "a",
+    port: 22,
+    user: "root",
+    dialErrorLimit: 1,
+    perDialTimeout: 1,
+    commandTimeout: 1,
+    insecureIgnoreHostKey: false,
+  };
+
+  test("the agent socket goes into the credentials, never into the readable part of state", () => {
+    const { connection, credentials } = splitConnection({
+      host: "a",
+      agentSocketPath: "/run/user/1000/agent.sock",
+    });
+    assert.deepEqual(connection, { host: "a" });
+    assert.deepEqual(credentials, { agentSocketPath: "/run/user/1000/agent.sock" });
+    const checked = check({ host: "a", hostKey: hostFp, agentSocketPath: "/tmp/agent" });
+    assert.equal((checked.value as Record<string, unknown>).agentSocketPath, undefined);
+  });
+
+  test("a key read from XEN_ESTATE_SSH_KEY_FILE is redacted like any credential", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-keyfile-"));
+    const file = path.join(dir, "id");
+    fs.writeFileSync(file, clientKey, { mode: 0o600 });
+    const saved = { key: process.env.XEN_ESTATE_SSH_KEY_FILE, agent: process.env.SSH_AUTH_SOCK };
+    process.env.XEN_ESTATE_SSH_KEY_FILE = file;
+    delete process.env.SSH_AUTH_SOCK;
+    try {
+      assert.ok(secretsOf(joinConnection(base, {})).includes(clientKey));
+      assert.equal(authOf(joinConnection(base, {})).privateKey, clientKey);
+    } finally {
+      if (saved.key === undefined) delete process.env.XEN_ESTATE_SSH_KEY_FILE;
+      else process.env.XEN_ESTATE_SSH_KEY_FILE = saved.key;
+      if (saved.agent !== undefined) process.env.SSH_AUTH_SOCK = saved.agent;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("two logins share a pooled connection only with the same pin, insecure flag and credentials", () => {
+    const a = joinConnection({ ...base, hostKey: hostFp }, { privateKey: "K" });
+    assert.equal(poolKey(a), poolKey(joinConnection({ ...base, hostKey: hostFp }, { privateKey: "K" })));
+    const others = [
+      joinConnection({ ...base, hostKey: hostPub }, { privateKey: "K" }),
+      joinConnection({ ...base, hostKey: hostFp }, { privateKey: "K2" }),
+      joinConnection({ ...base, hostKey: hostFp }, { privateKey: "K", password: "P" }),
+      joinConnection({ ...base, insecureIgnoreHostKey: true }, { privateKey: "K" }),
+      joinConnection({ ...base, hostKey: hostFp, proxy: { ...base, host: "j" } }, { privateKey: "K" }),
+    ];
+    for (const o of others) assert.notEqual(poolKey(o), poolKey(a));
+    assert.doesNotMatch(poolKey(a), /K/, "the key names no credential");
   });
 });

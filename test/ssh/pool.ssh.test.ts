@@ -61,6 +61,16 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** Runs `body` with a fresh pool, closed afterwards whatever happens. */
+async function withPool(body: (pool: SshPool) => Promise<void>): Promise<void> {
+  const pool = new SshPool();
+  try {
+    await body(pool);
+  } finally {
+    await pool.close();
+  }
+}
+
 function root(extra: Record<string, unknown> = {}): ResolvedConnection {
   return conn(
     { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint, ...extra },
@@ -70,22 +80,18 @@ function root(extra: Record<string, unknown> = {}): ResolvedConnection {
 
 describe("authentication", () => {
   test("logs in with a private key and runs a script under bash -euo pipefail", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const r = await pool.host(root()).script('echo "flags $-"\ntrue | true\necho after-pipe-ok');
       assert.match(r.stdout, /^flags \S*e\S*u/, "errexit and nounset are on");
       assert.match(r.stdout, /after-pipe-ok/);
       assert.equal(r.exitCode, 0);
       const failing = await pool.host(root()).script("false | true", { allowFailure: true });
       assert.equal(failing.exitCode, 1, "pipefail makes a failing pipeline fail the script");
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("logs in with a password", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const c = conn(
         {
           host: sshd.host,
@@ -98,9 +104,7 @@ describe("authentication", () => {
       );
       const r = await pool.host(c).exec("whoami");
       assert.equal(r.stdout.trim(), "root", "a sudoer's commands run through sudo -n");
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("logs in through an ssh-agent socket", async () => {
@@ -138,8 +142,7 @@ describe("authentication", () => {
 
   test("reports a rejected key as an auth failure without retrying", async () => {
     const stranger = await generateKey(dir, "stranger");
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const c = conn(
         {
           host: sshd.host,
@@ -155,21 +158,16 @@ describe("authentication", () => {
         assert.equal(e.attempts, 1);
         return true;
       });
-    } finally {
-      await pool.close();
-    }
+    });
   });
 });
 
 describe("host keys", () => {
   test("accepts a known_hosts line as the pin", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const line = `[${sshd.host}]:${sshd.port} ${sshd.hostKey.publicKey}`;
       assert.equal((await pool.host(root({ hostKey: line })).exec("echo pinned")).stdout.trim(), "pinned");
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("refuses a server whose key does not match the pin, before authenticating or running anything", async () => {
@@ -199,8 +197,7 @@ describe("host keys", () => {
   });
 
   test("refuses an unpinned server unless insecureIgnoreHostKey is set, and warns when it is", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const unpinned = joinConnection(
         {
           host: sshd.host,
@@ -218,9 +215,7 @@ describe("host keys", () => {
       const insecure = { ...unpinned, insecureIgnoreHostKey: true };
       assert.equal((await pool.host(insecure).exec("echo ok")).stdout.trim(), "ok");
       assert.ok(logged.some((m) => /accepted without verification/.test(m)));
-    } finally {
-      await pool.close();
-    }
+    });
   });
 });
 
@@ -246,8 +241,7 @@ describe("dialing", () => {
 
   test("gives up after dialErrorLimit attempts on a refused port and says so", async () => {
     const port = await freePort();
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const c = conn(
         { host: "127.0.0.1", port, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 3 },
         { privateKey: key.privateKey },
@@ -259,14 +253,11 @@ describe("dialing", () => {
         assert.match(e.message, /after 3 attempts/);
         return true;
       });
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("reports a name that does not resolve as a DNS failure", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const c = conn(
         { host: "no-such-host.invalid", hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1 },
         { privateKey: key.privateKey },
@@ -275,9 +266,7 @@ describe("dialing", () => {
         pool.host(c).exec("true"),
         (e: unknown) => e instanceof SshConnectError && e.kind === "dns",
       );
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("times out a server that accepts TCP but never speaks SSH", async () => {
@@ -302,8 +291,7 @@ describe("dialing", () => {
   });
 
   test("reconnects after the pooled connection drops", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const host = pool.host(root());
       await host.exec("true");
       // Kill this session's sshd child: the pooled connection dies under the pool.
@@ -312,9 +300,7 @@ describe("dialing", () => {
       await new Promise((r) => setTimeout(r, 300));
       assert.equal((await host.exec("echo back")).stdout.trim(), "back");
       assert.equal(pool.stats.handshakes, 2);
-    } finally {
-      await pool.close();
-    }
+    });
   });
 });
 
@@ -340,8 +326,7 @@ describe("jump hosts", () => {
   });
 
   test("reaches a host that only the jump host can route to", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const direct = conn(
         {
           host: topo.targetAddress,
@@ -367,14 +352,11 @@ describe("jump hosts", () => {
       const r = await pool.host(via).exec("ip -brief addr show t0");
       assert.match(r.stdout, new RegExp(topo.targetAddress.replace(/\./g, "\\.")));
       assert.equal(pool.stats.handshakes, 2, "one handshake with the jump host, one with the target");
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("checks the target's host key even through a jump host", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const via = conn(
         {
           host: topo.targetAddress,
@@ -387,16 +369,13 @@ describe("jump hosts", () => {
         pool.host(via).exec("true"),
         (e: unknown) => e instanceof SshConnectError && e.kind === "host-key",
       );
-    } finally {
-      await pool.close();
-    }
+    });
   });
 });
 
 describe("commands", () => {
   test("kills a command that outlives its deadline and says it timed out", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const host = pool.host(root());
       const started = Date.now();
       await assert.rejects(host.exec("sleep 37.5", { timeoutMs: 1000 }), (e: unknown) => {
@@ -410,14 +389,11 @@ describe("commands", () => {
       await new Promise((r) => setTimeout(r, 500));
       const left = await host.exec("pgrep -f 'sleep 3[7].5' || true");
       assert.equal(left.stdout.trim(), "", "the remote process is gone");
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("a failing command raises RemoteCommandError with exit code, command and stderr tail", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       await assert.rejects(
         pool.host(root()).script("echo step one\necho 'disk is full' >&2\nexit 3"),
         (e: unknown) => {
@@ -430,24 +406,18 @@ describe("commands", () => {
           return true;
         },
       );
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("a script's commands cannot read the rest of the script from stdin", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const r = await pool.host(root()).script("cat\necho still-here");
       assert.equal(r.stdout.trim(), "still-here");
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("streams a command's stdin from the caller", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const r = await pool.host(root()).exec("sha256sum", { stdin: Buffer.alloc(1 << 20, 7) });
       const { createHash } = await import("node:crypto");
       assert.equal(
@@ -456,25 +426,19 @@ describe("commands", () => {
           .update(Buffer.alloc(1 << 20, 7))
           .digest("hex"),
       );
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("collects a 50 MB output whole", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const r = await pool.host(root()).exec("head -c 50000000 /dev/zero | tr '\\0' a");
       assert.equal(r.stdoutBuffer.length, 50_000_000);
       assert.equal(r.stdoutBuffer.indexOf("b"), -1);
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("runs 20 commands in parallel over one pooled connection with a single handshake", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const results = await Promise.all(
         Array.from({ length: 20 }, (_, i) => pool.host(root()).exec(`sleep 0.3; echo ${i}`)),
       );
@@ -484,9 +448,7 @@ describe("commands", () => {
       );
       assert.equal(pool.stats.handshakes, 1);
       assert.equal(pool.stats.commands, 20);
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("redacts secrets from streamed log lines and errors", async () => {
@@ -515,22 +477,18 @@ describe("commands", () => {
 
 describe("sudo", () => {
   test("runs as root through sudo -n for a NOPASSWD user", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const c = conn(
         { host: sshd.host, port: sshd.port, user: USERS.sudoer.name, hostKey: sshd.hostKey.fingerprint },
         { privateKey: key.privateKey },
       );
       const r = await pool.host(c).script("id -u\ncat /etc/shadow >/dev/null && echo can-read-shadow");
       assert.match(r.stdout, /^0\ncan-read-shadow/);
-    } finally {
-      await pool.close();
-    }
+    });
   });
 
   test("says clearly when sudo wants a password", async () => {
-    const pool = new SshPool();
-    try {
+    await withPool(async (pool) => {
       const c = conn(
         { host: sshd.host, port: sshd.port, user: USERS.noSudo.name, hostKey: sshd.hostKey.fingerprint },
         { privateKey: key.privateKey },
@@ -540,6 +498,99 @@ describe("sudo", () => {
         assert.match(e.message, /NOPASSWD/);
         return true;
       });
+    });
+  });
+});
+
+describe("sharing a pooled connection", () => {
+  test("a request pinned to another host key gets its own handshake and is refused, though a connection is open", async () => {
+    await withPool(async (pool) => {
+      assert.equal((await pool.host(root()).exec("echo ok")).stdout.trim(), "ok");
+      const other = await generateKey(dir, "unpinned-host-key");
+      await assert.rejects(
+        pool.host(root({ hostKey: other.fingerprint, dialErrorLimit: 1 })).exec("touch /tmp/xe-must-not-run"),
+        (e: unknown) => e instanceof SshConnectError && e.kind === "host-key",
+      );
+      assert.equal(pool.stats.handshakes, 1, "the second pin was checked on a handshake of its own");
+      assert.equal(fs.existsSync("/tmp/xe-must-not-run"), false);
+    });
+  });
+
+  test("a request with other (wrong) credentials is authenticated on its own and refused", async () => {
+    await withPool(async (pool) => {
+      await pool.host(root()).exec("true");
+      const stranger = await generateKey(dir, "second-stranger");
+      const wrong = conn(
+        { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1 },
+        { privateKey: stranger.privateKey },
+      );
+      await assert.rejects(
+        pool.host(wrong).exec("true"),
+        (e: unknown) => e instanceof SshConnectError && e.kind === "auth",
+      );
+    });
+  });
+
+  test("an insecure request never rides on a pinned connection, nor a pinned one on an insecure connection", async () => {
+    await withPool(async (pool) => {
+      await pool.host(root()).exec("true");
+      await pool.host(root({ hostKey: undefined, insecureIgnoreHostKey: true })).exec("true");
+      assert.equal(pool.stats.handshakes, 2);
+    });
+  });
+});
+
+describe("the channel cap", () => {
+  test("never more channels at once than the cap, against a server that allows only as many sessions", async () => {
+    const small = await startSshd({ authorizedKeys: [key.publicKey], extraConfig: ["MaxSessions 2"] });
+    const pool = new SshPool({ maxChannelsPerConnection: 2 });
+    try {
+      const c = conn(
+        { host: small.host, port: small.port, hostKey: small.hostKey.fingerprint },
+        { privateKey: key.privateKey },
+      );
+      const results = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => pool.host(c).exec(`sleep 0.05; echo ${i}`)),
+      );
+      assert.deepEqual(
+        results.map((r) => Number(r.stdout.trim())),
+        Array.from({ length: 30 }, (_, i) => i),
+      );
+      assert.equal(pool.stats.maxActive, 2);
+      assert.equal(pool.stats.handshakes, 1);
+    } finally {
+      await pool.close();
+      await small.stop();
+    }
+  });
+
+  test("many requests that find the pooled connection dropped share one new dial", async () => {
+    await withPool(async (pool) => {
+      const h = pool.host(root());
+      await h.exec("true");
+      // Kill the sshd process serving this connection (the nearest sshd ancestor), so the pooled client sees it close.
+      await h
+        .exec(
+          'p=$$; while [ "$(ps -o comm= -p "$p")" != sshd ]; do p=$(ps -o ppid= -p "$p" | tr -d " "); done; kill -9 "$p"',
+        )
+        .catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      const before = pool.stats.handshakes;
+      await Promise.all(Array.from({ length: 12 }, () => pool.host(root()).exec("true")));
+      assert.equal(pool.stats.handshakes - before, 1);
+    });
+  });
+});
+
+describe("what reaches the log", () => {
+  test("a command's stdout is never logged (it may be a secret file's content); its stderr lines are", async () => {
+    const pool = new SshPool();
+    logged.length = 0;
+    try {
+      await pool.host(root()).exec("echo stdout-line-0fe3; echo stderr-line-9ab1 >&2");
+      const text = logged.join("\n");
+      assert.doesNotMatch(text, /stdout-line-0fe3/);
+      assert.match(text, /stderr-line-9ab1/);
     } finally {
       await pool.close();
     }

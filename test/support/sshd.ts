@@ -29,6 +29,8 @@ export async function generateKey(
   opts: { passphrase?: string; type?: string } = {},
 ): Promise<KeyPair> {
   const file = path.join(dir, name);
+  // ssh-keygen would ask on stdin whether to overwrite, and wait forever.
+  if (fs.existsSync(file)) throw new Error(`generateKey: ${file} exists already; give the key another name`);
   await run("ssh-keygen", [
     "-q",
     "-t",

@@ -6,9 +6,8 @@
  * whole server locked, so `mac` is required and never invented.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { defineResource } from "../../framework/resource";
 import type { GuestArgsBase } from "../../guest/args";
-import { claimOnConstruction, ownerOf } from "../../guest/claims";
+import { defineGuestResource } from "../../guest/resource";
 import { bridgedDomUKind } from "./kind";
 
 export { bridgedDomUKind };
@@ -30,18 +29,4 @@ export interface BridgedDomUArgs extends GuestArgsBase {
 }
 
 /** A Xen guest with its own public IP and the provider-assigned MAC on the dom0's bridge. */
-export class BridgedDomU extends defineResource<BridgedDomUArgs>({
-  name: bridgedDomUKind.name,
-  outputOnly: bridgedDomUKind.outputOnly ?? [],
-  onConstruct: claimOnConstruction,
-  programInputs: (_args, name) => ({ owner: ownerOf(name) }),
-}) {
-  declare readonly name: pulumi.Output<string>;
-  /** Domain id while running, else null. */
-  declare readonly domid: pulumi.Output<number | null>;
-  /** Fingerprint (`SHA256:…`) of the SSH host key the install gave the guest; pin it to reach the guest. */
-  declare readonly sshHostKey: pulumi.Output<string | null>;
-  declare readonly running: pulumi.Output<boolean>;
-  /** Files the guest owns on the dom0 (path → content). */
-  declare readonly files: pulumi.Output<Record<string, string>>;
-}
+export class BridgedDomU extends defineGuestResource<BridgedDomUArgs>(bridgedDomUKind) {}

@@ -64,6 +64,10 @@ export const lvmVolumeKind: Kind<LvmVolumeInputs, LvmVolumeOutputs> = {
   replaceConsent: "allowReplace",
   deleteBeforeReplace: true,
   outputOnly: ["path", "allocatedBytes", "extentBytes", "uuid", "adopted"],
+  schemaVersion: 2,
+  // 0.1.0 did not record whether a volume was adopted: one declared with `adopt` may have been, so it is kept on
+  // delete (data is never lost by guessing). Delete and wipe policies get the defaults the program gets.
+  migrate: (old) => ({ onDelete: null, wipeOnDelete: "zero", adopted: old.adopt === true, ...old }),
 
   check(raw, c: Checker) {
     const rule =

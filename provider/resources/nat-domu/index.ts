@@ -6,9 +6,8 @@
  * unlike the old vif-nat's "last octet + 127" router addresses, which break for guests above .128.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { defineResource } from "../../framework/resource";
 import type { GuestArgsBase } from "../../guest/args";
-import { claimOnConstruction, ownerOf } from "../../guest/claims";
+import { defineGuestResource } from "../../guest/resource";
 import { natDomUKind } from "./kind";
 
 export { natDomUKind };
@@ -23,19 +22,6 @@ export interface NatDomUArgs extends GuestArgsBase {
 }
 
 /** A Xen guest on a host-local network behind the dom0's NAT. */
-export class NatDomU extends defineResource<NatDomUArgs>({
-  name: natDomUKind.name,
-  outputOnly: natDomUKind.outputOnly ?? [],
-  onConstruct: claimOnConstruction,
-  programInputs: (_args, name) => ({ owner: ownerOf(name) }),
-}) {
-  declare readonly name: pulumi.Output<string>;
-  /** Domain id while running, else null. */
-  declare readonly domid: pulumi.Output<number | null>;
-  /** Fingerprint (`SHA256:…`) of the SSH host key the install gave the guest; pin it to reach the guest. */
-  declare readonly sshHostKey: pulumi.Output<string | null>;
-  declare readonly running: pulumi.Output<boolean>;
+export class NatDomU extends defineGuestResource<NatDomUArgs>(natDomUKind) {
   declare readonly natNetwork: pulumi.Output<string>;
-  /** Files the guest owns on the dom0 (path → content). */
-  declare readonly files: pulumi.Output<Record<string, string>>;
 }

@@ -52,6 +52,9 @@ export const remoteFileKind: Kind<RemoteFileInputs, RemoteFileOutputs> = {
   replaceOn: ["path"],
   deleteBeforeReplace: true,
   outputOnly: ["sha256", "previousBackup"],
+  schemaVersion: 2,
+  // 0.1.0 had no notion of secret content: such files were handled as not secret, and their backups kept.
+  migrate: (old) => ({ sensitive: false, keepBackups: true, ...old }),
 
   check(raw, c: Checker) {
     const path = checkPath(c, raw, "path", { required: true });

@@ -59,6 +59,12 @@ export interface VarnishFrontendArgs {
   readonly installPackage?: pulumi.Input<boolean>;
   /** Older VCLs kept loaded after a reload, to switch back by hand (`varnishadm vcl.use`). @default 2 */
   readonly keepVcls?: pulumi.Input<number>;
+  /**
+   * Seconds `up` waits, after a start, restart or reload, until every site's backend is healthy and a request with
+   * its Host header is answered (not 503) through Varnish; `up` fails naming the sites that do not serve. 0 does not
+   * wait. @default 120
+   */
+  readonly readyTimeoutSeconds?: pulumi.Input<number>;
 }
 
 /** Varnish on a host routing HTTP by Host header to the estate's guests. */

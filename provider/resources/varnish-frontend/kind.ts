@@ -13,13 +13,7 @@ import { parseSize } from "../../core/units";
 import { Checker, isIPv4, UNKNOWN } from "../../core/validate";
 import type { CommonInputs, Context, Kind } from "../../framework/kind";
 import { renderedFiles } from "../../framework/plan";
-import {
-  observeOwnedFiles,
-  removeRemoteFile,
-  sha256,
-  statRemoteFiles,
-  writeRemoteFile,
-} from "../../remote/files";
+import { observeOwnedFiles, removeRemoteFile, statRemoteFiles, writeRemoteFile } from "../../remote/files";
 import { ensurePackage } from "../../remote/packages";
 import {
   checkSites,
@@ -30,7 +24,15 @@ import {
   VARNISH_VCL,
   type VarnishSite,
 } from "./plan";
-import { activeVclScript, reloadScript, RESTART_SCRIPT, vclDigest, WAIT_RUNNING_SCRIPT } from "./scripts";
+import {
+  activeVclScript,
+  dropInDigest,
+  reloadScript,
+  RESTART_SCRIPT,
+  vclDigest,
+  WAIT_RUNNING_SCRIPT,
+  waitServingScript,
+} from "./scripts";
 
 export interface VarnishFrontendInputs extends CommonInputs {
   sites: VarnishSite[];
@@ -38,8 +40,15 @@ export interface VarnishFrontendInputs extends CommonInputs {
   cacheMiB: number;
   installPackage: boolean;
   keepVcls: number;
+  /** Seconds `up` waits until every site's backend is healthy and answers through Varnish; 0 does not wait. */
+  readyTimeoutSeconds: number;
   /** Keep varnishd running; refresh reports a stopped service as drift. Always true. */
   running: boolean;
+  /**
+   * Varnish runs the declared VCL; refresh reports false when the VCL it runs is not the file's (a load that never
+   * happened), and `up` loads it. Always true.
+   */
+  vclLoaded: boolean;
   /** The files it owns, path → content: `pulumi preview --diff` shows them line by line. */
   files: Record<string, string>;
 }
@@ -60,6 +69,18 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
   replaceOn: [],
   deleteBeforeReplace: true,
   outputOnly: ["activeVcl", "loadedVcl", "appliedDropIn"],
+  schemaVersion: 2,
+  // 0.1.0 loaded every VCL it wrote and restarted on every drop-in it wrote: what its files say is what runs.
+  migrate: (old) => {
+    const files = (old.files ?? {}) as Record<string, string>;
+    return {
+      readyTimeoutSeconds: 120,
+      vclLoaded: true,
+      loadedVcl: files[VARNISH_VCL] !== undefined ? vclDigest(files[VARNISH_VCL]) : null,
+      appliedDropIn: files[VARNISH_DROP_IN] !== undefined ? dropInDigest(files[VARNISH_DROP_IN]) : null,
+      ...old,
+    };
+  },
 
   check(raw, c: Checker) {
     const sites = checkSites(raw, c);
@@ -92,8 +113,19 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
     }
     const installPackage = c.boolean(raw, "installPackage", true);
     const keepVcls = c.integer(raw, "keepVcls", { min: 0, max: 20, default: 2 }) ?? 2;
+    const readyTimeoutSeconds =
+      c.integer(raw, "readyTimeoutSeconds", { min: 0, max: 3600, default: 120, unit: "seconds" }) ?? 120;
     if (!sites || cacheMiB === undefined || listen.length === 0 || !c.ok) return undefined;
-    const partial = { sites, listen, cacheMiB, installPackage, keepVcls, running: true };
+    const partial = {
+      sites,
+      listen,
+      cacheMiB,
+      installPackage,
+      keepVcls,
+      readyTimeoutSeconds,
+      running: true,
+      vclLoaded: true,
+    };
     return {
       ...partial,
       files: renderedFiles(partial, (p) => ({
@@ -115,7 +147,7 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
       );
     await writeFiles(ctx, inputs);
     progress({ activeVcl: null, loadedVcl: null, appliedDropIn: null });
-    return converge(ctx, inputs, { loadedVcl: null, appliedDropIn: null, running: false });
+    return converge(ctx, inputs, { loadedVcl: null, appliedDropIn: null, running: false, vclLoaded: false });
   },
 
   async read(ctx, _id, outs) {
@@ -130,7 +162,7 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
     // The VCL Varnish runs is not the declared one: a load is owed, which the next `up` does.
     const declared = vclDigest(outs.files[VARNISH_VCL] ?? "");
     const loadedVcl = running && runningSha === declared ? declared : null;
-    return { ...outs, files, running, activeVcl, loadedVcl };
+    return { ...outs, files, running, vclLoaded: loadedVcl !== null, activeVcl, loadedVcl };
   },
 
   async update(ctx, _id, olds, news) {
@@ -173,10 +205,11 @@ async function writeFiles(ctx: Context, i: VarnishFrontendInputs): Promise<void>
 async function converge(
   ctx: Context,
   news: VarnishFrontendInputs,
-  olds: Pick<VarnishFrontendOutputs, "loadedVcl" | "appliedDropIn" | "running">,
+  olds: Pick<VarnishFrontendOutputs, "loadedVcl" | "appliedDropIn" | "running" | "vclLoaded">,
 ): Promise<VarnishFrontendOutputs> {
   const vclSha = vclDigest(news.files[VARNISH_VCL]!);
-  const dropInSha = sha256(news.files[VARNISH_DROP_IN]!);
+  const dropInSha = dropInDigest(news.files[VARNISH_DROP_IN]!);
+  let acted = true;
   if (olds.appliedDropIn !== dropInSha || !olds.running) {
     ctx.log.info(
       olds.appliedDropIn && olds.appliedDropIn !== dropInSha
@@ -184,21 +217,29 @@ async function converge(
         : "starting varnish",
     );
     await ctx.host.script(RESTART_SCRIPT, { summary: "restart varnish", timeoutMs: 300_000 });
-  } else if (olds.loadedVcl !== vclSha) {
+  } else if (olds.loadedVcl !== vclSha || olds.vclLoaded === false) {
     ctx.log.info("VCL changed: loading it into the running varnish (connections and cache stay)");
     await ctx.host.script(reloadScript(news.keepVcls), {
       summary: "load and use the new VCL",
       timeoutMs: 900_000,
     });
-  }
+  } else acted = false;
   // varnishd answers the CLI once the child runs; a restart that failed shows here, not at the first request.
   await ctx.host.script(WAIT_RUNNING_SCRIPT, { summary: "wait for varnish", timeoutMs: 90_000 });
   const r = await ctx.host.script(activeVclScript(), { summary: "which VCL varnish runs" });
   const activeVcl = /^active (\S+)$/m.exec(r.stdout)?.[1] ?? null;
   const runningSha = /^active-sha (\S+)$/m.exec(r.stdout)?.[1] ?? null;
+  if (acted && runningSha === vclSha && news.readyTimeoutSeconds > 0) {
+    // `up` returns when the sites serve, not merely when Varnish runs: a new backend's probe may still be sick.
+    ctx.log.progress(`waiting up to ${news.readyTimeoutSeconds} s until every site answers through varnish`);
+    await ctx.host.script(waitServingScript(news.sites, news.listen[0]!, news.readyTimeoutSeconds), {
+      summary: "wait until every site serves",
+      timeoutMs: (news.readyTimeoutSeconds + 60) * 1000,
+    });
+  }
   if (runningSha !== vclSha)
     throw new Error(
       `varnish on ${ctx.conn.host} runs VCL ${activeVcl ?? "?"}, which is not ${VARNISH_VCL} as written; the next up loads it again`,
     );
-  return { ...news, running: true, activeVcl, loadedVcl: vclSha, appliedDropIn: dropInSha };
+  return { ...news, running: true, vclLoaded: true, activeVcl, loadedVcl: vclSha, appliedDropIn: dropInSha };
 }

@@ -1,10 +1,24 @@
 /** VarnishFrontend's remote scripts (pure strings). */
+import { shellQuote } from "../../core/shell";
 import { sha256 } from "../../remote/files";
 import { VARNISH_VCL } from "./plan";
 
 /** The digest of a VCL's source as {@link activeVclScript} prints it (trailing newlines do not count). */
 export function vclDigest(source: string): string {
   return sha256(source.replace(/\n+$/, ""));
+}
+
+/**
+ * The digest of what the drop-in tells systemd (its comment lines do not count): varnishd is restarted only when
+ * this changes, so an upgrade that rewrites a comment restarts nothing.
+ */
+export function dropInDigest(text: string): string {
+  return sha256(
+    text
+      .split("\n")
+      .filter((l) => !/^\s*(#|$)/.test(l))
+      .join("\n"),
+  );
 }
 
 /** Restarts varnishd with the drop-in's command line (enabling the unit). */
@@ -44,5 +58,46 @@ export function activeVclScript(): string {
     `echo "active $name"`,
     `src=$(varnishadm -t 30 vcl.show "$name")`,
     `echo "active-sha $(printf '%s' "$src" | sha256sum | cut -d' ' -f1)"`,
+  ].join("\n");
+}
+
+/**
+ * Waits, up to `timeoutSeconds`, until every probed backend of the active VCL is healthy and a request with each
+ * site's Host header gets an answer other than 503 from `listenHost:listenPort`; fails naming the site that does
+ * not serve. Works without curl (bash's /dev/tcp).
+ */
+export function waitServingScript(
+  sites: readonly { id: string; hostnames: readonly string[]; probe: unknown }[],
+  listen: string,
+  timeoutSeconds: number,
+): string {
+  const [h, p] = listen.split(/:(?=\d+$)/);
+  const host = h || "127.0.0.1";
+  const checks = sites.map((s) => {
+    const name =
+      s.hostnames.find((n) => !n.startsWith("*.")) ?? `xen-estate-probe.${s.hostnames[0]!.slice(2)}`;
+    return { id: s.id, name, probed: !!s.probe };
+  });
+  return [
+    `answer() { exec 3<>/dev/tcp/${host}/${p} || return 1; printf 'GET / HTTP/1.1\\r\\nHost: %s\\r\\nConnection: close\\r\\n\\r\\n' "$1" >&3; IFS= read -r -t 10 status <&3 || status=; exec 3<&-; printf '%s' "$status" | awk '{print $2}'; }`,
+    `end=$(( $(date +%s) + ${Math.max(1, Math.floor(timeoutSeconds))} ))`,
+    `active=$(varnishadm -t 30 vcl.list | awk '$1 == "active" {print $NF}')`,
+    `while :; do`,
+    `  waiting=`,
+    `  backends=$(varnishadm -t 30 backend.list 2>/dev/null || true)`,
+    ...checks.map((c) =>
+      [
+        ...(c.probed
+          ? [
+              `  printf '%s\\n' "$backends" | awk -v b="$active.${c.id}" '$1 == b' | grep -qw healthy || waiting="$waiting ${c.name} (backend sick)"`,
+            ]
+          : []),
+        `  code=$(answer ${shellQuote(c.name)} || true); case "$code" in ""|503) waiting="$waiting ${c.name} (HTTP \${code:-no answer})" ;; esac`,
+      ].join("\n"),
+    ),
+    `  [ -n "$waiting" ] || exit 0`,
+    `  if [ "$(date +%s)" -ge "$end" ]; then xe_say "not serving after ${timeoutSeconds} s:$waiting"; exit 1; fi`,
+    `  sleep 1`,
+    `done`,
   ].join("\n");
 }
