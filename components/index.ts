@@ -1,2 +1,3 @@
 export * from "./xen-guest";
 export * from "./migrated-guest";
+export * from "./dom0-host";

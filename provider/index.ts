@@ -12,6 +12,14 @@ import { lvmVolumeKind } from "./resources/lvm-volume";
 import { natDomUKind } from "./resources/nat-domu";
 import { remoteFileKind } from "./resources/remote-file";
 import { varnishFrontendKind } from "./resources/varnish-frontend";
+import { dom0PackagesKind } from "./resources/dom0-packages";
+import { dom0AccessKind } from "./resources/dom0-access";
+import { dom0FirewallKind } from "./resources/dom0-firewall";
+import { dom0XenBootKind } from "./resources/dom0-xen-boot";
+import { dom0NetworkKind } from "./resources/dom0-network";
+import { dom0MonitoringKind } from "./resources/dom0-monitoring";
+import { dom0RebootKind } from "./resources/dom0-reboot";
+import { hetznerInstallimageKind } from "./resources/hetzner-installimage";
 
 registerKinds([
   remoteFileKind,
@@ -20,6 +28,14 @@ registerKinds([
   natDomUKind,
   varnishFrontendKind,
   linodeMigrationKind,
+  dom0PackagesKind,
+  dom0AccessKind,
+  dom0FirewallKind,
+  dom0XenBootKind,
+  dom0NetworkKind,
+  dom0MonitoringKind,
+  dom0RebootKind,
+  hetznerInstallimageKind,
 ]);
 
 // Resources
@@ -29,8 +45,19 @@ export * from "./resources/bridged-domu";
 export * from "./resources/nat-domu";
 export * from "./resources/varnish-frontend";
 export * from "./resources/linode-migration";
+export * from "./resources/dom0-packages";
+export * from "./resources/dom0-access";
+export * from "./resources/dom0-firewall";
+export * from "./resources/dom0-xen-boot";
+export * from "./resources/dom0-network";
+export * from "./resources/dom0-monitoring";
+export { Dom0Reboot, dom0RebootKind, rebootReasons, verifyProblems } from "./resources/dom0-reboot";
+export type { Dom0RebootArgs, Dom0RebootInputs, Dom0RebootOutputs } from "./resources/dom0-reboot";
+export * from "./resources/hetzner-installimage";
 // Component (also at "xen-estate/components")
 export { XenGuest } from "../components/xen-guest";
+export { Dom0Host } from "../components/dom0-host";
+export type { Dom0HostArgs } from "../components/dom0-host";
 export type { XenGuestArgs, BridgedNetworkArgs, NatNetworkArgs } from "../components/xen-guest";
 export { MigratedGuest } from "../components/migrated-guest";
 export type { MigratedGuestArgs } from "../components/migrated-guest";
@@ -64,6 +91,20 @@ export { withHostLock, HOST_LOCK } from "./remote/lock";
 export { DEVICE_HOLDER_FUNCTIONS } from "./remote/devices";
 export { pipeBetween } from "./remote/pipe";
 export type { PipeEnd, PipeResult } from "./remote/pipe";
+export {
+  applyWithRollback,
+  armAndApplyScript,
+  confirmScript,
+  SSH_PEER_FUNCTION,
+  ROLLBACK_ROOT,
+} from "./remote/rollback";
+export type { GuardedChange, GuardedFile, GuardedResult } from "./remote/rollback";
+
+// Dom0 planning shared by the Dom0Host concerns
+export { parseNetwork, networkContains, coveringNetwork } from "./dom0/addresses";
+export type { Network } from "./dom0/addresses";
+export { parseAuthorizedKey, publicKeyOf } from "./dom0/keys";
+export { OS_FACTS, osFacts } from "./dom0/os";
 
 // SSH
 export * from "./ssh/connection";
@@ -83,3 +124,5 @@ export { render, templateNames, TEMPLATE_DIR } from "./core/templates";
 export { parseSize, formatSize, roundUpToExtent, MAX_SIZE_BYTES } from "./core/units";
 export { parseCidr, derivedMac, macProblem } from "./core/network";
 export { VERSION, MODULE, PACKAGE_ROOT } from "./core/package";
+export { checkInstallimage, renderInstallimageConfig, driveMismatches } from "./dom0/installimage";
+export type { InstallimagePlan } from "./dom0/installimage";

@@ -35,8 +35,29 @@ const PAGES: [page: string, file: string, iface: string][] = [
   ["guests.md", "provider/resources/nat-domu/index.ts", "NatDomUArgs"],
   ["xen-guest.md", "components/xen-guest.ts", "XenGuestArgs"],
   ["migrated-guest.md", "components/migrated-guest.ts", "MigratedGuestArgs"],
+  ["dom0-host.md", "components/dom0-host.ts", "Dom0HostArgs"],
+  ["dom0-host.md", "provider/resources/dom0-access/index.ts", "Dom0AccessArgs"],
+  ["dom0-host.md", "provider/resources/dom0-packages/index.ts", "Dom0PackagesArgs"],
+  ["dom0-host.md", "provider/resources/dom0-firewall/index.ts", "Dom0FirewallArgs"],
+  ["dom0-host.md", "provider/resources/dom0-xen-boot/index.ts", "Dom0XenBootArgs"],
+  ["dom0-host.md", "provider/resources/dom0-network/index.ts", "Dom0NetworkArgs"],
+  ["dom0-host.md", "provider/resources/dom0-monitoring/index.ts", "Dom0MonitoringArgs"],
+  ["dom0-host.md", "provider/resources/dom0-reboot/index.ts", "Dom0RebootArgs"],
+  ["dom0-host.md", "provider/resources/hetzner-installimage/index.ts", "HetznerInstallimageArgs"],
 ];
 const FOLDER_PAGES: Record<string, string> = { "bridged-domu": "guests.md", "nat-domu": "guests.md" };
+// Dom0Host's concerns share its page (their Args are listed in PAGES).
+for (const k of [
+  "dom0-access",
+  "dom0-packages",
+  "dom0-firewall",
+  "dom0-xen-boot",
+  "dom0-network",
+  "dom0-monitoring",
+  "dom0-reboot",
+  "hetzner-installimage",
+])
+  FOLDER_PAGES[k] = "dom0-host.md";
 
 describe("the resource docs", () => {
   const resources = fs.readdirSync(repoPath("provider", "resources"));

@@ -97,6 +97,13 @@ export interface Kind<In extends object, Out extends In> {
     c: Checker,
     olds: Partial<Out> | undefined,
   ): Omit<In, keyof CommonInputs> | undefined;
+  /**
+   * For a kind that changes how its own host is reached (sshd moved to another port or user, a reinstall with a new
+   * host key): how to reach the host once the resource exists, from its recorded outputs, as overrides of its
+   * `connection`. The runtime uses it for `read`, `update` (from the old outputs) and `delete`; `create` always uses
+   * the declared connection. Undefined (or an empty object) means the declared connection still works.
+   */
+  reachedBy?(outs: Partial<Out>): Partial<Pick<Connection, "port" | "user" | "hostKey">> | undefined;
   /** Extra pure planning: refuse an impossible change (throw {@link InputError}) or force more replacements. */
   diffDetail?(olds: Out, news: In): { replaces?: string[] } | void;
   /** A stable id for the thing made, from its inputs (e.g. `host:/dev/vg0/name`). */

@@ -41,8 +41,16 @@ export function setSharedPool(p: SshPool | undefined): void {
   pool = p;
 }
 
-function contextFor(kind: AnyKind, inputs: Record<string, unknown>, id?: string): Context {
-  const conn = joinConnection(inputs.connection as Connection, inputs.credentials as Credentials | undefined);
+function contextFor(
+  kind: AnyKind,
+  inputs: Record<string, unknown>,
+  id?: string,
+  reachedFrom?: Record<string, unknown>,
+): Context {
+  const declared = inputs.connection as Connection;
+  const override = reachedFrom && kind.reachedBy ? kind.reachedBy(reachedFrom) : undefined;
+  const connection = override ? { ...declared, ...definedOnly(override) } : declared;
+  const conn = joinConnection(connection, inputs.credentials as Credentials | undefined);
   const base = new Logger(`${kind.name} ${id ?? kind.id(inputs)}`);
   const host = sharedPool().host(conn, base);
   // The kind's other connections: their secrets are hidden in every log line and error of this resource too.
@@ -63,6 +71,10 @@ function contextFor(kind: AnyKind, inputs: Record<string, unknown>, id?: string)
  */
 export function hostContext(host: RemoteHost): Context {
   return { host, log: host.log, conn: host.conn, hosts: {}, hostId: hostIdOf };
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== null)) as Partial<T>;
 }
 
 /** Host ids already read, per pool (so a new pool asks again), by login. */
@@ -105,7 +117,8 @@ function completeOuts(
   const complete: Record<string, unknown> = { ...outs, [SCHEMA_KEY]: kind.schemaVersion ?? 1 };
   for (const k of ["connection", "credentials", "xenEstateVersion"])
     if (inputs[k] !== undefined) complete[k] = inputs[k];
-  if (hostId) complete.hostId = hostId;
+  // A kind may record another machine than the one it was created through (a reinstall: the installed system).
+  if (hostId && typeof outs.hostId !== "string") complete.hostId = hostId;
   delete complete.__provider;
   return complete;
 }
@@ -204,7 +217,7 @@ export const runtime = {
     const kind: AnyKind = kindOf(kindName);
     if (!oldProps || typeof oldProps !== "object" || !oldProps.connection) throw notImportable(kind, id);
     const props = upgradeState(kindName, oldProps);
-    const ctx = contextFor(kind, props, id);
+    const ctx = contextFor(kind, props, id, props);
     try {
       await assertSameHost(ctx, kind, id, props.hostId);
       const outs = await kind.read(ctx, id, props);
@@ -224,7 +237,7 @@ export const runtime = {
   ): Promise<pulumi.dynamic.UpdateResult> {
     const kind: AnyKind = kindOf(kindName);
     const olds = upgradeState(kindName, oldState);
-    const ctx = contextFor(kind, news, id);
+    const ctx = contextFor(kind, news, id, olds);
     try {
       await assertSameHost(ctx, kind, id, olds.hostId);
       const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx.host));
@@ -239,7 +252,7 @@ export const runtime = {
   async delete(kindName: string, id: string, oldProps: Record<string, unknown>): Promise<void> {
     const kind: AnyKind = kindOf(kindName);
     const props = upgradeState(kindName, oldProps);
-    const ctx = contextFor(kind, props, id);
+    const ctx = contextFor(kind, props, id, props);
     try {
       await assertSameHost(ctx, kind, id, props.hostId);
       await kind.delete(ctx, id, props);

@@ -10,10 +10,11 @@ import { repoRoot } from "../support/repo";
 
 /** Each layer and the layers it may import (besides itself). */
 const ALLOWED: Record<string, readonly string[]> = {
-  index: ["components", "resources", "guest", "framework", "remote", "ssh", "core"],
-  components: ["resources", "guest", "framework", "remote", "ssh", "core"],
-  resources: ["guest", "framework", "remote", "ssh", "core"],
+  index: ["components", "resources", "guest", "dom0", "framework", "remote", "ssh", "core"],
+  components: ["resources", "guest", "dom0", "framework", "remote", "ssh", "core"],
+  resources: ["guest", "dom0", "framework", "remote", "ssh", "core"],
   guest: ["framework", "remote", "ssh", "core"],
+  dom0: ["framework", "remote", "ssh", "core"],
   framework: ["ssh", "core"],
   remote: ["ssh", "core"],
   ssh: ["core"],

@@ -210,7 +210,24 @@ export interface LabStartOptions {
    * relayed to `target` (HOST:PORT on the host, e.g. a SourceVps in its namespace). See SourceVps.dom0Forward().
    */
   forwards?: { guestAddress: string; guestPort: number; target: string }[];
+  /** Let the machine reboot inside QEMU (the guest restarts; QEMU keeps running). @default false (-no-reboot) */
+  reboot?: boolean;
+  /** Sizes in GiB of more blank disks after the vg0 disk (`/dev/vdc`, …), e.g. the second half of a RAID 1. @default [] */
+  extraDisksGiB?: number[];
+  /** More guest TCP ports of eth0 forwarded from 127.0.0.1 (see {@link Lab.forwarded}), e.g. a new sshd port. */
+  forwardPorts?: number[];
+  /**
+   * A second NIC (eth1) on its own QEMU user network, 10.0.3.0/24: connections forwarded to it arrive from
+   * 10.0.3.2, not eth0's 10.0.2.2, so a firewall can tell two sources apart. Its guest ports are forwarded from
+   * 127.0.0.1 (see {@link Lab.forwarded2}).
+   */
+  secondNic?: { forwardPorts: number[] };
+  /** Relay guest connections to 10.0.2.102:25 to an SMTP sink appending each message to this file. */
+  smtpSink?: string;
 }
+
+/** Where lab machines find the SMTP sink (QEMU guestfwd), with LabStartOptions.smtpSink. */
+export const LAB_SMTP = { address: "10.0.2.102", port: 25 } as const;
 
 /** What state.json holds; enough to reattach from another process. */
 export interface LabState {
@@ -233,6 +250,10 @@ export interface LabState {
   startedAt: string;
   /** Milliseconds from QEMU start to SSH answering. */
   bootMs?: number;
+  /** Guest port of eth0 → host port on 127.0.0.1 (LabStartOptions.forwardPorts). */
+  forwarded?: Record<string, number>;
+  /** Guest port of eth1 → host port on 127.0.0.1 (LabStartOptions.secondNic). */
+  forwarded2?: Record<string, number>;
 }
 
 const liveLabs = new Set<Lab>();
@@ -358,6 +379,8 @@ export class Lab implements LabState {
   bootMs?: number;
   /** Milliseconds Lab.start waited for the lab lock (this process only; not in state.json). */
   lockWaitMs?: number;
+  readonly forwarded: Record<string, number>;
+  readonly forwarded2: Record<string, number>;
   private stopped = false;
 
   private constructor(s: LabState) {
@@ -378,6 +401,8 @@ export class Lab implements LabState {
     this.consoleLog = s.consoleLog;
     this.startedAt = s.startedAt;
     if (s.bootMs !== undefined) this.bootMs = s.bootMs;
+    this.forwarded = s.forwarded ?? {};
+    this.forwarded2 = s.forwarded2 ?? {};
   }
 
   /** The client private key (OpenSSH PEM text). */
@@ -413,6 +438,8 @@ export class Lab implements LabState {
       hostKey: this.hostKey,
       consoleLog: this.consoleLog,
       startedAt: this.startedAt,
+      forwarded: this.forwarded,
+      forwarded2: this.forwarded2,
     };
     if (this.bootMs !== undefined) s.bootMs = this.bootMs;
     return s;
@@ -515,6 +542,17 @@ export class Lab implements LabState {
     const port = await freePort();
     let httpPort = await freePort();
     while (httpPort === port) httpPort = await freePort();
+    const taken = new Set([port, httpPort]);
+    const another = async (): Promise<number> => {
+      let p = await freePort();
+      while (taken.has(p)) p = await freePort();
+      taken.add(p);
+      return p;
+    };
+    const forwarded: Record<string, number> = {};
+    for (const g of opts.forwardPorts ?? []) forwarded[String(g)] = await another();
+    const forwarded2: Record<string, number> = {};
+    for (const g of opts.secondNic?.forwardPorts ?? []) forwarded2[String(g)] = await another();
     const privateKeyFile = path.join(stateDir, "id_ed25519");
     fs.copyFileSync(path.join(image.dir, "id_ed25519"), privateKeyFile);
     fs.chmodSync(privateKeyFile, 0o600);
@@ -546,6 +584,11 @@ export class Lab implements LabState {
       rootOverlay,
     ]);
     qimg(["create", "-q", "-f", "qcow2", vgDisk, `${opts.vgDiskGiB ?? 8}G`]);
+    const extraDisks = (opts.extraDisksGiB ?? []).map((gib, i) => {
+      const f = path.join(stateDir, `disk${i + 2}.qcow2`);
+      qimg(["create", "-q", "-f", "qcow2", f, `${gib}G`]);
+      return f;
+    });
 
     const aptCache = path.join(labCacheDir(), "apt");
     fs.mkdirSync(aptCache, { recursive: true });
@@ -567,7 +610,24 @@ export class Lab implements LabState {
         (f) =>
           `guestfwd=tcp:${f.guestAddress}:${f.guestPort}-cmd:${qemuEscape([process.execPath, path.join(__dirname, "aptproxy.js"), "--connect", f.target].join(" "))}`,
       ),
+      ...Object.entries(forwarded).map(([g, h]) => `hostfwd=tcp:127.0.0.1:${h}-:${g}`),
+      ...(opts.smtpSink
+        ? [
+            `guestfwd=tcp:${LAB_SMTP.address}:${LAB_SMTP.port}-cmd:${qemuEscape([process.execPath, path.join(__dirname, "smtpsink.js"), "--out", opts.smtpSink].join(" "))}`,
+          ]
+        : []),
     ].join(",");
+    const secondNic = opts.secondNic
+      ? [
+          "-netdev",
+          [
+            "user,id=n1,restrict=on,net=10.0.3.0/24,host=10.0.3.2",
+            ...Object.entries(forwarded2).map(([g, h]) => `hostfwd=tcp:127.0.0.1:${h}-10.0.3.15:${g}`),
+          ].join(","),
+          "-device",
+          "virtio-net-pci,netdev=n1,mac=52:54:00:12:34:57",
+        ]
+      : [];
     // dom0: Xen straight from QEMU's multiboot loader with the dom0 kernel and initrd as modules.
     // bare: the disk's own MBR and GRUB.
     const boot =
@@ -604,15 +664,17 @@ export class Lab implements LabState {
       `file=${qemuEscape(vgDisk)},if=virtio,format=qcow2,cache=unsafe`,
       "-netdev",
       netdev,
+      ...extraDisks.flatMap((f) => ["-drive", `file=${qemuEscape(f)},if=virtio,format=qcow2,cache=unsafe`]),
       "-device",
-      "virtio-net-pci,netdev=n0",
+      "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+      ...secondNic,
       "-display",
       "none",
       "-monitor",
       "none",
       "-serial",
       `file:${consoleLog}`,
-      "-no-reboot",
+      ...(opts.reboot ? [] : ["-no-reboot"]),
       "-pidfile",
       path.join(stateDir, "qemu.pid"),
     ];
@@ -653,6 +715,8 @@ export class Lab implements LabState {
       hostKey: image.hostKeyFingerprint,
       consoleLog,
       startedAt: new Date(started).toISOString(),
+      forwarded,
+      forwarded2,
     });
     lab.saveState();
     return { lab, qemuPid, started };

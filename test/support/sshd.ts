@@ -51,6 +51,17 @@ export async function generateKey(
   };
 }
 
+/** A key pair already on disk (`file` and `file.pub`). */
+export async function existingKey(file: string): Promise<KeyPair> {
+  const { stdout } = await run("ssh-keygen", ["-lf", `${file}.pub`]);
+  return {
+    privateKey: fs.readFileSync(file, "utf8"),
+    publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim(),
+    fingerprint: stdout.split(" ")[1]!,
+    file,
+  };
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
@@ -109,6 +120,8 @@ export interface SshdOptions {
    * private mount namespace bind-mounts it; the host's file is untouched).
    */
   machineId?: string;
+  /** Use this host key (a private key file; its `.pub` beside it) instead of generating one. */
+  hostKeyFile?: string;
 }
 
 export interface Sshd {
@@ -126,7 +139,9 @@ export interface Sshd {
 /** Starts a real sshd with a fresh host key. */
 export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-sshd-"));
-  const hostKey = await generateKey(dir, "host_ed25519");
+  const hostKey = opts.hostKeyFile
+    ? await existingKey(opts.hostKeyFile)
+    : await generateKey(dir, "host_ed25519");
   const port = opts.port ?? (opts.netns ? 22 : await freePort());
   const listen = opts.listen ?? "127.0.0.1";
   fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });

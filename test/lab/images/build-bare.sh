@@ -21,15 +21,40 @@ done
 lab_copy_base "the bare server"
 lab_keys bare
 
-# No Xen on a bare server: drop the hypervisor files (the packages stay installed but inert).
-rm -f "$R"/boot/xen-*
+# No Xen on a bare server: its packages are purged, so Dom0Host really installs them (through the lab's apt
+# proxy). Their maintainer scripts would try to stop services in the chroot: policy-rc.d forbids that.
+printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
+chmod +x "$R/usr/sbin/policy-rc.d"
+chroot "$R" dpkg --purge xen-system-amd64 xen-hypervisor-4.17-amd64 xen-hypervisor-common xen-utils-4.17 \
+  xen-utils-common xenstore-utils >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; exit 1; }
+rm -f "$R/usr/sbin/policy-rc.d" "$R"/boot/xen-*
 echo bare >"$R/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tbare\n' >"$R/etc/hosts"
 echo 'LABEL=bare-root / ext4 rw,noatime,errors=remount-ro 0 0' >"$R/etc/fstab"
 : >"$R/etc/resolv.conf"
+# Networked like an installimage'd Debian: ifupdown. eth0 (QEMU user network, DHCP) is the uplink Dom0Host moves
+# into its bridge; eth1, when QEMU gives one (Lab's secondNic), is the second source address of the firewall test
+# and stays outside Dom0Host's files (interfaces.d).
 rm -f "$R"/etc/systemd/network/*
-printf '[Match]\nName=eth0\n\n[Network]\nDHCP=ipv4\n' >"$R/etc/systemd/network/10-eth0.network"
-chroot "$R" systemctl enable systemd-networkd.service >/dev/null 2>&1
+chroot "$R" systemctl disable systemd-networkd.service >/dev/null 2>&1 || true
+cat >"$R/etc/network/interfaces" <<'CONF'
+source /etc/network/interfaces.d/*
+
+auto lo
+iface lo inet loopback
+
+auto eth0
+iface eth0 inet dhcp
+CONF
+install -d "$R/etc/network/interfaces.d"
+cat >"$R/etc/network/interfaces.d/lab-eth1" <<'CONF'
+# The lab's second NIC (QEMU user network 10.0.3.0/24): a second source address for the firewall test.
+allow-hotplug eth1
+iface eth1 inet static
+	address 10.0.3.15/24
+CONF
+# ifupdown's networking.service waits for DHCP; then ssh may start.
+chroot "$R" systemctl enable networking.service >/dev/null 2>&1
 for unit in systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
   e2scrub_reap.service fstrim.timer systemd-timesyncd.service xen.service xendomains.service \
   xenstored.service xenconsoled.service xen-init-dom0.service xen-watchdog.service; do
@@ -48,6 +73,21 @@ deb http://deb.debian.org/debian-security bookworm-security main
 CONF
 printf 'Acquire::http::Proxy "http://10.0.2.100:3142/";\nAPT::Install-Recommends "false";\n' >"$R/etc/apt/apt.conf.d/01xen-estate-lab"
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb
+
+# What grub-pc leaves on an installed server: /etc/default/grub (update-grub, which Dom0Host runs, reads it) and
+# update-grub itself (grub2-common's one-line script; grub-mkconfig is in grub-common).
+cat >"$R/etc/default/grub" <<'CONF'
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0,115200 net.ifnames=0"
+GRUB_TERMINAL="serial console"
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+CONF
+printf '#!/bin/sh\nset -e\nexec grub-mkconfig -o /boot/grub/grub.cfg "$@"\n' >"$R/usr/sbin/update-grub"
+chmod +x "$R/usr/sbin/update-grub"
 
 # GRUB: modules on the disk, a hand-written grub.cfg (update-grub needs the mounted system).
 install -d "$R/boot/grub/i386-pc"

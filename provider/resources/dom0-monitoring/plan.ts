@@ -1,0 +1,80 @@
+/** Dom0Monitoring's pure planning: the mail relay, aliases, smartd's schedule and relatime on /. */
+import { render } from "../../core/templates";
+
+export const DMA_CONF = "/etc/dma/dma.conf";
+export const ALIASES = "/etc/aliases";
+export const SMARTD_CONF = "/etc/smartd.conf";
+
+export interface MonitoringPlan {
+  mailTo: string;
+  relayHost: string;
+  relayPort: number;
+  starttls: boolean;
+  mailName: string;
+  /** Local accounts whose mail goes to `mailTo`. */
+  users: string[];
+  smartDisks: { device: string; schedule: string }[];
+}
+
+/** smartd's default schedule: a short self-test daily at 02:00, a long one on Saturdays at 03:00. */
+export const DEFAULT_SMART_SCHEDULE = "(S/../.././02|L/../../6/03)";
+
+export function renderMonitoringFiles(p: MonitoringPlan): Record<string, string> {
+  return {
+    [DMA_CONF]: render("dom0-monitoring/dma.conf", {
+      relayHost: p.relayHost,
+      relayPort: p.relayPort,
+      starttls: p.starttls,
+      mailName: p.mailName,
+      mailTo: p.mailTo,
+      authPath: null,
+    }),
+    [ALIASES]: render("dom0-monitoring/aliases", { users: p.users, mailTo: p.mailTo }),
+    ...(p.smartDisks.length > 0
+      ? { [SMARTD_CONF]: render("dom0-monitoring/smartd.conf", { disks: p.smartDisks }) }
+      : {}),
+  };
+}
+
+/**
+ * Relatime on the root filesystem: an fstab whose `/` line asks for `strictatime` (an atime write on every read)
+ * gets `relatime` instead. Returns the new fstab, or null when nothing needs to change. Pure.
+ */
+export function relatimeFstab(fstab: string): string | null {
+  let changed = false;
+  const lines = fstab.split("\n").map((line) => {
+    if (/^\s*#/.test(line)) return line;
+    const f = line.trim().split(/\s+/);
+    if (f.length < 4 || f[1] !== "/") return line;
+    const opts = f[3]!.split(",");
+    if (!opts.includes("strictatime") && !opts.includes("atime")) return line;
+    changed = true;
+    const next = opts.filter((o) => o !== "strictatime" && o !== "atime");
+    if (!next.includes("relatime") && !next.includes("noatime")) next.push("relatime");
+    f[3] = next.join(",");
+    return f.join("\t");
+  });
+  return changed ? lines.join("\n") : null;
+}
+
+/**
+ * Prints facts refresh compares: `mailaddr VALUE` from mdadm.conf (mdadm mails that address when an array
+ * degrades), the root filesystem's atime mode, and `arrays N`.
+ */
+export const PROBE_SCRIPT = [
+  `m=$(awk '$1 == "MAILADDR" {print $2; exit}' /etc/mdadm/mdadm.conf 2>/dev/null || true)`,
+  `echo "mailaddr \${m:-none}"`,
+  `o=$(findmnt -no OPTIONS /)`,
+  `case ",$o," in *,noatime,*) echo "atime noatime" ;; *,strictatime,*) echo "atime strictatime" ;; *) echo "atime relatime" ;; esac`,
+  `echo "arrays $(grep -c '^md[0-9]' /proc/mdstat 2>/dev/null || echo 0)"`,
+].join("\n");
+
+/**
+ * mdadm mails MAILADDR when an array degrades; Debian's mdadm.conf says `MAILADDR root`, which the aliases send
+ * on. A file without MAILADDR gets that line (the rest of the file, its ARRAY lines above all, is left alone).
+ */
+export const MDADM_MAILADDR_SCRIPT = [
+  `if [ -f /etc/mdadm/mdadm.conf ] && ! grep -q '^MAILADDR' /etc/mdadm/mdadm.conf; then`,
+  `  printf '\\n# added by xen-estate: mail for degraded arrays goes to root, aliased to the operator\\nMAILADDR root\\n' >> /etc/mdadm/mdadm.conf`,
+  `fi`,
+].join("\n");

@@ -1,0 +1,76 @@
+/** Dom0Network's pure planning: the bridge carrying the uplink (ifupdown or netplan), sysctls, modules. */
+import { shellQuote } from "../../core/shell";
+import { render } from "../../core/templates";
+import { networkContains, parseNetwork } from "../../dom0/addresses";
+
+export const INTERFACES = "/etc/network/interfaces";
+export const SYSCTL = "/etc/sysctl.d/90-xen-estate.conf";
+export const MODULES = "/etc/modules-load.d/xen-estate.conf";
+
+export interface NetworkPlan {
+  network: "ifupdown" | "netplan";
+  netplanFile: string;
+  uplink: string;
+  mac: string;
+  bridge: string;
+  /** `dhcp`, or the address with its prefix (`203.0.113.5/32`) and gateway. */
+  address: "dhcp" | { address: string; gateway: string };
+  ipv6: { address: string; gateway: string } | null;
+  proxyArp: boolean;
+  bridgeNetfilter: boolean;
+}
+
+/** Whether the gateway lies outside the address's network (Hetzner's /32 with an on-link gateway). */
+export function onLinkGateway(address: string, gateway: string): boolean {
+  const [ip, prefixText] = address.split("/");
+  const prefix = Number(prefixText);
+  if (!ip || !Number.isInteger(prefix) || prefix >= 31) return true;
+  const n = ip.split(".").reduce((a, o) => a * 256 + Number(o), 0);
+  const base = n - (n % 2 ** (32 - prefix));
+  const net = parseNetwork(
+    `${[24, 16, 8, 0].map((s) => Math.floor(base / 2 ** s) % 256).join(".")}/${prefix}`,
+  );
+  return "error" in net || !networkContains(net, gateway);
+}
+
+export function renderNetworkFiles(p: NetworkPlan): Record<string, string> {
+  const ctx = {
+    uplink: p.uplink,
+    mac: p.mac,
+    bridge: p.bridge,
+    dhcp: p.address === "dhcp",
+    address: p.address === "dhcp" ? null : p.address.address,
+    gateway: p.address === "dhcp" ? null : p.address.gateway,
+    onLinkGateway: p.address === "dhcp" ? false : onLinkGateway(p.address.address, p.address.gateway),
+    ipv6: p.ipv6,
+  };
+  const net: Record<string, string> =
+    p.network === "netplan"
+      ? { [p.netplanFile]: render("dom0-network/netplan.yaml", ctx) }
+      : { [INTERFACES]: render("dom0-network/interfaces", ctx) };
+  return {
+    ...net,
+    [SYSCTL]: render("dom0-network/sysctl.conf", {
+      ipv6Forwarding: p.ipv6 !== null,
+      proxyArp: p.proxyArp,
+      bridgeNetfilter: p.bridgeNetfilter,
+    }),
+    [MODULES]: render("dom0-network/modules.conf", {}),
+  };
+}
+
+/** The sysctls applied now (they need no reboot); br_netfilter first, or the net.bridge keys do not exist. */
+export const SYSCTL_SCRIPT = [`modprobe br_netfilter`, `sysctl -q -p ${SYSCTL} >&2`].join("\n");
+
+/** The check of a new interfaces file: ifupdown parses it (`%s` is the temp file). */
+export const INTERFACES_VALIDATE = "ifquery --interfaces=%s --list >/dev/null";
+/** The check of a new netplan file. */
+export const NETPLAN_VALIDATE = "netplan generate --root-dir / >/dev/null";
+
+/** Prints `bridge PORTS…` (the bridge's member interfaces, or `bridge absent`) and `sysctl KEY VALUE` lines. */
+export function probeScript(bridge: string): string {
+  return [
+    `if [ -d ${shellQuote(`/sys/class/net/${bridge}/brif`)} ]; then echo "bridge $(ls ${shellQuote(`/sys/class/net/${bridge}/brif`)} | paste -sd' ')"; else echo "bridge absent"; fi`,
+    `for k in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; do echo "sysctl $k $(sysctl -n "$k" 2>/dev/null || echo absent)"; done`,
+  ].join("\n");
+}

@@ -1,0 +1,175 @@
+/**
+ * A SIMULATOR of Hetzner's rescue system, for HetznerInstallimage's tests: the real rescue system (and a machine to
+ * wipe) cannot be had here. What is real: an OpenSSH server in a network namespace of its own, reached over SSH
+ * with a pinned host key, running the resource's scripts with bash. What is simulated, through scripts found first
+ * on the sessions' PATH (sshd's SetEnv):
+ * - `lsblk` reports the simulated drives (path, size, serial) and no mounts;
+ * - `installimage -a -c FILE -x HOOK` checks the config the way xen-estate relies on (every DRIVE exists, RAID 1
+ *   needs two drives, /boot, an LVM PV, root and swap LVs, the image exists), records it, prints progress, and
+ *   runs the post-install hook as installimage does in the new system's chroot, here in a private mount namespace
+ *   where the simulated system's /etc/ssh is bind-mounted over /etc/ssh;
+ * - `reboot` asks the simulator to "boot the installed system": sshd restarts on the same address with the host
+ *   key the hook installed, and without the rescue tools.
+ * It proves the resource's protocol (checks, config, hook, reboot, host-key switch), never installimage itself.
+ */
+import { execFile } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { startSshd, type Sshd } from "./sshd";
+
+const run = promisify(execFile);
+
+export interface SimDisk {
+  path: string;
+  size: number;
+  serial: string;
+}
+
+export class RescueSim {
+  state: "rescue" | "installed" = "rescue";
+  sshd!: Sshd;
+  private timer?: NodeJS.Timeout;
+
+  private constructor(
+    readonly dir: string,
+    readonly ns: string,
+    readonly address: string,
+    private readonly hostIf: string,
+    private readonly authorizedKeys: string[],
+  ) {}
+
+  /** The config the simulated installimage was given, or null when it never ran. */
+  installedConfig(): string | null {
+    const f = path.join(this.dir, "installed.conf");
+    return fs.existsSync(f) ? fs.readFileSync(f, "utf8") : null;
+  }
+
+  /** The simulated installed system's root (what the hook wrote under etc/ssh). */
+  get root(): string {
+    return path.join(this.dir, "root");
+  }
+
+  static async start(opts: {
+    disks: SimDisk[];
+    images: string[];
+    authorizedKeys: string[];
+  }): Promise<RescueSim> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xedh-rescue-"));
+    fs.chmodSync(dir, 0o755);
+    const id = process.pid % 200;
+    const sim = new RescueSim(
+      dir,
+      `xedh-rescue-${process.pid}`,
+      `10.232.${id}.2`,
+      `xedr${process.pid % 100000}`,
+      opts.authorizedKeys,
+    );
+    const bin = path.join(dir, "bin");
+    fs.mkdirSync(bin);
+    fs.mkdirSync(path.join(dir, "images"));
+    for (const i of opts.images)
+      fs.writeFileSync(path.join(dir, "images", path.basename(i)), "simulated image\n");
+    fs.mkdirSync(path.join(dir, "root", "etc", "ssh"), { recursive: true });
+    fs.writeFileSync(
+      path.join(dir, "lsblk.json"),
+      JSON.stringify({
+        blockdevices: opts.disks.map((d) => ({ path: d.path, size: d.size, serial: d.serial })),
+      }),
+    );
+    const script = (name: string, body: string): void =>
+      fs.writeFileSync(
+        path.join(bin, name),
+        `#!/bin/bash\n# rescue-system SIMULATOR (test/support/rescue-sim.ts)\n${body}\n`,
+        { mode: 0o755 },
+      );
+    script("lsblk", `case " $* " in *" -J "*) cat ${dir}/lsblk.json ;; *) : ;; esac`);
+    script("reboot", `touch ${dir}/reboot-requested`);
+    script(
+      "installimage",
+      [
+        `set -euo pipefail`,
+        `fail() { echo "installimage (simulated): $*" >&2; exit 1; }`,
+        `auto=; conf=; post=`,
+        `while getopts "ac:x:" o; do case $o in a) auto=1 ;; c) conf=$OPTARG ;; x) post=$OPTARG ;; *) fail "unknown option" ;; esac; done`,
+        `[ "$auto" = 1 ] || fail "only the unattended mode (-a) is simulated"`,
+        `[ -f "$conf" ] || fail "no config file $conf"`,
+        `drives=$(awk '/^DRIVE[0-9]+ / {print $2}' "$conf")`,
+        `[ -n "$drives" ] || fail "no DRIVE1"`,
+        `for d in $drives; do grep -q "\\"$d\\"" ${dir}/lsblk.json || fail "drive $d does not exist"; done`,
+        `raid=$(awk '$1 == "SWRAID" {print $2}' "$conf")`,
+        `case "$raid" in 0) ;; 1) [ "$(echo "$drives" | wc -w)" -ge 2 ] || fail "SWRAID 1 needs two drives"; grep -q '^SWRAIDLEVEL 1$' "$conf" || fail "SWRAIDLEVEL missing" ;; *) fail "SWRAID must be 0 or 1" ;; esac`,
+        `grep -q '^BOOTLOADER grub$' "$conf" || fail "BOOTLOADER grub missing"`,
+        `grep -Eq '^HOSTNAME [A-Za-z0-9.-]+$' "$conf" || fail "HOSTNAME missing"`,
+        `grep -Eq '^PART /boot ext[34] [0-9]+M$' "$conf" || fail "no /boot partition"`,
+        `vg=$(awk '$1 == "PART" && $2 == "lvm" {print $3}' "$conf")`,
+        `[ -n "$vg" ] || fail "no LVM physical volume"`,
+        `grep -Eq "^LV $vg root / ext4 [0-9]+G$" "$conf" || fail "no root LV in $vg"`,
+        `grep -Eq "^LV $vg swap swap swap [0-9]+G$" "$conf" || fail "no swap LV in $vg"`,
+        `img=$(awk '$1 == "IMAGE" {print $2}' "$conf")`,
+        `[ -f "${dir}/images/$(basename "$img")" ] || fail "image $img not found"`,
+        `for step in "Deleting partitions" "Creating partitions and /etc/fstab" "Creating software RAID level 1" "Creating LVM volumes" "Formatting partitions" "Extracting image" "Setting up network config" "Installing bootloader grub"; do echo "   $step : done" >&2; done`,
+        `cp "$conf" ${dir}/installed.conf`,
+        `if [ -n "$post" ]; then`,
+        `  echo "   Executing post-install script : running" >&2`,
+        // The hook writes /etc/ssh of the new system: only ever inside a private mount namespace whose /etc/ssh
+        // is the simulated system's, checked before the hook runs.
+        `  unshare --mount --propagation private bash -c 'mount --bind "$1/root/etc/ssh" /etc/ssh && mountpoint -q /etc/ssh && [ "$(stat -c %i /etc/ssh)" = "$(stat -c %i "$1/root/etc/ssh")" ] && exec bash "$2"' sim ${dir} "$post"`,
+        `fi`,
+        `echo "   INSTALLATION COMPLETE" >&2`,
+      ].join("\n"),
+    );
+    await run("bash", [
+      "-c",
+      [
+        `ip netns del ${sim.ns} 2>/dev/null; ip link del ${sim.hostIf} 2>/dev/null; true`,
+        `ip netns add ${sim.ns}`,
+        `ip link add ${sim.hostIf} type veth peer name eth0 netns ${sim.ns}`,
+        `ip addr add 10.232.${id}.1/24 dev ${sim.hostIf}`,
+        `ip link set ${sim.hostIf} up`,
+        `ip -n ${sim.ns} addr add ${sim.address}/24 dev eth0`,
+        `ip -n ${sim.ns} link set eth0 up`,
+        `ip -n ${sim.ns} link set lo up`,
+      ].join(" && "),
+    ]);
+    sim.sshd = await startSshd({
+      authorizedKeys: opts.authorizedKeys,
+      netns: sim.ns,
+      listen: sim.address,
+      extraConfig: [`SetEnv PATH=${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`],
+    });
+    sim.timer = setInterval(() => void sim.poll(), 300);
+    return sim;
+  }
+
+  private booting = false;
+  private async poll(): Promise<void> {
+    const req = path.join(this.dir, "reboot-requested");
+    if (this.booting || !fs.existsSync(req)) return;
+    this.booting = true;
+    fs.rmSync(req);
+    await this.sshd.stop();
+    await new Promise((r) => setTimeout(r, 1500));
+    const key = path.join(this.root, "etc", "ssh", "ssh_host_ed25519_key");
+    // The installed system: the host key its post-install hook left, no rescue tools on the PATH.
+    this.sshd = await startSshd({
+      authorizedKeys: this.authorizedKeys,
+      netns: this.ns,
+      listen: this.address,
+      ...(fs.existsSync(key) ? { hostKeyFile: key } : {}),
+    });
+    this.state = "installed";
+    this.booting = false;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.sshd?.stop();
+    await run("bash", [
+      "-c",
+      `ip netns del ${this.ns} 2>/dev/null; ip link del ${this.hostIf} 2>/dev/null; true`,
+    ]);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
