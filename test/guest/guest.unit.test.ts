@@ -5,6 +5,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import {
+  hostContext,
   checkInputs,
   claimAddresses,
   GuestInputs,
@@ -348,7 +349,7 @@ describe("unattended install", () => {
       running: true,
       current: {},
     });
-    const ctx = { host: host as unknown as RemoteHost, log: new Logger(""), conn: host.conn };
+    const ctx = { ...hostContext(host as unknown as RemoteHost), log: new Logger("") };
     setLogSink(() => {});
     await waitForNetwork(ctx, { ...g, vifs: [{ ...g.vifs[0]!, ip }] });
     setLogSink(undefined);

@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
+  hostContext,
   BACKUP_ROOT,
   Checker,
   remoteFileKind,
@@ -73,7 +74,7 @@ function freshContext(): Context {
   const pool = new SshPool();
   pools.push(pool);
   const host = pool.host(conn);
-  return { host, log: host.log, conn };
+  return hostContext(host);
 }
 
 function inputs(content: string): RemoteFileInputs {

@@ -13,6 +13,7 @@ import { UNKNOWN, containsUnknown } from "../../provider/core/validate";
 import type { Context, ChangePlan } from "../../provider/framework/kind";
 import { planDiff } from "../../provider/framework/plan";
 import { kindOf } from "../../provider/framework/registry";
+import { hostContext } from "../../provider/framework/runtime";
 import { INSTALL_MARKER } from "../../provider/guest/paths";
 import { VARNISH_VCL } from "../../provider/resources/varnish-frontend/plan";
 import { vclDigest } from "../../provider/resources/varnish-frontend/scripts";
@@ -191,7 +192,7 @@ export async function recordLifecycle(
     body: (ctx: Context) => Promise<unknown>,
   ): Promise<unknown> => {
     const host = new RecordingHost(conn, quietLog, world);
-    const ctx: Context = { host: host as unknown as RemoteHost, log: quietLog, conn };
+    const ctx: Context = { ...hostContext(host as unknown as RemoteHost), log: quietLog };
     const record: OperationRecord = { operation, recorded: host.recorded };
     operations.push(record);
     try {
