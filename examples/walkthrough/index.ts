@@ -80,6 +80,8 @@ interface MigratedConfig {
   memoryMiB: number;
   vcpus?: number;
   nameservers?: string[];
+  /** Copy-on-write space of the snapshot of the migrated disk before its first boot; `"0"` for none. */
+  snapshotSize?: string;
 }
 
 /** The fresh guest behind NAT, and the host names Varnish routes to it (config key `nat`). */
@@ -179,6 +181,8 @@ const linodeGuest = new MigratedGuest(migrated.name, {
   memoryMiB: migrated.memoryMiB,
   ...(migrated.vcpus !== undefined ? { vcpus: migrated.vcpus } : {}),
   waitForNetwork: { port: 22, timeoutSeconds: 600 },
+  // What the walkthrough recommended and never did: a snapshot of the migrated disk before its first boot.
+  ...(migrated.snapshotSize !== "0" ? { snapshotBeforeBoot: migrated.snapshotSize ?? "8GiB" } : {}),
 });
 
 // The fresh guest behind the dom0's NAT, installed unattended before its first boot (the walkthrough used Ubuntu's

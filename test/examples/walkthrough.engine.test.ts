@@ -29,7 +29,7 @@ const PROGRAM = "examples/walkthrough";
 const CI_PASSPHRASE = "xen-estate-walkthrough-ci";
 const ciStack = fs.readFileSync(repoPath(PROGRAM, "Pulumi.ci.yaml"), "utf8");
 
-/** The custom resources the walkthrough plans: one per Dom0Host concern, the migration, the guests, the volumes, Varnish. */
+/** The custom resources the walkthrough plans: one per Dom0Host concern, the migration, the guests, the volumes (the migrated disk's pre-boot snapshot too), Varnish. */
 const EXPECTED = [
   "BridgedDomU web1",
   "Dom0Access dom0-access",
@@ -42,6 +42,7 @@ const EXPECTED = [
   "LinodeMigration web1-migration",
   "LvmVolume blog1-root",
   "LvmVolume blog1-swap",
+  "LvmVolume web1-preboot",
   "LvmVolume web1-root",
   "NatDomU blog1",
   "VarnishFrontend frontend",
