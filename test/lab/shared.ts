@@ -222,6 +222,9 @@ set -euo pipefail
 export LC_ALL=C LVM_SUPPRESS_FD_WARNINGS=1
 s() { printf '## %s\n' "$1"; }
 have() { command -v "$1" >/dev/null 2>&1; }
+# Right after a boot systemd may still be starting units and too busy to answer systemctl within its 25 s: wait until
+# the boot is done (running or degraded) first, a readiness check rather than a retry.
+timeout 600 systemctl is-system-running --wait >/dev/null 2>&1 || true
 s guests
 if have xl; then xl list | awk 'NR > 1 { print $1 }' | sort; else echo "(no xl)"; fi
 s "logical volumes"
@@ -271,7 +274,7 @@ dpkg -l | awk '/^[a-z][a-z] / { print $1, $2, $3 }' | sort
 
 /** The machine's state as STATE_SCRIPT prints it. */
 export function machineState(lab: Lab): Promise<string> {
-  return lab.ssh("bash -s", { input: STATE_SCRIPT, timeoutMs: 180_000 });
+  return lab.ssh("bash -s", { input: STATE_SCRIPT, timeoutMs: 900_000 });
 }
 
 /** Lines only in `before` (-) or only in `after` (+), per section; "" when the two states are the same. */

@@ -264,6 +264,8 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
           cacheSize: "256MiB",
           installPackage: true,
           keepVcls: 2,
+          // The sandbox has no Varnish answering: the serving check runs, and gives up after a second.
+          readyTimeoutSeconds: 1,
         },
       },
     ],

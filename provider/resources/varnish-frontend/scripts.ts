@@ -53,7 +53,9 @@ export function reloadScript(keep: number): string {
 export function activeVclScript(): string {
   return [
     `if systemctl is-active --quiet varnish.service; then echo "service active"; else echo "service inactive"; exit 0; fi`,
-    `name=$(varnishadm -t 30 vcl.list 2>/dev/null | awk '$1 == "active" {print $NF}' || true)`,
+    // The service runs, so varnishadm must answer: a failure is "could not look", never "no VCL loaded".
+    `if ! list=$(varnishadm -t 30 vcl.list); then echo "varnish.service is active but varnishadm vcl.list failed: cannot tell which VCL it runs" >&2; exit 1; fi`,
+    `name=$(printf '%s\n' "$list" | awk '$1 == "active" {print $NF}')`,
     `[ -n "$name" ] || exit 0`,
     `echo "active $name"`,
     `src=$(varnishadm -t 30 vcl.show "$name")`,
