@@ -173,6 +173,18 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
           wipeOnDelete: "discard",
         },
       },
+      {
+        variant: "snapshot",
+        inputs: {
+          ...common,
+          volumeGroup: "vgxe",
+          name: "webxe-root-preboot",
+          size: "8GiB",
+          snapshotOf: "webxe-root",
+          onDelete: "remove",
+          wipeOnDelete: "zero",
+        },
+      },
     ],
   },
   BridgedDomU: {
