@@ -214,17 +214,22 @@ const natGuest = new XenGuest(nat.name, {
 });
 
 // Varnish on the dom0 answers HTTP for the NAT guest's host names (the walkthrough's Varnish 3, in VCL 4.1).
-const frontend = new VarnishFrontend("frontend", {
-  connection: dom0.connection,
-  sites: [
-    {
-      hostnames: nat.hostnames,
-      backend: natGuest.ip.apply((ip) => (nat.port ? `${ip}:${nat.port}` : ip)),
-    },
-  ],
-  ...(frontendConfig.listen ? { listen: frontendConfig.listen } : {}),
-  ...(frontendConfig.cacheSize ? { cacheSize: frontendConfig.cacheSize } : {}),
-});
+const frontend = new VarnishFrontend(
+  "frontend",
+  {
+    connection: dom0.connection,
+    sites: [
+      {
+        hostnames: nat.hostnames,
+        backend: natGuest.ip.apply((ip) => (nat.port ? `${ip}:${nat.port}` : ip)),
+      },
+    ],
+    ...(frontendConfig.listen ? { listen: frontendConfig.listen } : {}),
+    ...(frontendConfig.cacheSize ? { cacheSize: frontendConfig.cacheSize } : {}),
+    // After the guest is up: the frontend's up waits until each site answers through Varnish.
+  },
+  { dependsOn: [natGuest] },
+);
 
 export const dom0Running = dom0.running;
 export const dom0LastReboot = dom0.lastReboot;

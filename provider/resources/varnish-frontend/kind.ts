@@ -30,7 +30,8 @@ import {
   reloadScript,
   RESTART_SCRIPT,
   vclDigest,
-  WAIT_RUNNING_SCRIPT,
+  runningDeadlineSeconds,
+  waitRunningScript,
   waitServingScript,
 } from "./scripts";
 
@@ -225,7 +226,11 @@ async function converge(
     });
   } else acted = false;
   // varnishd answers the CLI once the child runs; a restart that failed shows here, not at the first request.
-  await ctx.host.script(WAIT_RUNNING_SCRIPT, { summary: "wait for varnish", timeoutMs: 90_000 });
+  const deadline = runningDeadlineSeconds(news.readyTimeoutSeconds);
+  await ctx.host.script(waitRunningScript(deadline), {
+    summary: "wait for varnish",
+    timeoutMs: (deadline + 60) * 1000,
+  });
   const r = await ctx.host.script(activeVclScript(), { summary: "which VCL varnish runs" });
   const activeVcl = /^active (\S+)$/m.exec(r.stdout)?.[1] ?? null;
   const runningSha = /^active-sha (\S+)$/m.exec(r.stdout)?.[1] ?? null;
