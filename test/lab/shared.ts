@@ -250,7 +250,9 @@ fi
 s "nftables"
 if have nft; then nft -s list ruleset; fi
 s "files in /etc"
-find /etc -xdev | sort
+# LVM archives its metadata before every change by itself (/etc/lvm/archive, /etc/lvm/backup): bookkeeping, not a
+# leftover; the volumes themselves are listed above.
+find /etc -xdev \( -path /etc/lvm/archive -o -path /etc/lvm/backup \) -prune -o -print | sort
 s "contents of configuration xen-estate writes"
 for d in /etc/xen /etc/varnish /etc/systemd/system /etc/network /etc/default /etc/sysctl.d /etc/modules-load.d /etc/apt /root/.ssh; do
   if [ -e "$d" ]; then find "$d" -xdev -type f -print0 | sort -z | xargs -0r sha256sum; fi
