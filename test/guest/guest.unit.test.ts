@@ -23,6 +23,7 @@ import {
   type RemoteHost,
 } from "../../provider";
 import { planNote } from "../../provider/framework/plan";
+import { hostContext } from "../../provider/framework/runtime";
 import { waitForNetwork } from "../../provider/guest/domain";
 import { fixtureKeys } from "../support/fixture-keys";
 import { innerScripts, shellSplices } from "../support/quoting";
@@ -348,7 +349,7 @@ describe("unattended install", () => {
       running: true,
       current: {},
     });
-    const ctx = { host: host as unknown as RemoteHost, log: new Logger(""), conn: host.conn };
+    const ctx = hostContext(host as unknown as RemoteHost);
     setLogSink(() => {});
     await waitForNetwork(ctx, { ...g, vifs: [{ ...g.vifs[0]!, ip }] });
     setLogSink(undefined);

@@ -20,6 +20,7 @@ import {
   type RemoteFileInputs,
   type RemoteFileOutputs,
 } from "../../provider";
+import { hostContext } from "../../provider/framework/runtime";
 import { checked } from "../support/checked";
 import {
   CutRelay,
@@ -73,7 +74,7 @@ function freshContext(): Context {
   const pool = new SshPool();
   pools.push(pool);
   const host = pool.host(conn);
-  return { host, log: host.log, conn };
+  return hostContext(host);
 }
 
 function inputs(content: string): RemoteFileInputs {

@@ -40,14 +40,15 @@ export const KNOWN_SECRETS = [
   "xemirrorpass",
   "xeproxypass",
   "xe-hostile-token",
+  "xe-hostile-source-password",
 ];
 
 /** Paths whose value is secret (a failure must not echo it). */
 function isSecretPath(p: InputPath): boolean {
   const t = pathText(p);
   return (
-    p[0] === "credentials" ||
-    /^connection(\.proxy)*\.(user|password|privateKey|privateKeyPassword)$/.test(t) ||
+    p.includes("credentials") ||
+    /^(source\.)?connection(\.proxy)*\.(user|password|privateKey|privateKeyPassword)$/.test(t) ||
     t === "content"
   );
 }
