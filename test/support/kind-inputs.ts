@@ -234,6 +234,7 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
     ],
   },
   Dom0Access: {
+    related: { distribution: ["release"] },
     variants: [
       {
         variant: "debian",
@@ -298,7 +299,7 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
     ],
   },
   Dom0Network: {
-    related: { uplink: ["bridge"], bridge: ["uplink"] },
+    related: { uplink: ["bridge"], bridge: ["uplink"], distribution: ["release"] },
     variants: [
       {
         variant: "debian-static",
@@ -333,6 +334,7 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
     ],
   },
   Dom0Packages: {
+    related: { distribution: ["release"] },
     variants: [
       {
         variant: "debian",
