@@ -42,6 +42,8 @@ interface World {
   running: boolean;
   /** The inputs (or outputs) of the operation in progress, for answers that echo them. */
   current: Record<string, unknown>;
+  /** Reboots asked for (the boot id changes with each). */
+  booted?: number;
   /** Who owns the guest config already on the host (update: the old resource), if not `current`'s owner. */
   owner?: unknown;
 }
@@ -69,10 +71,14 @@ function answer(script: string, w: World): string {
   if (script.includes("useradd -m")) return w.fresh ? "created" : "exists";
   if (script.includes('echo "user present"')) return "user present";
   // Dom0Reboot: the host runs what the inputs declare (no boot owed).
+  if (script.includes("systemctl reboot")) {
+    w.booted = (w.booted ?? 0) + 1;
+    return "scheduled";
+  }
   if (script.includes("/proc/sys/kernel/random/boot_id")) {
     const mem = Number(cur.dom0MemMiB ?? 1024);
     return [
-      "bootid xe-simulated-boot",
+      `bootid xe-simulated-boot-${w.booted ?? 0}`,
       "boottime 1000",
       `xen ${String(cur.xenVersion ?? "4.17")}.3`,
       `xencmdline dom0_mem=${mem}M,max:${mem}M`,
