@@ -52,6 +52,12 @@ const MiB = 2 ** 20;
 const EXTENT = 4 * MiB;
 const HOST_KEY_BLOB = fixtureKeys.hostPublicKey.split(" ")[1]!;
 
+/** A migration's source device, as its inputs name it. */
+function sourceDevice(cur: Record<string, unknown>): string {
+  const src = cur.source as Record<string, unknown> | undefined;
+  return typeof src?.device === "string" ? src.device : "/dev/sda";
+}
+
 /** The canned answer to a script, from what it is recognisably for. */
 function answer(script: string, w: World): string {
   const cur = w.current;
@@ -80,7 +86,7 @@ function answer(script: string, w: World): string {
     return [
       `bootid xe-simulated-boot-${w.booted ?? 0}`,
       "boottime 1000",
-      `xen ${String(cur.xenVersion ?? "4.17")}.3`,
+      `xen ${typeof cur.xenVersion === "string" ? cur.xenVersion : "4.17"}.3`,
       `xencmdline dom0_mem=${mem}M,max:${mem}M`,
       `dom0mem ${mem}`,
       "kernel 6.1.0-xe-amd64",
@@ -110,7 +116,7 @@ function answer(script: string, w: World): string {
   if (script.includes('echo "XE-SRC exists=1"'))
     return [
       "exists=1",
-      `real=${String((cur.source as Record<string, unknown> | undefined)?.device ?? "/dev/sda")}`,
+      `real=${sourceDevice(cur)}`,
       "type=block special file",
       "mounted=",
       "swap=",
