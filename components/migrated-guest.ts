@@ -4,8 +4,9 @@
  * provider's MAC, through its own kernel (pvgrub2).
  *
  * Children are named after the component: `<name>-root` (LvmVolume, filesystem "none": its content is the guest's),
- * `<name>-migration` (LinodeMigration) and `<name>` (BridgedDomU). The guest's disk is the migration's
- * `targetDevice`, so the guest is created only once the migration is done. A live seed copy (`live: true`) makes no
+ * `<name>-migration` (LinodeMigration), optionally `<name>-preboot` (an LvmVolume snapshot of the migrated disk) and
+ * `<name>` (BridgedDomU). The guest's disk is the migration's `targetDevice`, so the guest is created only once the
+ * migration (and the snapshot) is done. A live seed copy (`live: true`) makes no
  * guest: the disk is not consistent until the final copy from rescue mode.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -58,11 +59,20 @@ export interface MigratedGuestArgs {
   readonly onReboot?: pulumi.Input<LifecycleAction>;
   /** Let the migration overwrite a volume that holds data, or be replaced (see LinodeMigration). @default false */
   readonly allowReplace?: pulumi.Input<boolean>;
+  /**
+   * Copy-on-write space of an LVM snapshot `<domainName>-root-preboot` of the migrated disk, taken after the
+   * migration and before the guest's first boot (what the 2013 walkthrough recommended): roll back with `lvconvert
+   * --merge`, or drop it (unset this) once the guest runs well; every write to the disk costs a copy while it
+   * exists. @default no snapshot
+   */
+  readonly snapshotBeforeBoot?: pulumi.Input<string | number>;
 }
 
 export class MigratedGuest extends pulumi.ComponentResource {
   readonly root: LvmVolume;
   readonly migration: LinodeMigration;
+  /** The snapshot of the migrated disk before its first boot, when `snapshotBeforeBoot` was given. */
+  readonly preBoot?: LvmVolume;
   /** The guest, once the migration is final (not for a live seed copy). */
   readonly guest?: BridgedDomU;
   /** The migrated disk on the dom0. */
@@ -103,6 +113,24 @@ export class MigratedGuest extends pulumi.ComponentResource {
       },
       child,
     );
+    // The guest's disk resolves once the migration is done and, with a snapshot, once the snapshot is made.
+    let disk: pulumi.Output<string> = this.migration.targetDevice;
+    if (args.snapshotBeforeBoot !== undefined && !args.live) {
+      const migrated = this.migration.targetDevice;
+      this.preBoot = new LvmVolume(
+        `${name}-preboot`,
+        {
+          connection: args.connection,
+          name: pulumi.interpolate`${domainName}-root-preboot`,
+          // The origin's name, known only once the migration finished: the snapshot waits for it.
+          snapshotOf: pulumi.all([this.root.name, migrated]).apply(([n]) => n),
+          size: args.snapshotBeforeBoot,
+          ...optional({ volumeGroup: args.volumeGroup, allowReplace: args.allowReplace }),
+        },
+        child,
+      );
+      disk = pulumi.all([migrated, this.preBoot.path]).apply(([d]) => d);
+    }
     if (!args.live) {
       this.guest = new BridgedDomU(
         name,
@@ -116,7 +144,7 @@ export class MigratedGuest extends pulumi.ComponentResource {
           memoryMiB: args.memoryMiB,
           type: "pv",
           boot: { bootloader: "pvgrub2" },
-          disks: [{ path: this.migration.targetDevice, vdev: "xvda" }],
+          disks: [{ path: disk, vdev: "xvda" }],
           ...optional({
             bridge: args.bridge,
             vcpus: args.vcpus,

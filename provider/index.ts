@@ -108,7 +108,7 @@ export { OS_FACTS, osFacts } from "./dom0/os";
 
 // SSH
 export * from "./ssh/connection";
-export { SshPool } from "./ssh/pool";
+export { SshPool, DIAL_LOG_ENV } from "./ssh/pool";
 export type { PoolOptions } from "./ssh/pool";
 export { RemoteHost, REFUSED_EXIT } from "./ssh/remote-host";
 export type { RunOptions, RunResult } from "./ssh/remote-host";

@@ -73,11 +73,16 @@ const app = new XenGuest("app1", {
 
 // Varnish on the dom0 answers HTTP on its port 80 and passes each request to the guest its Host header names:
 // the way NAT'd guests serve the public. Adding a host name reloads Varnish without dropping a request.
-const frontend = new VarnishFrontend("frontend", {
-  connection,
-  sites: [{ hostnames: (config.get("appHostnames") ?? "app1.estate.test").split(","), backend: app.ip }],
-  cacheSize: "64MiB",
-});
+const frontend = new VarnishFrontend(
+  "frontend",
+  {
+    connection,
+    sites: [{ hostnames: (config.get("appHostnames") ?? "app1.estate.test").split(","), backend: app.ip }],
+    cacheSize: "64MiB",
+    // Created once the guest serves: the frontend's up waits until each site answers through Varnish.
+  },
+  { dependsOn: [app] },
+);
 
 // Optional: a full Debian guest installed by debootstrap from a package mirror, the path for a user without
 // images (`npm run pulumi -- config set debian true`). It is slow: minutes on a real server, tens of minutes

@@ -44,10 +44,15 @@ const app = new XenGuest("app1", {
   install: { image: config.get("image") ?? "/var/lib/xen-estate/images/bookworm.tar.zst" },
 });
 
-new VarnishFrontend("frontend", {
-  connection,
-  sites: [{ hostnames: [config.get("appHostname") ?? "app.example.org"], backend: app.ip }],
-});
+new VarnishFrontend(
+  "frontend",
+  {
+    connection,
+    sites: [{ hostnames: [config.get("appHostname") ?? "app.example.org"], backend: app.ip }],
+    // After the guest is up: the frontend's up waits until each site answers through Varnish.
+  },
+  { dependsOn: [app] },
+);
 
 export const webHostKey = web.sshHostKey;
 export const appDomid = app.domid;

@@ -7,7 +7,7 @@
  * system's host key (see the report on the dom0host branch).
  */
 import { render } from "../core/templates";
-import { Checker, isHostName, UNKNOWN } from "../core/validate";
+import { Checker, isHostName, isSafeAbsolutePath, PATH_RULE, UNKNOWN } from "../core/validate";
 
 export interface InstallimagePlan {
   drives: { device: string; sizeBytes: number | null; serial: string | null }[];
@@ -75,6 +75,7 @@ export function checkInstallimage(c: Checker, raw: Record<string, unknown>): Ins
     pattern: IMAGE,
     rule: "must be the path of an image in the rescue system, such as /root/.oldroot/nfs/images/Debian-1210-bookworm-amd64-base.tar.gz",
   });
+  if (image && image !== UNKNOWN && !isSafeAbsolutePath(image)) c.fail("image", image, PATH_RULE);
   if (!hostname || !volumeGroup || !image || !c.ok) return undefined;
   return { drives, raid: drives.length === 2, hostname, bootMiB, volumeGroup, rootGiB, swapGiB, image };
 }

@@ -2,16 +2,7 @@
  * Authorized keys for the admin user: one plain public key per line, no options (`from=`, `command=`…: an option
  * silently narrows or widens what the key may do, and a pasted option is the usual way a key stops working). Pure.
  */
-
-const KEY_TYPES = new Set([
-  "ssh-ed25519",
-  "ssh-rsa",
-  "ecdsa-sha2-nistp256",
-  "ecdsa-sha2-nistp384",
-  "ecdsa-sha2-nistp521",
-  "sk-ssh-ed25519@openssh.com",
-  "sk-ecdsa-sha2-nistp256@openssh.com",
-]);
+import { KEY_TYPES } from "../ssh/hostkey";
 
 export interface AuthorizedKey {
   type: string;

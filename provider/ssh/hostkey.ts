@@ -10,7 +10,8 @@ export type HostKeyPin =
   | { kind: "fingerprint"; sha256: string } // base64 without padding, as ssh-keygen prints it
   | { kind: "key"; keyType: string; blob: Buffer };
 
-const KEY_TYPES = new Set([
+/** The public-key types OpenSSH accepts for logins (authorized keys): DSA is gone since OpenSSH 9.8. */
+export const KEY_TYPES: ReadonlySet<string> = new Set([
   "ssh-ed25519",
   "ssh-rsa",
   "ecdsa-sha2-nistp256",
@@ -18,8 +19,10 @@ const KEY_TYPES = new Set([
   "ecdsa-sha2-nistp521",
   "sk-ssh-ed25519@openssh.com",
   "sk-ecdsa-sha2-nistp256@openssh.com",
-  "ssh-dss",
 ]);
+
+/** The key types a host-key pin may name: an old server may still present a DSA host key. */
+const PIN_KEY_TYPES: ReadonlySet<string> = new Set([...KEY_TYPES, "ssh-dss"]);
 
 /** Parses a pin; returns an explanation instead when the text is not one. Pure. */
 export function parseHostKeyPin(text: string): HostKeyPin | { error: string } {
@@ -33,7 +36,7 @@ export function parseHostKeyPin(text: string): HostKeyPin | { error: string } {
   // known_hosts: [marker] hosts keytype key [comment]; public key: keytype key [comment]
   for (let i = 0; i < Math.min(fields.length - 1, 3); i++) {
     const keyType = fields[i]!;
-    if (!KEY_TYPES.has(keyType)) continue;
+    if (!PIN_KEY_TYPES.has(keyType)) continue;
     if (fields[0]!.startsWith("@"))
       return { error: "known_hosts markers (@cert-authority, @revoked) are not pins" };
     const b64 = fields[i + 1]!;

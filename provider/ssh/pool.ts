@@ -7,6 +7,7 @@
  * other credentials, always gets its own handshake, so its pin and its authentication are checked.
  */
 import type { Client } from "ssh2";
+import { appendFileSync } from "node:fs";
 import type { Duplex } from "node:stream";
 import { SshConnectError } from "../core/errors";
 import { Logger } from "../core/log";
@@ -141,6 +142,7 @@ export class SshPool {
 
   private async dialOnce(conn: ResolvedConnection, log: Logger): Promise<PoolEntry> {
     this.stats.dialAttempts++;
+    recordDial(conn);
     const timeoutMs = conn.perDialTimeout * 1000;
     let sock: Duplex;
     if (conn.proxy) {
@@ -180,6 +182,20 @@ export class SshPool {
     refSocket(sock, false);
     return entry as PoolEntry;
   }
+}
+
+/**
+ * With `XEN_ESTATE_DIAL_LOG=<file>` in the provider's environment, every dial attempt (before its TCP connect or
+ * tunnel) appends one line `dial <user>@<host>:<port>` to the file: how a test proves that a run (a `preview`)
+ * opened no connection, counted where connections start rather than where they would arrive. No credential is
+ * written. A file that cannot be written fails the dial: a missing record must not read as "no dial".
+ */
+export const DIAL_LOG_ENV = "XEN_ESTATE_DIAL_LOG";
+
+function recordDial(conn: ResolvedConnection): void {
+  const file = process.env[DIAL_LOG_ENV];
+  if (!file) return;
+  appendFileSync(file, `dial ${conn.user}@${conn.host}:${conn.port}\n`);
 }
 
 function refSocket(sock: Duplex, ref: boolean): void {

@@ -121,6 +121,27 @@ describe("bad input is refused in check, naming the property", () => {
       f.join("\n"),
     );
   });
+  test("paths with `..` parts are refused like everywhere else: a SMART disk and the reboot's network file", () => {
+    const m = failures("Dom0Monitoring", {
+      mailTo: "ops@example.org",
+      relay: { host: "mail.example.org" },
+      smartDisks: ["/dev/../etc/shadow"],
+    });
+    assert.deepEqual(
+      m.map((x) => x.split(":")[0]),
+      ["smartDisks[0].device"],
+    );
+    assert.match(m[0]!, /without `\.` or `\.\.` parts/);
+    const r = failures("Dom0Reboot", {
+      triggers: {},
+      uplink: "eth0",
+      networkFile: "/etc/../root/.ssh/authorized_keys",
+    });
+    assert.deepEqual(
+      r.map((x) => x.split(":")[0]),
+      ["networkFile"],
+    );
+  });
   test("a mail address that is not one", () => {
     const f = failures("Dom0Monitoring", { mailTo: "ops", relay: { host: "mail.example.org" } });
     assert.deepEqual(

@@ -42,6 +42,7 @@ describe("the installimage config", () => {
       "drives",
     ]);
     assert.deepEqual(check({ ...declared, image: "Debian; reboot" }).failures, ["image"]);
+    assert.deepEqual(check({ ...declared, image: "/root/../etc/shadow.tar.gz" }).failures, ["image"]);
   });
   test("the drives the rescue system sees must be the declared ones: size and serial where given", () => {
     const { plan } = check(declared);

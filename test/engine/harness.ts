@@ -41,7 +41,26 @@ export interface PulumiStackOptions {
   linkPackage?: boolean;
   /** Deadline for each pulumi command in ms; default 10 minutes. */
   timeoutMs?: number;
+  /**
+   * A command every pulumi command runs under, e.g. {@link LOOPBACK_ONLY} (a network namespace with loopback only):
+   * the CLI, the language host, the program and the provider processes all run inside it.
+   */
+  wrapper?: string[];
 }
+
+/**
+ * Runs a command in a new network namespace whose only interface is loopback (brought up: the engine talks to its
+ * plugins over gRPC on 127.0.0.1). Nothing run inside can reach another host. Needs root (or user namespaces).
+ */
+export const LOOPBACK_ONLY = [
+  "unshare",
+  "--net",
+  "--",
+  "bash",
+  "-c",
+  'ip link set lo up && exec "$@"',
+  "loopback-only",
+];
 
 export interface RunResult {
   /** The command line after `pulumi`. */
@@ -343,7 +362,8 @@ export async function createStack(opts: PulumiStackOptions): Promise<PulumiStack
       eventFile = path.join(workDir, `events-${++eventSeq}.jsonl`);
       fullArgs.push("--event-log", eventFile);
     }
-    const res = await spawnCollect(path.join(bin, "pulumi"), fullArgs, {
+    const [cmd, ...cmdArgs] = [...(opts.wrapper ?? []), path.join(bin, "pulumi"), ...fullArgs];
+    const res = await spawnCollect(cmd!, cmdArgs, {
       env,
       cwd: programDir,
       timeoutMs,

@@ -5,6 +5,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import {
+  hostContext,
   checkInputs,
   claimAddresses,
   GuestInputs,
@@ -23,7 +24,6 @@ import {
   type RemoteHost,
 } from "../../provider";
 import { planNote } from "../../provider/framework/plan";
-import { hostContext } from "../../provider/framework/runtime";
 import { waitForNetwork } from "../../provider/guest/domain";
 import { fixtureKeys } from "../support/fixture-keys";
 import { innerScripts, shellSplices } from "../support/quoting";
@@ -349,7 +349,7 @@ describe("unattended install", () => {
       running: true,
       current: {},
     });
-    const ctx = hostContext(host as unknown as RemoteHost);
+    const ctx = { ...hostContext(host as unknown as RemoteHost), log: new Logger("") };
     setLogSink(() => {});
     await waitForNetwork(ctx, { ...g, vifs: [{ ...g.vifs[0]!, ip }] });
     setLogSink(undefined);

@@ -724,18 +724,13 @@ export class Lab implements LabState {
 
   /** The instance recorded in <cache>/lab/run/<instance>/state.json, if any. */
   static attach(instance: string): Lab | undefined {
-    const f = path.join(runDir(), instance, "state.json");
-    if (!fs.existsSync(f)) return undefined;
-    return new Lab(JSON.parse(fs.readFileSync(f, "utf8")) as LabState);
+    const s = readInstanceState<LabState>(runDir(), instance);
+    return s && new Lab(s);
   }
 
   /** Every instance with a state directory. */
   static list(): Lab[] {
-    if (!fs.existsSync(runDir())) return [];
-    return fs
-      .readdirSync(runDir())
-      .map((i) => Lab.attach(i))
-      .filter((l): l is Lab => l !== undefined);
+    return listInstances(runDir(), (i) => Lab.attach(i));
   }
 
   private saveState(): void {
@@ -986,4 +981,20 @@ export function runSystemSsh(
     p.stdin.on("error", () => undefined);
     p.stdin.end(opts.input);
   });
+}
+
+/** The state.json of `<dir>/<instance>`, if there is one (lab machines and source VPSes keep their state so). */
+export function readInstanceState<T>(dir: string, instance: string): T | undefined {
+  const f = path.join(dir, instance, "state.json");
+  if (!fs.existsSync(f)) return undefined;
+  return JSON.parse(fs.readFileSync(f, "utf8")) as T;
+}
+
+/** Every instance under `dir` that `attach` can read. */
+export function listInstances<T>(dir: string, attach: (instance: string) => T | undefined): T[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .map(attach)
+    .filter((x): x is T => x !== undefined);
 }

@@ -222,6 +222,9 @@ set -euo pipefail
 export LC_ALL=C LVM_SUPPRESS_FD_WARNINGS=1
 s() { printf '## %s\n' "$1"; }
 have() { command -v "$1" >/dev/null 2>&1; }
+# Right after a boot systemd may still be starting units and too busy to answer systemctl within its 25 s: wait until
+# the boot is done (running or degraded) first, a readiness check rather than a retry.
+timeout 600 systemctl is-system-running --wait >/dev/null 2>&1 || true
 s guests
 if have xl; then xl list | awk 'NR > 1 { print $1 }' | sort; else echo "(no xl)"; fi
 s "logical volumes"
@@ -242,18 +245,25 @@ s "IPv4 routes"
 ip -4 route show | sort
 s "iptables"
 if have iptables-save; then
-  for t in iptables-save ip6tables-save; do $t | sed -E '/^#/d; s/\[[0-9]+:[0-9]+\]//'; done
+  # Rules and chains only: a table that merely got loaded (default ACCEPT chains, no rule) is not a leftover.
+  for t in iptables-save ip6tables-save; do
+    $t | sed -E '/^#/d; s/\[[0-9]+:[0-9]+\]//; s/ +$//' | grep -Ev '^(\*[a-z]+|COMMIT|:(INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ACCEPT)$' || true
+  done
 fi
 s "nftables"
 if have nft; then nft -s list ruleset; fi
 s "files in /etc"
-find /etc -xdev | sort
+# LVM archives its metadata before every change by itself (/etc/lvm/archive, /etc/lvm/backup): bookkeeping, not a
+# leftover; the volumes themselves are listed above.
+# /etc/xen/auto is Xen's autostart directory: made by the first guest that autostarts and kept, like xendomains' own.
+find /etc -xdev \( -path /etc/lvm/archive -o -path /etc/lvm/backup \) -prune -o ! -path /etc/xen/auto -print | sort
 s "contents of configuration xen-estate writes"
 for d in /etc/xen /etc/varnish /etc/systemd/system /etc/network /etc/default /etc/sysctl.d /etc/modules-load.d /etc/apt /root/.ssh; do
   if [ -e "$d" ]; then find "$d" -xdev -type f -print0 | sort -z | xargs -0r sha256sum; fi
 done
 s "xen-estate's data, backups and scratch"
-for d in /var/lib/xen-estate /var/backups/xen-estate; do
+# Not /var/backups/xen-estate: the dated backups of a destroyed resource's files are kept on purpose.
+for d in /var/lib/xen-estate; do
   if [ -e "$d" ]; then find "$d" -xdev -printf '%p %s\n' | sort; fi
 done
 find /run -maxdepth 1 -name 'xen-estate*' | sort
@@ -264,14 +274,16 @@ running=$(systemctl list-units --type=service --state=running --no-legend --plai
 awk -v timers="$timers" 'BEGIN { n = split(timers, t, "\n"); for (i = 1; i <= n; i++) skip[t[i]] = 1 }
   !($1 in skip) && $1 !~ /^user@/ { print $1 }' <<<"$running" | sort
 s "enabled units"
-systemctl list-unit-files --state=enabled --no-legend --plain | awk '{ print $1 }' | sort
+# What enabling leaves: links in /etc/systemd/system (list-unit-files asks PID 1 to read every unit file, which on a
+# busy emulated machine outlasts systemctl's 25 s bus timeout).
+find /etc/systemd/system -xdev -type l -printf '%P -> %l\n' | sort
 s packages
 dpkg -l | awk '/^[a-z][a-z] / { print $1, $2, $3 }' | sort
 `;
 
 /** The machine's state as STATE_SCRIPT prints it. */
 export function machineState(lab: Lab): Promise<string> {
-  return lab.ssh("bash -s", { input: STATE_SCRIPT, timeoutMs: 180_000 });
+  return lab.ssh("bash -s", { input: STATE_SCRIPT, timeoutMs: 900_000 });
 }
 
 /** Lines only in `before` (-) or only in `after` (+), per section; "" when the two states are the same. */

@@ -16,7 +16,16 @@
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LabCommandError, SshResult, labCacheDir, repoRoot, runSystemSsh, systemSshArgs } from "./lab";
+import {
+  LabCommandError,
+  SshResult,
+  labCacheDir,
+  listInstances,
+  readInstanceState,
+  repoRoot,
+  runSystemSsh,
+  systemSshArgs,
+} from "./lab";
 
 export interface SourceImage {
   dir: string;
@@ -238,17 +247,12 @@ export class SourceVps implements SourceVpsState {
   }
 
   static attach(instance: string): SourceVps | undefined {
-    const f = path.join(sourcesDir(), instance, "state.json");
-    if (!fs.existsSync(f)) return undefined;
-    return new SourceVps(JSON.parse(fs.readFileSync(f, "utf8")) as SourceVpsState);
+    const s = readInstanceState<SourceVpsState>(sourcesDir(), instance);
+    return s && new SourceVps(s);
   }
 
   static list(): SourceVps[] {
-    if (!fs.existsSync(sourcesDir())) return [];
-    return fs
-      .readdirSync(sourcesDir())
-      .map((i) => SourceVps.attach(i))
-      .filter((v): v is SourceVps => v !== undefined);
+    return listInstances(sourcesDir(), (i) => SourceVps.attach(i));
   }
 
   sshArgs(): string[] {

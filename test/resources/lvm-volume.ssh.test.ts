@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { checkInputs, hostContext, lvmVolumeKind, RemoteCommandError, VERSION } from "../../provider";
-import type { Context, LvmVolumeOutputs, RemoteHost, SshPool } from "../../provider";
+import type { Context, LvmVolumeInputs, LvmVolumeOutputs, RemoteHost, SshPool } from "../../provider";
 import { fixtureKeys } from "../support/fixture-keys";
 import { startLocalHost, type Sshd } from "../support/sshd";
 import { withStubs, writeStubs } from "../support/stub-commands";
@@ -108,5 +108,125 @@ describe("removing a volume a guest holds", () => {
       /cannot ask xenstore which guest holds/,
     );
     assert.equal(fs.existsSync(path.join(d, "lvremove.argv")), false, "lvremove never ran");
+  });
+});
+
+/**
+ * A SIMULATOR of just enough LVM for snapshots (this machine has no device-mapper; the lab runs real LVM): one
+ * volume group vg0 whose volumes are rows `name origin` in a file, which lvcreate and lvremove change and lvs
+ * answers from. Every tool logs its argv next to it.
+ */
+function lvmSimulator(rows: string[]): { ctx: Context; dir: string; rows: () => string[] } {
+  const d = fs.mkdtempSync(path.join(dir, "lvm-sim-"));
+  const table = path.join(d, "rows");
+  fs.writeFileSync(table, rows.map((r) => `${r}\n`).join(""));
+  writeStubs(d, { udevadm: {}, lvchange: {}, readlink: { stdout: "/dev/dm-9\n" }, blkid: { exit: 2 } });
+  const tool = (name: string, body: string) =>
+    fs.writeFileSync(
+      path.join(d, name),
+      `#!/bin/bash\nprintf '%s\\0' "$@" >> ${JSON.stringify(path.join(d, `${name}.argv`))}; printf '\\n' >> ${JSON.stringify(path.join(d, `${name}.argv`))}\ntable=${JSON.stringify(table)}\n${body}\n`,
+      { mode: 0o755 },
+    );
+  tool("vgs", `printf '  vg0\\n'`);
+  tool(
+    "lvs",
+    [
+      `args="$*"`,
+      `case "$args" in`,
+      `  *"-o lv_name,origin"*) awk '{ printf "  %s %s\\n", $1, $2 }' "$table" ;;`,
+      `  *"-o lv_name "*) awk '{ printf "  %s\\n", $1 }' "$table" ;;`,
+      `  *"lv_size,vg_extent_size,origin"*) lv="\${@: -1}"; lv="\${lv#vg0/}"; o=$(awk -v n="$lv" '$1 == n { print $2 }' "$table"); echo "  8589934592 4194304 $o" ;;`,
+      `  *lv_dm_path*) echo "  /dev/mapper/vg0-x" ;;`,
+      `  *) echo "lvs simulator: unexpected $args" >&2; exit 3 ;;`,
+      `esac`,
+    ].join("\n"),
+  );
+  tool(
+    "lvcreate",
+    [
+      `name=""; while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift 2 ;; --) origin="\${2#vg0/}"; shift 2 ;; *) shift ;; esac; done`,
+      `echo "$name $origin" >> "$table"`,
+    ].join("\n"),
+  );
+  tool(
+    "lvremove",
+    `lv="\${@: -1}"; lv="\${lv#vg0/}"; awk -v n="$lv" '$1 != n' "$table" > "$table.new"; mv "$table.new" "$table"`,
+  );
+  tool("lvconvert", `exit 0`);
+  tool("blkdiscard", `exit 0`);
+  return {
+    ctx: hostContext(withStubs(host, d)),
+    dir: d,
+    rows: () => fs.readFileSync(table, "utf8").split("\n").filter(Boolean),
+  };
+}
+
+const argvOf = (d: string, tool: string): string[][] =>
+  fs.existsSync(path.join(d, `${tool}.argv`))
+    ? fs
+        .readFileSync(path.join(d, `${tool}.argv`), "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => l.split("\0").filter(Boolean))
+    : [];
+
+describe("snapshots, on simulated LVM", () => {
+  const snapshot = () =>
+    checkInputs("LvmVolume", {
+      connection: { host: "dom0", hostKey: fixtureKeys.hostFingerprint },
+      xenEstateVersion: VERSION,
+      name: "web1-root-preboot",
+      size: "8GiB",
+      snapshotOf: "web1-root",
+    }).inputs! as unknown as LvmVolumeInputs;
+
+  test("create snapshots the origin and reports it; the volume's probe names its origin", async () => {
+    const sim = lvmSimulator(["web1-root"]);
+    const outs = await lvmVolumeKind.create(sim.ctx, snapshot(), () => {});
+    assert.deepEqual(argvOf(sim.dir, "lvcreate"), [
+      ["--yes", "--snapshot", "--name", "web1-root-preboot", "--size", "8589934592b", "--", "vg0/web1-root"],
+    ]);
+    assert.deepEqual(sim.rows(), ["web1-root", "web1-root-preboot web1-root"]);
+    assert.equal(outs.path, "/dev/vg0/web1-root-preboot");
+    assert.equal((await lvmVolumeKind.read(sim.ctx, "id", outs))?.snapshotOf, "web1-root");
+  });
+
+  test("create refuses when the origin does not exist, and never takes over a volume of the snapshot's name", async () => {
+    const none = lvmSimulator(["web2-root"]);
+    await assert.rejects(
+      lvmVolumeKind.create(none.ctx, snapshot(), () => {}),
+      /cannot snapshot vg0\/web1-root: no such volume/,
+    );
+    const taken = lvmSimulator(["web1-root", "web1-root-preboot"]);
+    await assert.rejects(
+      lvmVolumeKind.create(taken.ctx, snapshot(), () => {}),
+      /logical volume vg0\/web1-root-preboot already exists: refusing to take it over/,
+    );
+    assert.deepEqual([argvOf(none.dir, "lvcreate"), argvOf(taken.dir, "lvcreate")], [[], []]);
+  });
+
+  test("the origin is never removed while it has a snapshot; the snapshot goes first, split off and zeroed", async () => {
+    const sim = lvmSimulator(["web1-root", "web1-root-preboot web1-root"]);
+    const origin = { ...outs(), filesystem: "none", label: null, snapshotOf: null } as LvmVolumeOutputs;
+    await assert.rejects(
+      lvmVolumeKind.delete(sim.ctx, "id", origin),
+      /refusing to remove vg0\/web1-root: its snapshots web1-root-preboot would go with it/,
+    );
+    assert.deepEqual(argvOf(sim.dir, "lvremove"), []);
+    const snap = {
+      ...snapshot(),
+      path: "/dev/vg0/web1-root-preboot",
+      allocatedBytes: 8 * 2 ** 30,
+      extentBytes: 4 * 2 ** 20,
+      uuid: null,
+      adopted: false,
+    } as LvmVolumeOutputs;
+    await lvmVolumeKind.delete(sim.ctx, "id", snap);
+    assert.deepEqual(argvOf(sim.dir, "lvconvert"), [
+      ["--yes", "--splitsnapshot", "--", "vg0/web1-root-preboot"],
+    ]);
+    assert.deepEqual(argvOf(sim.dir, "blkdiscard"), [["--zeroout", "--", "/dev/dm-9"]]);
+    await lvmVolumeKind.delete(sim.ctx, "id", origin);
+    assert.deepEqual(sim.rows(), []);
   });
 });

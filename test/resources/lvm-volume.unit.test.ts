@@ -161,7 +161,12 @@ describe("probe parsing", () => {
       fsType: "ext4",
       uuid: "abc",
       label: "root",
+      origin: null,
     });
+  });
+
+  test("reads the origin of a snapshot, last on the size line", () => {
+    assert.equal(parseProbe("XE-LV 8589934592 4194304 web1-root\nXE-FS TYPE=ext4\n")?.origin, "web1-root");
   });
 
   test("an absent volume reads as null", () => {
@@ -292,5 +297,126 @@ describe("values not known yet (preview)", () => {
     }
     const whole = checkInputs("LvmVolume", { ...base, connection: UNKNOWN });
     assert.deepEqual(whole.failures, []);
+  });
+});
+
+describe("snapshots", () => {
+  const snap = (over: Record<string, unknown> = {}) =>
+    checked({
+      name: "web1-root-preboot",
+      size: "8GiB",
+      filesystem: undefined,
+      snapshotOf: "web1-root",
+      ...over,
+    });
+  const snapOuts = (over: Record<string, unknown> = {}): LvmVolumeOutputs =>
+    ({
+      ...snap(over),
+      path: "/dev/vg0/web1-root-preboot",
+      allocatedBytes: 8 * GiB,
+      extentBytes: 4 * MiB,
+      uuid: null,
+      adopted: false,
+    }) as unknown as LvmVolumeOutputs;
+
+  test("a snapshot of another volume checks with no filesystem, its size the copy-on-write space, zeroed on removal", () => {
+    const i = snap();
+    assert.equal(i.snapshotOf, "web1-root");
+    assert.equal(i.filesystem, "none");
+    assert.equal(i.sizeBytes, 8 * GiB);
+    assert.equal(i.wipeOnDelete, "zero");
+    assert.equal(checked().snapshotOf, null, "a volume of its own has no origin");
+  });
+
+  test("refuses whatever would write to a snapshot or take one over, every problem at once", () => {
+    const { failures } = checkInputs("LvmVolume", {
+      ...base,
+      name: "web1-root",
+      snapshotOf: "web1-root",
+      filesystem: "ext4",
+      label: "root",
+      mkfsOptions: ["-m", "1"],
+      adopt: true,
+      wipeOnDelete: "discard",
+    });
+    assert.deepEqual(
+      failures.map((f) => f.property),
+      ["snapshotOf", "filesystem", "label", "mkfsOptions", "adopt", "wipeOnDelete"],
+    );
+    assert.match(failures[1]!.message, /must be "none" for a snapshot: it holds its origin's content/);
+    assert.match(failures[5]!.message, /a discard through it would reach its origin's blocks/);
+    const bad = checkInputs("LvmVolume", { ...base, filesystem: "none", snapshotOf: "web1; rm -rf /" });
+    assert.deepEqual(
+      bad.failures.map((f) => f.property),
+      ["snapshotOf"],
+    );
+  });
+
+  test("pointing a snapshot at another origin replaces it, refused without allowReplace", () => {
+    assert.throws(
+      () =>
+        planDiff(
+          "LvmVolume",
+          snapOuts() as unknown as Record<string, unknown>,
+          snap({ snapshotOf: "web2-root" }),
+        ),
+      /`snapshotOf` cannot change on an existing LvmVolume/,
+    );
+    const d = planDiff(
+      "LvmVolume",
+      snapOuts({ allowReplace: true }) as unknown as Record<string, unknown>,
+      snap({ snapshotOf: "web2-root", allowReplace: true }),
+    );
+    assert.deepEqual(d.replaces, ["snapshotOf"]);
+  });
+
+  test("create snapshots the origin in the same volume group and never wipes, formats or adopts", () => {
+    const script = createScript(snap() as unknown as LvmVolumeInputs);
+    assert.match(
+      script,
+      /lvcreate --yes --snapshot --name web1-root-preboot --size 8589934592b -- vg0\/web1-root >&2/,
+    );
+    assert.match(script, /cannot snapshot vg0\/web1-root: no such volume/);
+    assert.match(script, /already exists: refusing to take it over as a snapshot of web1-root/);
+    assert.doesNotMatch(script, /wipesignatures|mkfs|mkswap|adopting/);
+  });
+
+  test("growing a snapshot grows its copy-on-write space only, never the origin's filesystem through it", () => {
+    const script = updateScript(snapOuts(), snap({ size: "12GiB" }) as unknown as LvmVolumeInputs);
+    assert.match(script, /lvextend --size "\$want"b[^\n]*\ngrown=0\n/);
+    assert.doesNotMatch(
+      updateScript(
+        created() as unknown as LvmVolumeOutputs,
+        checked({ size: "12GiB" }) as unknown as LvmVolumeInputs,
+      ),
+      /\ngrown=0\n[^]*\ngrown=0\n/,
+    );
+  });
+
+  test("removal splits the copy-on-write space off and zeroes it first; an origin with snapshots is never removed", () => {
+    assert.match(
+      deleteScript(snapOuts(), "zero"),
+      /refusing to remove vg0\/web1-root-preboot: its snapshots[\s\S]*lvconvert --yes --splitsnapshot -- vg0\/web1-root-preboot[\s\S]*blkdiscard --zeroout[\s\S]*lvremove/,
+    );
+    assert.doesNotMatch(deleteScript(snapOuts(), "none"), /splitsnapshot|blkdiscard|dd if/);
+    assert.match(
+      deleteScript(created() as unknown as LvmVolumeOutputs, "zero"),
+      /awk -v o=web1-root '\$2 == o \{ print \$1 \}'[\s\S]*refusing to remove vg0\/web1-root: its snapshots [\s\S]*blkdiscard --zeroout/,
+    );
+  });
+
+  test("refresh shows a snapshot that lost its origin (merged, or made by hand) as drift", async () => {
+    const h = fakeHost([
+      { match: /probe vg0\/web1-root-preboot/, answer: "XE-LV 8589934592 4194304\nXE-FS TYPE=ext4\n" },
+    ]);
+    const read = await lvmVolumeKind.read(h.ctx, "id", snapOuts());
+    assert.equal(read?.snapshotOf, null);
+    const same = fakeHost([
+      {
+        match: /probe vg0\/web1-root-preboot/,
+        answer: "XE-LV 8589934592 4194304 web1-root\nXE-FS TYPE=ext4\n",
+      },
+    ]);
+    assert.equal((await lvmVolumeKind.read(same.ctx, "id", snapOuts()))?.snapshotOf, "web1-root");
   });
 });

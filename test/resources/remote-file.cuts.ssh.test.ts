@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
+  hostContext,
   BACKUP_ROOT,
   Checker,
   remoteFileKind,
@@ -20,7 +21,6 @@ import {
   type RemoteFileInputs,
   type RemoteFileOutputs,
 } from "../../provider";
-import { hostContext } from "../../provider/framework/runtime";
 import { checked } from "../support/checked";
 import {
   CutRelay,

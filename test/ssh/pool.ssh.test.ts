@@ -8,6 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import {
   Checker,
+  DIAL_LOG_ENV,
   joinConnection,
   resolveConnection,
   RemoteCommandError,
@@ -254,6 +255,36 @@ describe("dialing", () => {
         return true;
       });
     });
+  });
+
+  test("records every dial attempt, failed ones too, in the file XEN_ESTATE_DIAL_LOG names, and no credential", async () => {
+    const file = path.join(dir, "dials.log");
+    const refused = await freePort();
+    process.env[DIAL_LOG_ENV] = file;
+    try {
+      await withPool(async (pool) => {
+        const good = conn(
+          { host: sshd.host, port: sshd.port, hostKey: sshd.hostKey.fingerprint },
+          { privateKey: key.privateKey },
+        );
+        await pool.host(good).exec("true");
+        await pool.host(good).exec("true");
+        const bad = conn(
+          { host: "127.0.0.1", port: refused, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 2 },
+          { privateKey: key.privateKey },
+        );
+        await assert.rejects(pool.host(bad).exec("true"), SshConnectError);
+        assert.equal(pool.stats.dialAttempts, 3);
+      });
+    } finally {
+      delete process.env[DIAL_LOG_ENV];
+    }
+    assert.deepEqual(fs.readFileSync(file, "utf8").split("\n").filter(Boolean), [
+      `dial root@${sshd.host}:${sshd.port}`,
+      `dial root@127.0.0.1:${refused}`,
+      `dial root@127.0.0.1:${refused}`,
+    ]);
+    assert.doesNotMatch(fs.readFileSync(file, "utf8"), /PRIVATE KEY/);
   });
 
   test("reports a name that does not resolve as a DNS failure", async () => {

@@ -173,6 +173,18 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
           wipeOnDelete: "discard",
         },
       },
+      {
+        variant: "snapshot",
+        inputs: {
+          ...common,
+          volumeGroup: "vgxe",
+          name: "webxe-root-preboot",
+          size: "8GiB",
+          snapshotOf: "webxe-root",
+          onDelete: "remove",
+          wipeOnDelete: "zero",
+        },
+      },
     ],
   },
   BridgedDomU: {
@@ -498,6 +510,8 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
           cacheSize: "256MiB",
           installPackage: true,
           keepVcls: 2,
+          // The sandbox has no Varnish answering: the serving check runs, and gives up after a second.
+          readyTimeoutSeconds: 1,
         },
       },
     ],

@@ -15,7 +15,7 @@
  * the rest real, and so the test can see every argument a tool would have been given. What the tools really do is
  * proven by the lab suite.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
@@ -95,6 +95,8 @@ const ANSWERS: Record<string, string> = {
     `  *" status "*) echo "Child in state running" ;;`,
     `  *" vcl.list "*) echo "active      auto    warm         0    boot" ;;`,
     `  *" vcl.show "*) echo "vcl 4.1;" ;;`,
+    // Every backend a VCL of ours can name (site0…) is healthy: the serving check runs to its end.
+    `  *" backend.list"*) for i in $(seq 0 63); do echo "boot.site$i probe 5/5 healthy"; done ;;`,
     `esac`,
   ].join("\n"),
 };
@@ -184,6 +186,7 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
   fs.mkdirSync(path.join(log, "calls"));
   let sshd: Sshd | undefined;
   let pool: SshPool | undefined;
+  let web: ChildProcess | undefined;
   const down = async (): Promise<void> => {
     await run("bash", ["-c", `ip link del ${vethHost} 2>/dev/null; ip netns del ${ns} 2>/dev/null; true`]);
   };
@@ -203,6 +206,19 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
         `ip -n ${ns} route add local 0.0.0.0/0 dev lo`,
       ].join(" && "),
     ]);
+    // A web server answering 200 on the ports a Varnish of ours listens on, so the serving check gets its answer.
+    web = spawn(
+      "ip",
+      [
+        "netns",
+        "exec",
+        ns,
+        process.execPath,
+        "-e",
+        "const h=require('http');for(const p of [80,8080])h.createServer((q,r)=>r.end('ok')).listen(p,'0.0.0.0')",
+      ],
+      { stdio: "ignore" },
+    );
     const m = merged;
     const setup = [
       "set -e",
@@ -276,6 +292,7 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
       stop: async () => {
         await p.close();
         await s.stop();
+        web?.kill();
         await down();
         fs.rmSync(base, { recursive: true, force: true });
       },
@@ -283,6 +300,7 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
   } catch (err) {
     await pool?.close();
     await sshd?.stop();
+    web?.kill();
     await down();
     fs.rmSync(base, { recursive: true, force: true });
     throw err;

@@ -3,7 +3,7 @@
  * goes to the operator (/etc/aliases), mdadm mails a degraded array (MAILADDR root), smartd tests each declared
  * disk on a schedule and mails problems, and the root filesystem is mounted relatime.
  */
-import { Checker, isHostName, UNKNOWN, USER_NAME } from "../../core/validate";
+import { Checker, isDevicePath, isHostName, PATH_RULE, UNKNOWN, USER_NAME } from "../../core/validate";
 import {
   checkOnDelete,
   deleteOwnedFiles,
@@ -93,7 +93,8 @@ export const dom0MonitoringKind: Kind<Dom0MonitoringInputs, Dom0MonitoringOutput
           pattern: SCHEDULE,
           rule: "must be a smartd -s regular expression such as (S/../.././02|L/../../6/03)",
         });
-        if (device && schedule) smartDisks.push({ device, schedule });
+        if (device && device !== UNKNOWN && !isDevicePath(device)) dc.fail("device", device, PATH_RULE);
+        if (device && schedule && dc.ok) smartDisks.push({ device, schedule });
         return undefined;
       });
     const onDelete = checkOnDelete(c, raw);

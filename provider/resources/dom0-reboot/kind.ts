@@ -9,7 +9,7 @@
  * from a new boot (with a deadline), then checks `xl info` (Xen's version, dom0's memory) and the bridge, and
  * reports what was rebooted and why. `refresh` shows owed reboots as `pending`.
  */
-import { Checker, containsUnknown, UNKNOWN } from "../../core/validate";
+import { Checker, checkPath, containsUnknown, UNKNOWN } from "../../core/validate";
 import { refuseInput } from "../../dom0/concern";
 import type { CommonInputs, Context, Kind } from "../../framework/kind";
 import { SshPool } from "../../ssh/pool";
@@ -80,10 +80,10 @@ export const dom0RebootKind: Kind<Dom0RebootInputs, Dom0RebootOutputs> = {
       pattern: IFNAME,
       rule: "must be an interface name",
     });
-    const networkFile = c.string(raw, "networkFile", {
+    const networkFile = checkPath(c, raw, "networkFile", {
       default: "/etc/network/interfaces",
-      pattern: /^\/etc\/[A-Za-z0-9/_.-]+$/,
-      rule: "must be a file under /etc",
+      under: "/etc",
+      what: "a file",
     });
     const allowReboot = c.boolean(raw, "allowReboot", true);
     const timeoutSeconds =

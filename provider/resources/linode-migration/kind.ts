@@ -228,14 +228,9 @@ function parseResult(stdout: string, wireBytes: number, seconds: number): CopyRe
  * One copy: the target's hashes, then the stream from the source, straight to the dom0 (or through the provider
  * for `route: "relay"`). The dom0's credential for the source exists only while the copy runs.
  */
-async function copy(
-  ctx: Context,
-  i: LinodeMigrationInputs,
-  key: string,
-  pre: Preflight,
-): Promise<CopyResult> {
-  const src = sourceOf(ctx);
-  const plan: CopyPlan = {
+/** What one copy moves, from the inputs and the preflight's answers. */
+function copyPlan(i: LinodeMigrationInputs, key: string, pre: Preflight): CopyPlan {
+  return {
     key,
     sourceDevice: i.source.device,
     method: pre.method,
@@ -247,6 +242,16 @@ async function copy(
     live: i.source.live,
     trustJournal: i.verify,
   };
+}
+
+async function copy(
+  ctx: Context,
+  i: LinodeMigrationInputs,
+  key: string,
+  pre: Preflight,
+): Promise<CopyResult> {
+  const src = sourceOf(ctx);
+  const plan = copyPlan(i, key, pre);
   const label = `${i.source.connection.host}:${i.source.device} → ${i.target.device}`;
   const meter = new ProgressMeter(label);
   const onStderrLine = (l: string) => void meter.line(l);
@@ -369,18 +374,7 @@ async function migrate(
   ctx.log.info(
     `copied in ${s.seconds.toFixed(1)} s: ${formatSize(s.dataBytes)} of data, ${formatSize(s.zeroBytes)} free (sent as zeros), ${formatSize(s.skippedBytes)} already on the target; ${formatSize(s.wireBytes)} on the wire`,
   );
-  const plan: CopyPlan = {
-    key,
-    sourceDevice: i.source.device,
-    method: pre.method,
-    sourceBytes: pre.sourceBytes,
-    chunkBytes: i.transfer.chunkBytes,
-    compressionLevel: i.transfer.compressionLevel,
-    targetDevice: i.target.device,
-    identity: pre.identity,
-    live: i.source.live,
-    trustJournal: i.verify,
-  };
+  const plan = copyPlan(i, key, pre);
   const outs: LinodeMigrationOutputs = { ...base, sourceHash: result.sourceHash, lastTransfer: s };
   progress(outs);
   if (i.verify) {

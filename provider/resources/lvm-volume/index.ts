@@ -48,6 +48,16 @@ export interface LvmVolumeArgs {
    * `"none"`. @default "zero": a guest's data must not surface in the next guest's disk
    */
   readonly wipeOnDelete?: pulumi.Input<Wipe>;
+  /**
+   * Make this volume a copy-on-write snapshot of the named LV in the same volume group (`lvcreate --snapshot`): the
+   * origin's content as it is when the snapshot is made, e.g. a migrated disk before its first boot. `size` is then
+   * the copy-on-write space (the origin's blocks that change afterwards; the snapshot becomes invalid when they
+   * outgrow it), grown in place like any size; `filesystem` must be `"none"` and `label`, `mkfsOptions`, `adopt` and
+   * `wipeOnDelete: "discard"` are refused. Removal splits the copy-on-write space off (`lvconvert --splitsnapshot`)
+   * and zeroes it first (`wipeOnDelete: "zero"`). An origin with snapshots is never removed. Changing it replaces
+   * the volume (needs `allowReplace`). @default none: a volume of its own
+   */
+  readonly snapshotOf?: pulumi.Input<string>;
 }
 
 /** A logical volume on a dom0, optionally formatted. */

@@ -39,6 +39,11 @@ export interface LvmVolumeInputs extends CommonInputs {
   onDelete: "remove" | "keep" | null;
   /** How a removed volume's blocks are cleared. */
   wipeOnDelete: Wipe;
+  /**
+   * The LV (same volume group) this volume is a copy-on-write snapshot of, or null for a volume of its own. A
+   * snapshot keeps the origin's content as it was when the snapshot was made; `size` is its copy-on-write space.
+   */
+  snapshotOf: string | null;
 }
 
 export interface LvmVolumeOutputs extends LvmVolumeInputs {
@@ -60,14 +65,21 @@ const MIN_BYTES = 4 * 2 ** 20;
 
 export const lvmVolumeKind: Kind<LvmVolumeInputs, LvmVolumeOutputs> = {
   name: "LvmVolume",
-  replaceOn: ["volumeGroup", "name", "filesystem"],
+  replaceOn: ["volumeGroup", "name", "filesystem", "snapshotOf"],
   replaceConsent: "allowReplace",
   deleteBeforeReplace: true,
   outputOnly: ["path", "allocatedBytes", "extentBytes", "uuid", "adopted"],
   schemaVersion: 2,
   // 0.1.0 did not record whether a volume was adopted: one declared with `adopt` may have been, so it is kept on
   // delete (data is never lost by guessing). Delete and wipe policies get the defaults the program gets.
-  migrate: (old) => ({ onDelete: null, wipeOnDelete: "zero", adopted: old.adopt === true, ...old }),
+  // 0.2.0 made no snapshots.
+  migrate: (old) => ({
+    onDelete: null,
+    wipeOnDelete: "zero",
+    adopted: old.adopt === true,
+    snapshotOf: null,
+    ...old,
+  }),
 
   check(raw, c: Checker) {
     const rule =
@@ -112,6 +124,24 @@ export const lvmVolumeKind: Kind<LvmVolumeInputs, LvmVolumeOutputs> = {
         ? null
         : (c.oneOf<"remove" | "keep">(raw, "onDelete", ["remove", "keep"]) ?? null);
     const wipeOnDelete = c.oneOf<Wipe>(raw, "wipeOnDelete", ["zero", "discard", "none"], "zero");
+    const snapshotOf = c.string(raw, "snapshotOf", { pattern: LV_NAME, rule }) ?? null;
+    if (snapshotOf !== null && snapshotOf !== UNKNOWN) {
+      // A snapshot's content is its origin's: nothing may format, label or take it over.
+      if (snapshotOf === name) c.fail("snapshotOf", snapshotOf, "must name another volume than `name`");
+      if (filesystem && (filesystem as string) !== UNKNOWN && filesystem !== "none")
+        c.fail("filesystem", filesystem, 'must be "none" for a snapshot: it holds its origin\'s content');
+      if (label !== null) c.fail("label", label, "cannot be set on a snapshot: it holds its origin's label");
+      if (opts !== UNKNOWN && opts.length > 0)
+        c.fail("mkfsOptions", opts, "cannot be set on a snapshot: it is never formatted");
+      if (adopt === true)
+        c.fail("adopt", adopt, "cannot be set with snapshotOf: a snapshot is made, not adopted");
+      if (wipeOnDelete === "discard")
+        c.fail(
+          "wipeOnDelete",
+          wipeOnDelete,
+          'must be "zero" or "none" for a snapshot: a discard through it would reach its origin\'s blocks',
+        );
+    }
     if (!volumeGroup || !name || sizeBytes === undefined || !filesystem || !wipeOnDelete) return undefined;
     return {
       volumeGroup,
@@ -125,6 +155,7 @@ export const lvmVolumeKind: Kind<LvmVolumeInputs, LvmVolumeOutputs> = {
       allowReplace,
       onDelete,
       wipeOnDelete,
+      snapshotOf,
     };
   },
 
@@ -144,7 +175,11 @@ export const lvmVolumeKind: Kind<LvmVolumeInputs, LvmVolumeOutputs> = {
   id: (i) => `${i.connection.host}:/dev/${i.volumeGroup}/${i.name}`,
 
   async create(ctx, i, progress) {
-    ctx.log.info(`creating ${i.volumeGroup}/${i.name} (${formatSize(i.sizeBytes)}, ${i.filesystem})`);
+    ctx.log.info(
+      i.snapshotOf
+        ? `creating ${i.volumeGroup}/${i.name}, a snapshot of ${i.snapshotOf} (${formatSize(i.sizeBytes)} of copy-on-write space)`
+        : `creating ${i.volumeGroup}/${i.name} (${formatSize(i.sizeBytes)}, ${i.filesystem})`,
+    );
     const r = await ctx.host.refusable(createScript(i), { summary: `create ${i.volumeGroup}/${i.name}` });
     const adopted = /^XE-ADOPTED 1$/m.test(r);
     const state = parseProbe(r);
@@ -170,6 +205,8 @@ export const lvmVolumeKind: Kind<LvmVolumeInputs, LvmVolumeOutputs> = {
       observed.sizeBytes = state.allocatedBytes;
       observed.size = state.allocatedBytes;
     }
+    // A snapshot of another origin (or none any more: merged, or made by hand) is not the declared one.
+    if ((state.origin ?? null) !== (outs.snapshotOf ?? null)) observed.snapshotOf = state.origin;
     // What a `none` volume holds belongs to its guest (a migrated disk, the guest's own partitions): never drift.
     if (outs.filesystem !== "none") {
       if (state.fsType !== outs.filesystem) observed.filesystem = (state.fsType ?? "none") as Filesystem;

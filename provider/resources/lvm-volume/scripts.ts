@@ -35,7 +35,8 @@ export function probeScript(vg: string, lv: string): string {
     lvExists(vg, lv),
     `if [ "$present" = 0 ]; then echo ${ABSENT}; exit 0; fi`,
     `lvchange -ay ${q} >/dev/null`,
-    `echo XE-LV $(lvs --noheadings --units b --nosuffix -o lv_size,vg_extent_size ${q})`,
+    // The origin (empty for a volume of its own) last: lv_size of a snapshot is its copy-on-write space.
+    `echo XE-LV $(lvs --noheadings --units b --nosuffix -o lv_size,vg_extent_size,origin ${q})`,
     `udevadm settle 2>/dev/null || true`,
     // blkid -p exits 2 when the device holds no signature at all: that is an answer, not a failure.
     `rc=0; sig=$(blkid -p -o export ${shellQuote(`/dev/${vg}/${lv}`)}) || rc=$?`,
@@ -50,6 +51,8 @@ export interface Probe {
   fsType: string | null;
   uuid: string | null;
   label: string | null;
+  /** The LV this one is a snapshot of, or null. */
+  origin: string | null;
 }
 
 /** Reads the probe's output: the state, or null when the volume is absent. An unreadable answer throws. */
@@ -59,7 +62,9 @@ export function parseProbe(stdout: string): Probe | null {
   const lv = lines.find((l) => l.startsWith("XE-LV "));
   if (!lv)
     throw new Error(`the volume probe gave no answer (output: ${JSON.stringify(stdout.slice(0, 200))})`);
-  const [size, extent] = lv.slice(6).trim().split(/\s+/).map(Number);
+  const [sizeText, extentText, origin] = lv.slice(6).trim().split(/\s+/);
+  const size = Number(sizeText);
+  const extent = Number(extentText);
   if (!size || !extent) throw new Error(`the volume probe gave an unreadable size: ${JSON.stringify(lv)}`);
   const fs: Record<string, string> = {};
   for (const l of lines.filter((x) => x.startsWith("XE-FS "))) {
@@ -72,6 +77,7 @@ export function parseProbe(stdout: string): Probe | null {
     fsType: fs.TYPE ?? (fs.PTTYPE ? `partition table (${fs.PTTYPE})` : null),
     uuid: fs.UUID ?? null,
     label: fs.LABEL ?? null,
+    origin: origin || null,
   };
 }
 
@@ -98,6 +104,7 @@ function refuseWhenHeld(name: string, what: string): string[] {
 }
 
 export function createScript(i: LvmVolumeInputs): string {
+  if (i.snapshotOf) return createSnapshotScript(i, i.snapshotOf);
   const name = `${i.volumeGroup}/${i.name}`;
   const vg = shellQuote(i.volumeGroup);
   const lvq = shellQuote(name);
@@ -139,6 +146,26 @@ export function createScript(i: LvmVolumeInputs): string {
 }
 
 /**
+ * Makes a copy-on-write snapshot of `origin` (same volume group): the origin's content as it is now. Refused when a
+ * volume of the snapshot's name exists already (never taken over) or the origin does not; nothing is written to
+ * the snapshot (no signature wipe, no mkfs): its content is the origin's.
+ */
+function createSnapshotScript(i: LvmVolumeInputs, origin: string): string {
+  const name = `${i.volumeGroup}/${i.name}`;
+  const vg = shellQuote(i.volumeGroup);
+  return [
+    `if ! vgs -- ${vg} >/dev/null 2>&1; then xe_refuse ${shellQuote(`volume group ${i.volumeGroup} does not exist on `)} "$(hostname)"; fi`,
+    lvExists(i.volumeGroup, origin),
+    `[ "$present" = 1 ] || xe_refuse ${shellQuote(`cannot snapshot ${i.volumeGroup}/${origin}: no such volume`)}`,
+    lvExists(i.volumeGroup, i.name),
+    `[ "$present" = 0 ] || xe_refuse ${shellQuote(`logical volume ${name} already exists: refusing to take it over as a snapshot of ${origin}`)}`,
+    `lvcreate --yes --snapshot --name ${shellQuote(i.name)} --size ${i.sizeBytes}b -- ${shellQuote(`${i.volumeGroup}/${origin}`)} >&2`,
+    `echo "XE-ADOPTED 0"`,
+    probeScript(i.volumeGroup, i.name),
+  ].join("\n");
+}
+
+/**
  * Grows the LV (and the filesystem, where that is safe from the host) and applies a new label. A filesystem a
  * guest holds is the guest's to resize (a WARN line says so); a label is never changed under a guest.
  */
@@ -157,6 +184,8 @@ export function updateScript(olds: LvmVolumeOutputs, news: LvmVolumeInputs): str
     `if [ "$want" -lt "$cur" ]; then xe_refuse ${shellQuote(`refusing to shrink ${name} from `)} "$cur" " to $want bytes"; fi`,
     `grown=0`,
     `if [ "$want" -gt "$cur" ]; then lvextend --size "$want"b -- ${lvq} >&2; grown=1; fi`,
+    // A snapshot grows its copy-on-write space only: its filesystem is the origin's, never resized through it.
+    ...(news.snapshotOf ? [`grown=0`] : []),
     `real=$(readlink -f -- ${dev})`,
     // Who has the device: a guest through blkback, a mount in the host, active swap. A failing probe stops here.
     `xe_holder "$real"`,
@@ -192,10 +221,14 @@ export type Wipe = "zero" | "discard" | "none";
  * Removes the LV unless something uses it (a refusal names the user), after clearing its blocks as `wipe`
  * says. A volume that is already gone is fine.
  */
-export function deleteScript(o: Pick<LvmVolumeOutputs, "volumeGroup" | "name">, wipe: Wipe): string {
+export function deleteScript(
+  o: Pick<LvmVolumeOutputs, "volumeGroup" | "name"> & { snapshotOf?: string | null },
+  wipe: Wipe,
+): string {
   const name = `${o.volumeGroup}/${o.name}`;
   const lvq = shellQuote(name);
   const dev = shellQuote(`/dev/${name}`);
+  const snapshot = !!o.snapshotOf;
   return [
     DEVICE_HOLDER_FUNCTIONS,
     lvExists(o.volumeGroup, o.name),
@@ -208,20 +241,39 @@ export function deleteScript(o: Pick<LvmVolumeOutputs, "volumeGroup" | "name">, 
     `  [ -f "$cfg" ] || continue`,
     `  if grep -Fq -e ${dev} -e "$dm" -- "$cfg"; then xe_refuse ${shellQuote(`refusing to remove ${name}: guest config `)} "$cfg" ${shellQuote(" uses it; remove that guest first")}; fi`,
     `done`,
-    ...(wipe === "zero"
+    // lvremove of an origin removes its snapshots with it: refuse while any exists.
+    `if ! snaps=$(lvs --noheadings -o lv_name,origin -- ${shellQuote(o.volumeGroup)} 2>&1); then xe_say ${shellQuote(`cannot list the snapshots of ${name}: `)} "$snaps"; exit 1; fi`,
+    `snaps=$(printf '%s\\n' "$snaps" | awk -v o=${shellQuote(o.name)} '$2 == o { print $1 }' | xargs)`,
+    `if [ -n "$snaps" ]; then xe_refuse ${shellQuote(`refusing to remove ${name}: its snapshots `)} "$snaps" ${shellQuote(" would go with it; remove them first")}; fi`,
+    ...(snapshot && wipe === "zero"
       ? [
-          `xe_say ${shellQuote(`zeroing ${name} before it is removed (its blocks go back to the volume group)`)}`,
-          // BLKZEROOUT reads back as zeros everywhere (fast where the device offloads it); else zeros are written.
+          // The copy-on-write space holds the origin's old blocks: split it off into a volume of its own (which
+          // leaves the origin as it is), zero that, then remove it.
+          `xe_say ${shellQuote(`splitting the copy-on-write space off ${name} to zero it before it is removed`)}`,
+          `lvconvert --yes --splitsnapshot -- ${lvq} >&2`,
+          `lvchange -ay ${lvq} >&2`,
+          `real=$(readlink -f -- ${dev})`,
           `if ! blkdiscard --zeroout -- "$real" 2>/dev/null; then`,
           `  size=$(blockdev --getsize64 -- "$real")`,
           `  dd if=/dev/zero of="$real" bs=4M iflag=count_bytes count="$size" oflag=direct conv=fsync status=none`,
           `fi`,
         ]
-      : wipe === "discard"
-        ? [
-            `blkdiscard -- "$real" >&2 || xe_say ${shellQuote(`${name}: the device does not support discard; removed without wiping`)}`,
-          ]
-        : []),
+      : snapshot
+        ? []
+        : wipe === "zero"
+          ? [
+              `xe_say ${shellQuote(`zeroing ${name} before it is removed (its blocks go back to the volume group)`)}`,
+              // BLKZEROOUT reads back as zeros everywhere (fast where the device offloads it); else zeros are written.
+              `if ! blkdiscard --zeroout -- "$real" 2>/dev/null; then`,
+              `  size=$(blockdev --getsize64 -- "$real")`,
+              `  dd if=/dev/zero of="$real" bs=4M iflag=count_bytes count="$size" oflag=direct conv=fsync status=none`,
+              `fi`,
+            ]
+          : wipe === "discard"
+            ? [
+                `blkdiscard -- "$real" >&2 || xe_say ${shellQuote(`${name}: the device does not support discard; removed without wiping`)}`,
+              ]
+            : []),
     `lvremove --yes -- ${lvq} >&2`,
   ].join("\n");
 }

@@ -8,7 +8,9 @@
  * happen (a timeout, a dropped connection) is done by the next `up` even though the files are already written, and
  * refresh compares the VCL Varnish runs with the file.
  */
+import * as path from "node:path";
 import { RefusedError } from "../../core/errors";
+import { shellQuote } from "../../core/shell";
 import { parseSize } from "../../core/units";
 import { Checker, isIPv4, UNKNOWN } from "../../core/validate";
 import type { CommonInputs, Context, Kind } from "../../framework/kind";
@@ -30,7 +32,8 @@ import {
   reloadScript,
   RESTART_SCRIPT,
   vclDigest,
-  WAIT_RUNNING_SCRIPT,
+  runningDeadlineSeconds,
+  waitRunningScript,
   waitServingScript,
 } from "./scripts";
 
@@ -175,8 +178,14 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
     await removeRemoteFile(ctx.host, VARNISH_DROP_IN);
     await removeRemoteFile(ctx.host, VARNISH_VCL);
     // Back to the package's own settings (and its default.vcl), if Varnish runs at all.
+    // The drop-in directory was made for our drop-in (the package has none): gone with it when nothing else is in it.
+    const dropInDir = shellQuote(path.posix.dirname(VARNISH_DROP_IN));
     await ctx.host.script(
-      "systemctl daemon-reload\nif systemctl is-active --quiet varnish.service; then systemctl restart varnish.service; fi",
+      [
+        `if [ -d ${dropInDir} ]; then rmdir --ignore-fail-on-non-empty -- ${dropInDir}; fi`,
+        "systemctl daemon-reload",
+        "if systemctl is-active --quiet varnish.service; then systemctl restart varnish.service; fi",
+      ].join("\n"),
       { summary: "restart varnish with the package's settings" },
     );
   },
@@ -225,7 +234,11 @@ async function converge(
     });
   } else acted = false;
   // varnishd answers the CLI once the child runs; a restart that failed shows here, not at the first request.
-  await ctx.host.script(WAIT_RUNNING_SCRIPT, { summary: "wait for varnish", timeoutMs: 90_000 });
+  const deadline = runningDeadlineSeconds(news.readyTimeoutSeconds);
+  await ctx.host.script(waitRunningScript(deadline), {
+    summary: "wait for varnish",
+    timeoutMs: (deadline + 60) * 1000,
+  });
   const r = await ctx.host.script(activeVclScript(), { summary: "which VCL varnish runs" });
   const activeVcl = /^active (\S+)$/m.exec(r.stdout)?.[1] ?? null;
   const runningSha = /^active-sha (\S+)$/m.exec(r.stdout)?.[1] ?? null;

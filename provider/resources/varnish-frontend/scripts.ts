@@ -25,11 +25,25 @@ export function dropInDigest(text: string): string {
 export const RESTART_SCRIPT =
   "systemctl daemon-reload\nsystemctl enable --quiet varnish.service\nsystemctl restart varnish.service";
 
-/** Waits until varnishd's child runs; fails naming the journal when it does not within 60 s. */
-export const WAIT_RUNNING_SCRIPT = [
-  "for _ in $(seq 1 60); do varnishadm status 2>/dev/null | grep -q 'Child in state running' && exit 0; sleep 1; done",
-  'echo "varnish is not running; see: journalctl -u varnish" >&2; exit 1',
-].join("\n");
+/**
+ * Waits until varnishd's child runs, up to `timeoutSeconds` by the clock (a busy host's CLI may take seconds per
+ * answer, so counting attempts would not bound the wait); fails naming the journal when it does not.
+ */
+export function waitRunningScript(timeoutSeconds: number): string {
+  const t = Math.max(1, Math.floor(timeoutSeconds));
+  return [
+    `end=$(( $(date +%s) + ${t} ))`,
+    `until varnishadm -t 10 status 2>/dev/null | grep -q 'Child in state running'; do`,
+    `  if [ "$(date +%s)" -ge "$end" ]; then echo "varnish is not running after ${t} s; see: journalctl -u varnish" >&2; exit 1; fi`,
+    `  sleep 1`,
+    `done`,
+  ].join("\n");
+}
+
+/** Seconds to wait for varnishd's child after a start or restart: the serving deadline, and never under 300 s. */
+export function runningDeadlineSeconds(readyTimeoutSeconds: number): number {
+  return Math.max(300, readyTimeoutSeconds);
+}
 
 /**
  * What varnishreload does, with deadlines that suit a slow host: compile and load the VCL under a new name (the old
@@ -53,7 +67,9 @@ export function reloadScript(keep: number): string {
 export function activeVclScript(): string {
   return [
     `if systemctl is-active --quiet varnish.service; then echo "service active"; else echo "service inactive"; exit 0; fi`,
-    `name=$(varnishadm -t 30 vcl.list 2>/dev/null | awk '$1 == "active" {print $NF}' || true)`,
+    // The service runs, so varnishadm must answer: a failure is "could not look", never "no VCL loaded".
+    `if ! list=$(varnishadm -t 30 vcl.list); then echo "varnish.service is active but varnishadm vcl.list failed: cannot tell which VCL it runs" >&2; exit 1; fi`,
+    `name=$(printf '%s\n' "$list" | awk '$1 == "active" {print $NF}')`,
     `[ -n "$name" ] || exit 0`,
     `echo "active $name"`,
     `src=$(varnishadm -t 30 vcl.show "$name")`,
