@@ -8,12 +8,12 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { hostContext, RemoteCommandError } from "../../provider";
+import { RemoteCommandError } from "../../provider";
 import type { Context, RemoteHost, SshPool } from "../../provider";
 import { domainState } from "../../provider/guest/domain";
 import { activeVclScript } from "../../provider/resources/varnish-frontend/scripts";
 import { startLocalHost, type Sshd } from "../support/sshd";
-import { withStubs, writeStubs } from "../support/stub-commands";
+import { stubbedContext, type Stub } from "../support/stub-commands";
 
 let sshd: Sshd;
 let pool: SshPool;
@@ -31,10 +31,8 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function ctxWith(stubs: Parameters<typeof writeStubs>[1]): Context {
-  const d = fs.mkdtempSync(path.join(dir, "stubs-"));
-  writeStubs(d, stubs);
-  return hostContext(withStubs(host, d));
+function ctxWith(stubs: Record<string, Stub>): Context {
+  return stubbedContext(host, dir, stubs);
 }
 
 describe("whether a guest runs", () => {

@@ -11,7 +11,7 @@ import { checkInputs, hostContext, lvmVolumeKind, RemoteCommandError, VERSION } 
 import type { Context, LvmVolumeInputs, LvmVolumeOutputs, RemoteHost, SshPool } from "../../provider";
 import { fixtureKeys } from "../support/fixture-keys";
 import { startLocalHost, type Sshd } from "../support/sshd";
-import { withStubs, writeStubs } from "../support/stub-commands";
+import { stubbedContext, withStubs, writeStubs } from "../support/stub-commands";
 
 let sshd: Sshd;
 let pool: SshPool;
@@ -46,10 +46,7 @@ const outs = (): LvmVolumeOutputs =>
   }) as unknown as LvmVolumeOutputs;
 
 function ctxWith(stubs: Parameters<typeof writeStubs>[1]): Context {
-  const d = fs.mkdtempSync(path.join(dir, "stubs-"));
-  writeStubs(d, stubs);
-  const h = withStubs(host, d);
-  return hostContext(h);
+  return stubbedContext(host, dir, stubs);
 }
 
 describe("refresh of a volume when LVM cannot answer", () => {

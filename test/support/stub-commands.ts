@@ -6,7 +6,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { RemoteHost } from "../../provider";
+import { hostContext } from "../../provider";
+import type { Context, RemoteHost } from "../../provider";
 
 export interface Stub {
   stdout?: string;
@@ -50,4 +51,11 @@ export function withStubs(host: RemoteHost, dir: string): RemoteHost {
       return Reflect.get(target, prop, receiver) as unknown;
     },
   });
+}
+
+/** A Context on `host` whose scripts find `stubs`, written into a fresh directory under `parent`. */
+export function stubbedContext(host: RemoteHost, parent: string, stubs: Record<string, Stub>): Context {
+  const d = fs.mkdtempSync(path.join(parent, "stubs-"));
+  writeStubs(d, stubs);
+  return hostContext(withStubs(host, d));
 }

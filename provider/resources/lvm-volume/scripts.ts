@@ -218,6 +218,17 @@ export function updateScript(olds: LvmVolumeOutputs, news: LvmVolumeInputs): str
 export type Wipe = "zero" | "discard" | "none";
 
 /**
+ * Zeroes the device `$real` names: BLKZEROOUT reads back as zeros everywhere (fast where the device offloads it);
+ * else zeros are written.
+ */
+const ZERO_OUT_REAL = [
+  `if ! blkdiscard --zeroout -- "$real" 2>/dev/null; then`,
+  `  size=$(blockdev --getsize64 -- "$real")`,
+  `  dd if=/dev/zero of="$real" bs=4M iflag=count_bytes count="$size" oflag=direct conv=fsync status=none`,
+  `fi`,
+];
+
+/**
  * Removes the LV unless something uses it (a refusal names the user), after clearing its blocks as `wipe`
  * says. A volume that is already gone is fine.
  */
@@ -253,21 +264,14 @@ export function deleteScript(
           `lvconvert --yes --splitsnapshot -- ${lvq} >&2`,
           `lvchange -ay ${lvq} >&2`,
           `real=$(readlink -f -- ${dev})`,
-          `if ! blkdiscard --zeroout -- "$real" 2>/dev/null; then`,
-          `  size=$(blockdev --getsize64 -- "$real")`,
-          `  dd if=/dev/zero of="$real" bs=4M iflag=count_bytes count="$size" oflag=direct conv=fsync status=none`,
-          `fi`,
+          ...ZERO_OUT_REAL,
         ]
       : snapshot
         ? []
         : wipe === "zero"
           ? [
               `xe_say ${shellQuote(`zeroing ${name} before it is removed (its blocks go back to the volume group)`)}`,
-              // BLKZEROOUT reads back as zeros everywhere (fast where the device offloads it); else zeros are written.
-              `if ! blkdiscard --zeroout -- "$real" 2>/dev/null; then`,
-              `  size=$(blockdev --getsize64 -- "$real")`,
-              `  dd if=/dev/zero of="$real" bs=4M iflag=count_bytes count="$size" oflag=direct conv=fsync status=none`,
-              `fi`,
+              ...ZERO_OUT_REAL,
             ]
           : wipe === "discard"
             ? [
