@@ -19,7 +19,7 @@ done
 [[ -f "$grubdir/boot.img" ]] || { echo "$grubdir missing (grub-pc-bin): run test/lab/install-deps.sh" >&2; exit 1; }
 
 lab_copy_base "the bare server"
-lab_keys bare
+lab_identity bare
 
 # No Xen on a bare server: its packages are purged, so Dom0Host really installs them (through the lab's apt
 # proxy). Their maintainer scripts would try to stop services in the chroot: policy-rc.d forbids that.
@@ -28,8 +28,6 @@ chmod +x "$R/usr/sbin/policy-rc.d"
 chroot "$R" dpkg --purge xen-system-amd64 xen-hypervisor-4.17-amd64 xen-hypervisor-common xen-utils-4.17 \
   xen-utils-common xenstore-utils >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; exit 1; }
 rm -f "$R/usr/sbin/policy-rc.d" "$R"/boot/xen-*
-echo bare >"$R/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\tbare\n' >"$R/etc/hosts"
 echo 'LABEL=bare-root / ext4 rw,noatime,errors=remount-ro 0 0' >"$R/etc/fstab"
 : >"$R/etc/resolv.conf"
 # Networked like an installimage'd Debian: ifupdown. eth0 (QEMU user network, DHCP) is the uplink Dom0Host moves
@@ -60,13 +58,8 @@ for unit in systemd-networkd-wait-online.service apt-daily.timer apt-daily-upgra
   xenstored.service xenconsoled.service xen-init-dom0.service xen-watchdog.service; do
   ln -sf /dev/null "$R/etc/systemd/system/$unit"
 done
-rm -f "$R"/etc/ssh/ssh_host_*
-install -m 600 "$work/ssh_host_ed25519_key" "$R/etc/ssh/ssh_host_ed25519_key"
-install -m 644 "$work/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
 printf 'HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n' \
   >"$R/etc/ssh/sshd_config.d/lab.conf"
-install -d -m 700 "$R/root/.ssh"
-install -m 600 "$work/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
 cat >"$R/etc/apt/sources.list" <<'CONF'
 deb http://deb.debian.org/debian bookworm main
 deb http://deb.debian.org/debian-security bookworm-security main
@@ -106,10 +99,8 @@ menuentry 'Debian GNU/Linux 12 (bare lab server)' {
 CFG
 
 log "mkfs.ext4 -d and the disk layout"
-used_mib=$(du -sm "$R" | cut -f1)
-part_mib=$(( (used_mib + 512 + 127) / 128 * 128 ))
-mkfs.ext4 -q -F -L bare-root -E root_owner=0:0 -d "$R" "$work/part.img" "${part_mib}M"
-rm -rf "$R"
+lab_mkfs bare-root "$work/part.img" 512 128
+part_mib=$size_mib
 truncate -s $(( (part_mib + 1) * 1024 * 1024 )) "$work/disk.img"
 echo 'start=2048, type=83, bootable' | sfdisk -q "$work/disk.img"
 dd if="$work/part.img" of="$work/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
@@ -121,18 +112,4 @@ core_sectors=$(( ($(stat -c %s "$work/core.img") + 511) / 512 ))
 dd if="$grubdir/boot.img" of="$work/disk.img" bs=440 count=1 conv=notrunc status=none
 dd if="$work/core.img" of="$work/disk.img" bs=512 seek=1 conv=notrunc status=none
 
-cat >"$work/image.json" <<JSON
-{
-  "recipeHash": "$hash",
-  "kernelVersion": "$kver",
-  "diskMiB": $((part_mib + 1)),
-  "hostKeyFingerprint": "$(ssh-keygen -lf "$work/ssh_host_ed25519_key.pub" | awk '{print $2}')",
-  "builtAt": "$(date -u +%FT%TZ)",
-  "buildSeconds": $((SECONDS - start))
-}
-JSON
-mv "$work" "$out"
-trap - EXIT
-touch "$out/done"
-log "bare server image ready in $((SECONDS - start)) s: $out"
-echo "$out"
+lab_image_finish "bare server" "\"diskMiB\": $((part_mib + 1))"

@@ -18,20 +18,15 @@ xengz="$(ls "$R"/boot/xen-*-amd64.gz | sort -V | tail -1)"
 [[ -f "$R/boot/initrd.img-$kver" ]] || chroot "$R" update-initramfs -c -k "$kver" >/dev/null
 
 log "generating keys"
-lab_keys dom0
+lab_identity dom0
 ssh-keygen -lf "$work/ssh_host_ed25519_key.pub" | awk '{print $2}' >"$work/host-key-fingerprint"
 
 log "configuring the rootfs"
-echo dom0 >"$R/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\tdom0\n' >"$R/etc/hosts"
 echo '/dev/vda / ext4 rw,noatime,errors=remount-ro 0 0' >"$R/etc/fstab"
 # No DNS on purpose: the lab has no internet. apt reaches the host's package source by address.
 : >"$R/etc/resolv.conf"
 
-# ssh: only the pinned ed25519 host key, keys only.
-rm -f "$R"/etc/ssh/ssh_host_*
-install -m 600 "$work/ssh_host_ed25519_key" "$R/etc/ssh/ssh_host_ed25519_key"
-install -m 644 "$work/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+# ssh: only the pinned ed25519 host key (lab_identity), keys only.
 cat >"$R/etc/ssh/sshd_config.d/lab.conf" <<'CONF'
 HostKey /etc/ssh/ssh_host_ed25519_key
 PermitRootLogin prohibit-password
@@ -39,8 +34,6 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UseDNS no
 CONF
-install -d -m 700 "$R/root/.ssh"
-install -m 600 "$work/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
 
 # Network: eth0 by DHCP from QEMU's user network (10.0.2.15); xenbr0 is a host-only bridge for guests
 # (10.99.0.1/24), not bridged to eth0: the lab has no outside network to give guests.
@@ -139,24 +132,6 @@ cp "$R/boot/vmlinuz-$kver" "$work/vmlinuz"
 cp "$R/boot/initrd.img-$kver" "$work/initrd.img"
 
 log "mkfs.ext4 -d"
-used_mib=$(du -sm "$R" | cut -f1)
-size_mib=$(( (used_mib + 1536 + 255) / 256 * 256 ))
-mkfs.ext4 -q -F -L dom0root -E root_owner=0:0 -d "$R" "$work/dom0.img" "${size_mib}M"
-rm -rf "$R"
+lab_mkfs dom0root "$work/dom0.img" 1536 256
 
-cat >"$work/image.json" <<JSON
-{
-  "recipeHash": "$hash",
-  "kernelVersion": "$kver",
-  "xen": "$(basename "$xengz" .gz)",
-  "rootSizeMiB": $size_mib,
-  "hostKeyFingerprint": "$(cat "$work/host-key-fingerprint")",
-  "builtAt": "$(date -u +%FT%TZ)",
-  "buildSeconds": $((SECONDS - start))
-}
-JSON
-mv "$work" "$out"
-trap - EXIT
-touch "$out/done"
-log "dom0 image ready in $((SECONDS - start)) s: $out (host key $(cat "$out/host-key-fingerprint"))"
-echo "$out"
+lab_image_finish dom0 "\"xen\": \"$(basename "$xengz" .gz)\"" "\"rootSizeMiB\": $size_mib"

@@ -14,13 +14,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 lab_image_begin source "${1:-}"
 lab_copy_base "the source VPS"
-lab_keys source
+lab_identity source
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/marker"
 
 # A plain VPS: no Xen in it.
 rm -f "$R"/boot/xen-* "$R"/etc/systemd/network/*
-echo source >"$R/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\tsource\n' >"$R/etc/hosts"
 # Linode: whole-disk ext4 on /dev/sda, swap on /dev/sdb (FIELD-NOTES §5).
 printf '/dev/sda / ext4 errors=remount-ro 0 1\n/dev/sdb none swap sw 0 0\n' >"$R/etc/fstab"
 cat >"$R/etc/systemd/network/05-eth0.network" <<'CONF'
@@ -35,31 +33,8 @@ Address=192.0.2.10/24
 Gateway=192.0.2.1
 CONF
 chroot "$R" systemctl enable systemd-networkd.service >/dev/null 2>&1
-rm -f "$R"/etc/ssh/ssh_host_*
-install -m 600 "$work/ssh_host_ed25519_key" "$R/etc/ssh/ssh_host_ed25519_key"
-install -m 644 "$work/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
-install -d -m 700 "$R/root/.ssh"
-install -m 600 "$work/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
 cp "$work/marker" "$R/root/xen-estate-source-marker"
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb
 
-used_mib=$(du -sm "$R" | cut -f1)
-size_mib=$(( (used_mib + 384 + 127) / 128 * 128 ))
-mkfs.ext4 -q -F -L source-root -E root_owner=0:0 -d "$R" "$work/disk.img" "${size_mib}M"
-rm -rf "$R"
-cat >"$work/image.json" <<JSON
-{
-  "recipeHash": "$hash",
-  "kernelVersion": "$kver",
-  "sizeMiB": $size_mib,
-  "hostKeyFingerprint": "$(ssh-keygen -lf "$work/ssh_host_ed25519_key.pub" | awk '{print $2}')",
-  "marker": "$(cat "$work/marker")",
-  "builtAt": "$(date -u +%FT%TZ)",
-  "buildSeconds": $((SECONDS - start))
-}
-JSON
-mv "$work" "$out"
-trap - EXIT
-touch "$out/done"
-log "source VPS image ready in $((SECONDS - start)) s: $out"
-echo "$out"
+lab_mkfs source-root "$work/disk.img" 384 128
+lab_image_finish "source VPS" "\"marker\": \"$(cat "$work/marker")\""

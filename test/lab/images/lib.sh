@@ -58,8 +58,47 @@ lab_copy_base() {
   kver="$(ls "$R/lib/modules" | sort -V | tail -1)"
 }
 
-# `lab_keys ROLE`: the test client key ($work/id_ed25519) and the machine's host key ($work/ssh_host_ed25519_key).
-lab_keys() {
+# `lab_identity NAME`: the machine's name (/etc/hostname, /etc/hosts), its host key (a fresh ed25519 pair in
+# $work/ssh_host_ed25519_key, the only one in $R/etc/ssh) and the test client key ($work/id_ed25519, in root's
+# authorized_keys in $R).
+lab_identity() {
   ssh-keygen -q -t ed25519 -N '' -C xen-estate-lab-client -f "$work/id_ed25519"
   ssh-keygen -q -t ed25519 -N '' -C "xen-estate-lab-$1" -f "$work/ssh_host_ed25519_key"
+  echo "$1" >"$R/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$1" >"$R/etc/hosts"
+  rm -f "$R"/etc/ssh/ssh_host_*
+  install -m 600 "$work/ssh_host_ed25519_key" "$R/etc/ssh/ssh_host_ed25519_key"
+  install -m 644 "$work/ssh_host_ed25519_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+  install -d -m 700 "$R/root/.ssh"
+  install -m 600 "$work/id_ed25519.pub" "$R/root/.ssh/authorized_keys"
+}
+
+# `lab_mkfs LABEL FILE SPARE_MIB ALIGN_MIB`: an ext4 filesystem in FILE holding $R (which it then removes), with
+# SPARE_MIB free beyond what $R uses, rounded up to ALIGN_MIB; sets $size_mib.
+lab_mkfs() {
+  local used_mib
+  used_mib=$(du -sm "$R" | cut -f1)
+  size_mib=$(( (used_mib + $3 + $4 - 1) / $4 * $4 ))
+  mkfs.ext4 -q -F -L "$1" -E root_owner=0:0 -d "$R" "$2" "${size_mib}M"
+  rm -rf "$R"
+}
+
+# The end every image recipe shares. `lab_image_finish WHAT [FIELD…]` writes $work/image.json (the fields every
+# image has: recipe hash, kernel, the host key's fingerprint from $work/ssh_host_ed25519_key.pub, build time; then
+# each FIELD, a ready `"name": value` pair), moves $work to $out, marks it done and prints it.
+lab_image_finish() {
+  local what="$1" field fingerprint
+  shift
+  fingerprint="$(ssh-keygen -lf "$work/ssh_host_ed25519_key.pub" | awk '{print $2}')"
+  {
+    printf '{\n  "recipeHash": "%s",\n  "kernelVersion": "%s",\n' "$hash" "$kver"
+    for field in "$@"; do printf '  %s,\n' "$field"; done
+    printf '  "hostKeyFingerprint": "%s",\n  "builtAt": "%s",\n  "buildSeconds": %d\n}\n' \
+      "$fingerprint" "$(date -u +%FT%TZ)" $((SECONDS - start))
+  } >"$work/image.json"
+  mv "$work" "$out"
+  trap - EXIT
+  touch "$out/done"
+  log "$what image ready in $((SECONDS - start)) s: $out (host key $fingerprint)"
+  echo "$out"
 }
