@@ -123,7 +123,7 @@ export function formatCutTable(kind: string, results: readonly CutResult[]): str
     `cut-connection matrix for ${kind}: converged after the next up? (before / during / after the step)`,
   ];
   for (const [key, row] of rows)
-    lines.push(`  ${key.padEnd(70)} ${row.before.padEnd(4)} ${row.during.padEnd(4)} ${row.after}`);
+    lines.push(`  ${key.padEnd(80)} ${row.before.padEnd(4)} ${row.during.padEnd(4)} ${row.after}`);
   return lines.join("\n");
 }
 
