@@ -29,6 +29,12 @@ import {
   type SshResult,
 } from "../lab/lab";
 import { repoRoot } from "../support/repo";
+import { slowTier } from "../support/tier";
+
+// Slow tier until a whole run of this file has passed in CI's budget (its first full run is still to come).
+slowTier(
+  "Dom0Host's concerns are proven on every run by test/components/dom0-host.engine.test.ts (preview through the engine), test/remote/rollback.ssh.test.ts (rollback against real sshd and nftables) and test/resources/dom0-access.ssh.test.ts (the drop-in validated by the real sshd)",
+);
 
 const T = "pulumi-nodejs:dynamic/xen-estate:";
 const SSH_PORT = 2222;

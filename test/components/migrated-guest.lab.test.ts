@@ -12,6 +12,12 @@ import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../eng
 import { Lab } from "../lab/lab";
 import { SourceVps } from "../lab/source";
 import { sh } from "../support/disks";
+import { slowTier } from "../support/tier";
+
+// Slow tier until a whole run of this file has passed in CI's budget (its first full run is still to come).
+slowTier(
+  "the migration is proven on every run by test/resources/linode-migration.engine.test.ts (copy, resume, refresh and destroy through the engine between real sshds) and test/resources/linode-migration.ssh.test.ts (transfer, resume, verification, fixups on loop devices)",
+);
 
 const MIGRATION = "pulumi-nodejs:dynamic/xen-estate:LinodeMigration";
 const GUEST = "pulumi-nodejs:dynamic/xen-estate:BridgedDomU";

@@ -245,18 +245,25 @@ s "IPv4 routes"
 ip -4 route show | sort
 s "iptables"
 if have iptables-save; then
-  for t in iptables-save ip6tables-save; do $t | sed -E '/^#/d; s/\[[0-9]+:[0-9]+\]//'; done
+  # Rules and chains only: a table that merely got loaded (default ACCEPT chains, no rule) is not a leftover.
+  for t in iptables-save ip6tables-save; do
+    $t | sed -E '/^#/d; s/\[[0-9]+:[0-9]+\]//; s/ +$//' | grep -Ev '^(\*[a-z]+|COMMIT|:(INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ACCEPT)$' || true
+  done
 fi
 s "nftables"
 if have nft; then nft -s list ruleset; fi
 s "files in /etc"
-find /etc -xdev | sort
+# LVM archives its metadata before every change by itself (/etc/lvm/archive, /etc/lvm/backup): bookkeeping, not a
+# leftover; the volumes themselves are listed above.
+# /etc/xen/auto is Xen's autostart directory: made by the first guest that autostarts and kept, like xendomains' own.
+find /etc -xdev \( -path /etc/lvm/archive -o -path /etc/lvm/backup \) -prune -o ! -path /etc/xen/auto -print | sort
 s "contents of configuration xen-estate writes"
 for d in /etc/xen /etc/varnish /etc/systemd/system /etc/network /etc/default /etc/sysctl.d /etc/modules-load.d /etc/apt /root/.ssh; do
   if [ -e "$d" ]; then find "$d" -xdev -type f -print0 | sort -z | xargs -0r sha256sum; fi
 done
 s "xen-estate's data, backups and scratch"
-for d in /var/lib/xen-estate /var/backups/xen-estate; do
+# Not /var/backups/xen-estate: the dated backups of a destroyed resource's files are kept on purpose.
+for d in /var/lib/xen-estate; do
   if [ -e "$d" ]; then find "$d" -xdev -printf '%p %s\n' | sort; fi
 done
 find /run -maxdepth 1 -name 'xen-estate*' | sort

@@ -13,4 +13,6 @@ export const fixtureKeys = {
   hostFingerprint: read("host_ed25519.fingerprint").trim(),
   /** A client private key (OpenSSH format, no passphrase). */
   clientPrivateKey: read("client_ed25519"),
+  /** Its public key line. */
+  clientPublicKey: read("client_ed25519.pub").trim(),
 };

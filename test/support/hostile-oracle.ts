@@ -40,14 +40,15 @@ export const KNOWN_SECRETS = [
   "xemirrorpass",
   "xeproxypass",
   "xe-hostile-token",
+  "xe-hostile-source-password",
 ];
 
 /** Paths whose value is secret (a failure must not echo it). */
 function isSecretPath(p: InputPath): boolean {
   const t = pathText(p);
   return (
-    p[0] === "credentials" ||
-    /^connection(\.proxy)*\.(user|password|privateKey|privateKeyPassword)$/.test(t) ||
+    p.includes("credentials") ||
+    /^(source\.)?connection(\.proxy)*\.(user|password|privateKey|privateKeyPassword)$/.test(t) ||
     t === "content"
   );
 }
@@ -116,8 +117,34 @@ function fileRole(path: string): string {
   if (path === NAT_CONF) return "nat.conf";
   if (path === NAT_SCRIPT) return "nat-script";
   if (path.startsWith(`${XEN_CONFIG_DIR}/`) && path.endsWith(".cfg")) return "xl.cfg";
+  // A dom0's own files (the Dom0Host concerns). Some paths hold an input (the admin's name, the netplan file).
+  if (path === "/etc/xen/xl.conf") return "xl.conf";
+  if (/^\/etc\/systemd\/system\/[^/]+\.service$/.test(path)) return `systemd:${path}`;
+  // Sourced by shell scripts (update-grub, the xendomains init script).
+  if (path === "/etc/default/xendomains" || path.startsWith("/etc/default/grub.d/")) return `shell:${path}`;
+  if (/^\/etc\/sudoers\.d\/xen-estate-/.test(path)) return "lines:sudoers";
+  if (/^\/home\/[^/]+\/\.ssh\/authorized_keys$/.test(path)) return "free-lines:authorized_keys";
+  if (/^\/etc\/netplan\/[^/]+\.yaml$/.test(path)) return "lines:netplan";
+  if (LINE_FILES.includes(path) || /^\/etc\/(sysctl|modules-load)\.d\/[^/]+\.conf$/.test(path))
+    return `lines:${path}`;
   return `other:${path}`;
 }
+
+/**
+ * Line-based files (one setting, address, alias or rule per line, words separated by blanks): a value that changes
+ * how many lines there are, or what a line starts with or how many words it has, made a setting of its own.
+ */
+const LINE_FILES = [
+  "/etc/aliases",
+  "/etc/apt/apt.conf.d/90xen-estate",
+  "/etc/apt/sources.list",
+  "/etc/apt/sources.list.d/debian.sources",
+  "/etc/apt/sources.list.d/ubuntu.sources",
+  "/etc/dma/dma.conf",
+  "/etc/network/interfaces",
+  "/etc/smartd.conf",
+  "/etc/xen-estate/firewall.nft",
+];
 
 function filesByRole(inputs: Record<string, unknown>): Map<string, string> {
   const out = new Map<string, string>();
@@ -303,6 +330,9 @@ export async function judge(
       : [],
     hostile && typeof value === "string" && value.trim() !== "",
     (msg) => void res.problems.push(msg),
+    [validAt(base.variant.inputs, path), typeof value === "string" ? value : undefined].filter(
+      (x): x is string => x !== undefined,
+    ),
   );
   res.done = Promise.all(pending).then(() => undefined);
   return res;
@@ -399,6 +429,14 @@ function distinctive(value: string, baseline: string, isCommand: boolean): strin
   return forms.filter((f) => f.length >= 3 && f.trim() !== "" && !baseline.includes(f));
 }
 
+/** The valid string at `path` of a variant's inputs, if there is one. */
+function validAt(inputs: unknown, path: InputPath): string | undefined {
+  let o: unknown = inputs;
+  for (const k of path)
+    o = o && typeof o === "object" ? (o as Record<string | number, unknown>)[k] : undefined;
+  return typeof o === "string" ? o : undefined;
+}
+
 /** VCL's `==` and `~` conditions have the same shape (a wildcard host name uses `~`). */
 const vclShape = (s: string): string => s.replace(/ ~ /g, " == ");
 
@@ -409,13 +447,15 @@ function judgeFiles(
   needles: string[],
   hostile: boolean,
   p: (msg: string) => void,
+  /** The valid value and the case's (where a line-based file may hold them as a line's first word). */
+  values: readonly string[] = [],
 ): void {
   const files = filesByRole(inputs);
   for (const [role, text] of files) {
     const before = base.files.get(role);
     if (text === before) continue;
-    if (role === "xl.cfg" || role === "vcl") {
-      const lex = role === "xl.cfg" ? lexXlCfg : lexVcl;
+    if (role === "xl.cfg" || role === "xl.conf" || role === "vcl") {
+      const lex = role === "vcl" ? lexVcl : lexXlCfg;
       for (const problem of lex(text).problems) p(`${role}: ${problem}`);
       for (const n of needles)
         for (const s of configSplices(text, n, lex, [JSON.stringify(n).slice(1, -1)]))
@@ -427,7 +467,7 @@ function judgeFiles(
         configSkeleton(text, lex, shape) !== configSkeleton(before, lex, shape)
       )
         p(`${role}: its structure differs from the valid input's (a value left its string)`);
-    } else if (role === "systemd") {
+    } else if (role === "systemd" || role.startsWith("systemd:")) {
       const now = parseSystemdUnit(text);
       const was = before !== undefined ? parseSystemdUnit(before) : undefined;
       for (const problem of now.problems) p(`${role}: ${problem}`);
@@ -440,13 +480,31 @@ function judgeFiles(
           JSON.stringify(was.settings.map((s) => [s.key, s.words.length]))
       )
         p(`${role}: its settings or their words differ from the valid input's`);
-    } else if (role === "nat.conf" || role === "nat-script") {
+    } else if (role === "nat.conf" || role === "nat-script" || role.startsWith("shell:")) {
       // Sourced and run by bash on the dom0.
       const lexed = lexShell(text);
       for (const problem of lexed.problems) p(`${role}: ${problem}`);
       for (const n of needles) for (const s of shellSplices(text, n, lexed)) p(`${role}: spliced ${s}`);
       if (hostile && before !== undefined && shellSkeleton(text) !== shellSkeleton(before))
         p(`${role}: its structure differs from the valid input's`);
+    } else if (role.startsWith("lines:") || role.startsWith("free-lines:")) {
+      // No quoting to keep a value in: its lines and words are the structure (free text: only the lines).
+      const free = role.startsWith("free-lines:");
+      for (const [n, line] of text.split("\n").entries())
+        if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(line))
+          p(`${role}: line ${n + 1} holds control characters: ${JSON.stringify(line.slice(0, 120))}`);
+      // A line may start with the value itself (the admin's sudoers line, an alias): its first word is the value's
+      // place then, not a keyword it could have become.
+      const shape = (t: string): string[] =>
+        lineShape(t, free).map((l, n) => {
+          const first = t.split("\n")[n]!.trim().split(/\s+/)[0] ?? "";
+          const own = [...needles, ...values].some((x) => x.trim() !== "" && first.includes(x));
+          return own ? `(value)/${l.split("/").pop()}` : l;
+        });
+      if (hostile && before !== undefined && JSON.stringify(shape(text)) !== JSON.stringify(shape(before)))
+        p(
+          `${role}: its lines or their words differ from the valid input's: ${JSON.stringify(text.slice(0, 300))}`,
+        );
     } else p(`a rendered file this test cannot read: ${role}`);
   }
   // Files the install writes inside the guest: line-based formats whose shape a value must not change.

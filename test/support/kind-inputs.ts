@@ -245,6 +245,252 @@ export const KIND_INPUTS: Record<string, KindEntry> = {
       },
     ],
   },
+  Dom0Access: {
+    related: { distribution: ["release"] },
+    variants: [
+      {
+        variant: "debian",
+        inputs: {
+          ...common,
+          distribution: "debian",
+          release: "bookworm",
+          adminUser: "xeops",
+          authorizedKeys: [`${guestKey} xe-admin@xe-hostile`, fixtureKeys.clientPublicKey],
+          sshPort: 2222,
+          connectPort: 2222,
+          confirmSeconds: 90,
+          onDelete: "restore",
+        },
+      },
+      {
+        variant: "ubuntu+key",
+        inputs: {
+          ...commonWithKey,
+          distribution: "ubuntu",
+          release: "noble",
+          adminUser: "xeadmin",
+          authorizedKeys: [fixtureKeys.clientPublicKey],
+          sshPort: 22,
+          connectPort: 10022,
+          onDelete: "keep",
+        },
+      },
+    ],
+  },
+  Dom0Firewall: {
+    related: { sshPort: ["openTcp"], "openTcp[0]": ["openTcp"], "openTcp[1]": ["openTcp"] },
+    variants: [
+      {
+        variant: "limited",
+        inputs: {
+          ...common,
+          sshPort: 2222,
+          trustedSources: ["198.51.100.0/24", "2001:db8::/32", "203.0.113.7"],
+          openTcp: [80, 443],
+          openUdp: [51820],
+          confirmSeconds: 60,
+          onDelete: "restore",
+        },
+      },
+    ],
+  },
+  Dom0Monitoring: {
+    variants: [
+      {
+        variant: "relay+smart",
+        inputs: {
+          ...common,
+          mailTo: "ops@xe-hostile.test",
+          relay: { host: "mail.xe-hostile.test", port: 587, starttls: true },
+          mailName: "dom0.xe-hostile.test",
+          users: ["xeops", "xebackup"],
+          smartDisks: ["/dev/nvme0n1", { device: "/dev/sda", schedule: "(S/../.././02|L/../../6/03)" }],
+          onDelete: "restore",
+        },
+      },
+    ],
+  },
+  Dom0Network: {
+    related: { uplink: ["bridge"], bridge: ["uplink"], distribution: ["release"] },
+    variants: [
+      {
+        variant: "debian-static",
+        inputs: {
+          ...common,
+          distribution: "debian",
+          release: "bookworm",
+          uplink: "enp0s31f6",
+          mac: "52:54:00:12:34:56",
+          bridge: "xenbr0",
+          address: { address: "203.0.113.5/32", gateway: "203.0.113.1" },
+          ipv6: { address: "2001:db8:1::2/64", gateway: "fe80::1" },
+          proxyArp: true,
+          bridgeNetfilter: true,
+          onDelete: "restore",
+        },
+      },
+      {
+        variant: "ubuntu-dhcp",
+        inputs: {
+          ...common,
+          distribution: "ubuntu",
+          release: "noble",
+          uplink: "eth0",
+          mac: "52:54:00:ab:cd:ef",
+          bridge: "xebr1",
+          address: "dhcp",
+          netplanFile: "/etc/netplan/50-xe.yaml",
+          onDelete: "keep",
+        },
+      },
+    ],
+  },
+  Dom0Packages: {
+    related: { distribution: ["release"] },
+    variants: [
+      {
+        variant: "debian",
+        inputs: {
+          ...common,
+          distribution: "debian",
+          release: "bookworm",
+          mirror: "http://mirror.xe-hostile.test/debian",
+          securityMirror: "https://security.xe-hostile.test/debian-security",
+          proxy: "http://proxy.xe-hostile.test:3142",
+          upgrade: true,
+          recommends: false,
+          packages: ["xen-system-amd64", "xe-tools"],
+          onDelete: "restore",
+        },
+      },
+      {
+        variant: "ubuntu",
+        inputs: {
+          ...common,
+          distribution: "ubuntu",
+          release: "noble",
+          upgrade: false,
+          recommends: true,
+          packages: ["xen-hypervisor-4.17-amd64"],
+        },
+      },
+    ],
+  },
+  Dom0Reboot: {
+    variants: [
+      {
+        variant: "owed-nothing",
+        inputs: {
+          ...common,
+          triggers: { network: "xe-network-digest", xen: "xe-xen-digest" },
+          xenVersion: "4.17",
+          dom0MemMiB: 2048,
+          bridge: "xenbr0",
+          uplink: "enp0s31f6",
+          networkFile: "/etc/network/interfaces",
+          allowReboot: true,
+          timeoutSeconds: 900,
+        },
+      },
+    ],
+  },
+  Dom0XenBoot: {
+    related: { xenArgs: ["dom0MemMiB"] },
+    variants: [
+      {
+        variant: "console",
+        inputs: {
+          ...common,
+          dom0MemMiB: 2048,
+          dom0Vcpus: 2,
+          xenArgs: "console=com1 com1=115200,8n1",
+          dom0KernelArgs: "console=hvc0 earlyprintk=xen",
+          bridge: "xenbr0",
+          bootloaderRestrict: true,
+          stopSeconds: 300,
+          onDelete: "restore",
+        },
+      },
+    ],
+  },
+  HetznerInstallimage: {
+    variants: [
+      {
+        variant: "raid1",
+        inputs: {
+          ...common,
+          connection: { ...connection, user: "root" },
+          drives: [{ device: "/dev/nvme0n1", sizeBytes: 512110190592, serial: "XE0001" }, "/dev/nvme1n1"],
+          wipeDisks: true,
+          hostname: "dom0.xe-hostile.test",
+          image: "/root/.oldroot/nfs/images/Debian-1210-bookworm-amd64-base.tar.gz",
+          bootMiB: 1024,
+          volumeGroup: "vgxe",
+          rootGiB: 30,
+          swapGiB: 4,
+          bootTimeoutSeconds: 900,
+        },
+      },
+    ],
+  },
+  LinodeMigration: {
+    variants: [
+      {
+        variant: "direct+fixups",
+        inputs: {
+          ...common,
+          source: {
+            connection: { host: "vps.xe-hostile.test", port: 22, user: "root", hostKey },
+            credentials: { password: "xe-hostile-source-password" },
+            device: "/dev/sda",
+            dom0Host: "10.0.0.77",
+            dom0Port: 2200,
+            live: false,
+            authorizedKeysFile: "/root/.ssh/authorized_keys",
+          },
+          target: { device: "/dev/vgxe/webxe-root" },
+          transfer: {
+            method: "auto",
+            compressionLevel: 3,
+            chunkSize: "4MiB",
+            deadlineSeconds: 86400,
+            route: "direct",
+          },
+          verify: true,
+          grow: true,
+          convertToExt4: false,
+          fixups: {
+            hostname: "webxe",
+            network: {
+              address: "203.0.113.10/32",
+              gateway: "203.0.113.1",
+              nameservers: ["192.0.2.53"],
+              interfaceNaming: "link",
+            },
+            fstab: "uuid",
+            swapDevice: "/dev/xvdb",
+          },
+          allowReplace: false,
+        },
+      },
+      {
+        variant: "relay+live",
+        inputs: {
+          ...common,
+          source: {
+            connection: { host: "vps2.xe-hostile.test", user: "xesource", hostKey },
+            credentials: { password: "xe-hostile-source-password" },
+            device: "/dev/xvda",
+            live: true,
+          },
+          target: { device: "/dev/vgxe/webxe-swap" },
+          transfer: { method: "raw", chunkSize: 8388608, route: "relay" },
+          verify: false,
+          fixups: false,
+        },
+      },
+    ],
+  },
   VarnishFrontend: {
     variants: [
       {
@@ -368,7 +614,9 @@ export function withValue(
  */
 export function acceptableProperties(path: InputPath, kind?: string): string[] {
   const related = kind ? (KIND_INPUTS[kind]?.related?.[pathText(path)] ?? []) : [];
-  const aliased: InputPath = path[0] === "credentials" ? ["connection", ...path.slice(1)] : path;
+  // The same for a kind's other connections (`source.credentials` → `source.connection`).
+  const c = path.indexOf("credentials");
+  const aliased: InputPath = c >= 0 ? [...path.slice(0, c), "connection", ...path.slice(c + 1)] : path;
   // Never "": that is what checkInputs reports when a kind's check threw.
   const out: string[] = [];
   for (let n = 1; n <= aliased.length; n++) out.push(pathText(aliased.slice(0, n)));

@@ -13,11 +13,16 @@ import { UNKNOWN, containsUnknown } from "../../provider/core/validate";
 import type { Context, ChangePlan } from "../../provider/framework/kind";
 import { planDiff } from "../../provider/framework/plan";
 import { kindOf } from "../../provider/framework/registry";
-import { hostContext } from "../../provider/framework/runtime";
 import { INSTALL_MARKER } from "../../provider/guest/paths";
 import { VARNISH_VCL } from "../../provider/resources/varnish-frontend/plan";
 import { vclDigest } from "../../provider/resources/varnish-frontend/scripts";
-import { joinConnection, type Connection, type Credentials } from "../../provider/ssh/connection";
+import {
+  HOST_ID_SCRIPT,
+  joinConnection,
+  type Connection,
+  type Credentials,
+} from "../../provider/ssh/connection";
+import { SshPool } from "../../provider/ssh/pool";
 import type { RemoteHost, RunOptions, RunResult } from "../../provider/ssh/remote-host";
 import { fixtureKeys } from "./fixture-keys";
 
@@ -48,6 +53,89 @@ const HOST_KEY_BLOB = fixtureKeys.hostPublicKey.split(" ")[1]!;
 /** The canned answer to a script, from what it is recognisably for. */
 function answer(script: string, w: World): string {
   const cur = w.current;
+  // remote/rollback.ts: a change applied under the host's rollback timer (armed), confirmed over a new login
+  // (the simulator stands in for that login too, see {@link simulateFreshLogins}).
+  const armed = /^echo "armed ([0-9a-f]+)"$/m.exec(script);
+  if (armed) return `armed ${armed[1]}`;
+  if (/^echo confirmed$/m.test(script)) return "confirmed";
+  if (/^xe_ssh_peer$/m.test(script)) {
+    // The address this connection comes from: one the declared sources let in.
+    const first = Array.isArray(cur.trustedSources) ? String(cur.trustedSources[0]) : "198.51.100.7";
+    return first.split("/")[0]!;
+  }
+  // Dom0Firewall
+  if (script.includes("nft list table")) return `revision ${String(cur.loaded)}`;
+  // Dom0Access
+  if (script.includes("useradd -m")) return w.fresh ? "created" : "exists";
+  if (script.includes('echo "user present"')) return "user present";
+  // Dom0Reboot: the host runs what the inputs declare (no boot owed).
+  if (script.includes("/proc/sys/kernel/random/boot_id")) {
+    const mem = Number(cur.dom0MemMiB ?? 1024);
+    return [
+      "bootid xe-simulated-boot",
+      "boottime 1000",
+      `xen ${String((cur.xenVersion as string | undefined) ?? "4.17")}.3`,
+      `xencmdline dom0_mem=${mem}M,max:${mem}M`,
+      `dom0mem ${mem}`,
+      "kernel 6.1.0-xe-amd64",
+      "newestkernel 6.1.0-xe-amd64",
+      `bridge ${String(cur.uplink)}`,
+    ].join("\n");
+  }
+  // Dom0Network: the uplink is the NIC of the declared MAC.
+  if (/^cat \S*\/sys\/class\/net\/.*\/address'? 2>\/dev\/null \|\| echo absent$/m.test(script))
+    return `${String(cur.mac)}\nbridge absent`;
+  // Dom0XenBoot: a host with room for the declared dom0.
+  if (/^else echo "memtotal/m.test(script))
+    return `memtotal ${(Math.max(65536, Number(cur.dom0MemMiB ?? 0) + 4096) * 1024).toString()}`;
+  // HetznerInstallimage: the declared drives, and an install that ran.
+  if (script.includes("lsblk -J -b -d -o PATH,SIZE,SERIAL")) {
+    const drives = Array.isArray(cur.drives) ? (cur.drives as Record<string, unknown>[]) : [];
+    return JSON.stringify({
+      blockdevices: drives.map((d) => ({
+        path: d.device,
+        size: d.sizeBytes ?? 512110190592,
+        serial: d.serial ?? "XE-SIMULATED",
+      })),
+    });
+  }
+  if (script.includes("installimage -a -c")) return "installed";
+  // LinodeMigration
+  if (script.includes('echo "XE-SRC exists=1"'))
+    return [
+      "exists=1",
+      `real=${String(((cur.source as Record<string, unknown> | undefined)?.device as string | undefined) ?? "/dev/sda")}`,
+      "type=block special file",
+      "mounted=",
+      "swap=",
+      "size=2147483648",
+      "fs=ext4",
+      "blocks=262144",
+      "blocksize=4096",
+      "freeblocks=131072",
+      "uuid=11111111-2222-4333-8444-555555555555",
+      "state=clean",
+    ]
+      .map((l) => `XE-SRC ${l}`)
+      .join("\n");
+  if (script.includes('echo "XE-TGT exists=1"'))
+    return [
+      "exists=1",
+      "type=block special file",
+      "size=10737418240",
+      "holder=",
+      "mounted=",
+      "aes=1",
+      "nameserver=192.0.2.53",
+    ]
+      .map((l) => `XE-TGT ${l}`)
+      .join("\n");
+  if (script.includes('echo "XE-PUB')) return `XE-PUB ssh-ed25519 ${HOST_KEY_BLOB} xen-estate-copy`;
+  if (script.includes('< "$state/sender-input" |') || /^exec bash \S*\/receive\.sh'?$/.test(script))
+    return 'XE-RESULT {"data": 1048576, "zero": 1048576, "skip": 0, "root": "00ff"}';
+  if (script.includes('echo "XE-FIN'))
+    return "XE-FIN fsck=clean\nXE-FIN fs=ext4\nXE-FIN uuid=11111111-2222-4333-8444-555555555555\nXE-FIN grown=10737418240";
+  if (script.includes("XE-FIXED")) return "XE-FIXED /etc/hostname";
   // remote/files.ts
   if (script.includes(`base64 -d > "$tmp" <<'XEN_ESTATE_`)) return "changed";
   if (script.includes("state=removed"))
@@ -105,11 +193,13 @@ function answer(script: string, w: World): string {
 
 /** The simulated host: a {@link RemoteHost} look-alike that records and answers. */
 export class RecordingHost {
-  readonly recorded: Recorded[] = [];
   constructor(
     readonly conn: Context["conn"],
     readonly log: Logger,
     private readonly world: World,
+    /** Where it records (a kind's second host records into its first host's list, its summaries marked). */
+    readonly recorded: Recorded[] = [],
+    private readonly label = "",
   ) {}
 
   get name(): string {
@@ -131,19 +221,38 @@ export class RecordingHost {
     };
   }
 
+  /** The host key the handshake would have verified (the fixture's). */
+  hostKey(): Promise<{ type: string; blob: Buffer }> {
+    return Promise.resolve({ type: "ssh-ed25519", blob: Buffer.from(HOST_KEY_BLOB, "base64") });
+  }
+
   script(script: string, opts: Omit<RunOptions, "stdin"> = {}): Promise<RunResult> {
-    this.recorded.push({ method: "script", text: script, summary: opts.summary ?? "" });
+    if (script === HOST_ID_SCRIPT) {
+      // Each connection of a kind reaches a machine of its own.
+      this.recorded.push({ method: "script", text: script, summary: this.label + (opts.summary ?? "") });
+      return Promise.resolve(
+        this.result(`machine-id:xe-simulated${this.label ? `-${this.label.replace(/\W/g, "")}` : ""}`),
+      );
+    }
+    this.recorded.push({ method: "script", text: script, summary: this.label + (opts.summary ?? "") });
     return Promise.resolve(this.result(answer(script, this.world)));
   }
 
   refusable(script: string, opts: Omit<RunOptions, "stdin"> = {}): Promise<string> {
-    this.recorded.push({ method: "refusable", text: script, summary: opts.summary ?? "" });
+    this.recorded.push({ method: "refusable", text: script, summary: this.label + (opts.summary ?? "") });
     return Promise.resolve(answer(script, this.world));
   }
 
   exec(command: string, opts: RunOptions = {}): Promise<RunResult> {
-    this.recorded.push({ method: "exec", text: command, summary: opts.summary ?? "" });
-    return Promise.resolve(this.result(""));
+    this.recorded.push({ method: "exec", text: command, summary: this.label + (opts.summary ?? "") });
+    // `bash -s` with a script on stdin (the relay's sender): bash runs the stdin, so it is a script like the others.
+    if (typeof opts.stdin === "string" && /^(sudo -n )?bash -s$/.test(command))
+      this.recorded.push({
+        method: "script",
+        text: opts.stdin,
+        summary: `${this.label}${opts.summary ?? ""} (stdin)`,
+      });
+    return Promise.resolve(this.result(answer(command, this.world)));
   }
 }
 
@@ -170,6 +279,23 @@ function complete(inputs: Record<string, unknown>, outs: object): Record<string,
 
 const quietLog = new Logger("simulated");
 
+const realPoolHost = SshPool.prototype.host; // eslint-disable-line @typescript-eslint/unbound-method
+
+/**
+ * SIMULATOR of the logins a kind opens itself, outside the runtime's pool: the confirmation of a change made under
+ * the rollback timer (remote/rollback.ts), the wait for a rebooted or installed system. While an operation is
+ * recorded, every new pool's hosts are simulated hosts recording into that operation (summaries marked "new
+ * login:"), so those steps run and are judged like the rest. Operations are recorded one at a time.
+ */
+function simulateFreshLogins(world: World, recorded: Recorded[]): () => void {
+  SshPool.prototype.host = function (conn: Context["conn"], log?: Logger): RemoteHost {
+    return new RecordingHost(conn, log ?? quietLog, world, recorded, "new login: ") as unknown as RemoteHost;
+  };
+  return () => {
+    SshPool.prototype.host = realPoolHost;
+  };
+}
+
 /**
  * Runs create, read, update (from `olds`, or from its own create's outputs) and delete of a kind against the
  * simulator, with inputs `check` accepted. Returns what each operation sent and the outputs create made.
@@ -186,20 +312,40 @@ export async function recordLifecycle(
     // The engine calls no lifecycle method with values not known yet (they are known at `up`).
     return { operations: [{ operation: "all", recorded: [], skipped: "inputs not known yet" }], outs: null };
   }
+  const nested: Record<string, Context["conn"]> = {};
+  for (const p of kind.nestedConnections ?? []) {
+    const holder = inputs[p] as { connection?: Connection; credentials?: Credentials } | undefined;
+    if (holder && typeof holder === "object" && holder.connection && typeof holder.connection === "object")
+      nested[p] = joinConnection(holder.connection, holder.credentials);
+  }
   const op = async (
     operation: string,
     world: World,
     body: (ctx: Context) => Promise<unknown>,
   ): Promise<unknown> => {
     const host = new RecordingHost(conn, quietLog, world);
-    const ctx: Context = { ...hostContext(host as unknown as RemoteHost), log: quietLog };
+    // The kind's other connections (a migration's `source`) record into the same list, marked by their input.
+    const hosts: Record<string, RemoteHost> = {};
+    for (const [p, c] of Object.entries(nested))
+      hosts[p] = new RecordingHost(c, quietLog, world, host.recorded, `${p}: `) as unknown as RemoteHost;
+    const ctx: Context = {
+      host: host as unknown as RemoteHost,
+      log: quietLog,
+      conn,
+      hosts,
+      hostId: (h) =>
+        h.script(HOST_ID_SCRIPT, { summary: "read the machine id" }).then((r) => r.stdout.trim()),
+    };
     const record: OperationRecord = { operation, recorded: host.recorded };
     operations.push(record);
+    const restore = simulateFreshLogins(world, host.recorded);
     try {
       return await body(ctx);
     } catch (err) {
       record.error = err instanceof Error ? err : new Error(String(err));
       return undefined;
+    } finally {
+      restore();
     }
   };
   const id = kind.id(inputs);

@@ -15,6 +15,7 @@ import {
   checkOnDelete,
   deleteOwnedFiles,
   observeFiles,
+  refuseInput,
   writeOwnedFiles,
   type OnDelete,
 } from "../../dom0/concern";
@@ -51,7 +52,8 @@ export type Dom0FirewallOutputs = Dom0FirewallInputs;
 
 function ports(c: Checker, raw: Record<string, unknown>, key: string, def: number[]): number[] {
   const list = c.array(raw, key);
-  if (list === UNKNOWN) return UNKNOWN as unknown as number[];
+  // One port not known yet (preview) leaves the whole list unknown: dropping it would show rules without it.
+  if (list === UNKNOWN || list?.some((p) => containsUnknown(p))) return UNKNOWN as unknown as number[];
   const out: number[] = [];
   (list ?? def).forEach((p, i) => {
     const n = typeof p === "string" && /^\d+$/.test(p) ? Number(p) : p;
@@ -64,7 +66,8 @@ function ports(c: Checker, raw: Record<string, unknown>, key: string, def: numbe
 
 export function checkTrusted(c: Checker, raw: Record<string, unknown>): Network[] | undefined {
   const list = c.array(raw, "trustedSources");
-  if (list === UNKNOWN) return UNKNOWN as unknown as Network[];
+  // One source not known yet (preview) leaves the whole list unknown: dropping it would show rules without it.
+  if (list === UNKNOWN || list?.some((s) => containsUnknown(s))) return UNKNOWN as unknown as Network[];
   if (Array.isArray(list) && list.length === 0) {
     c.fail(
       "trustedSources",
@@ -169,7 +172,12 @@ export const dom0FirewallKind: Kind<Dom0FirewallInputs, Dom0FirewallOutputs> = {
 function plan(i: Dom0FirewallInputs): FirewallPlan {
   return {
     sshPort: i.sshPort,
-    trustedSources: i.trustedSources.map((s) => parseNetwork(s) as Network),
+    // Checked already; parsed again from the recorded text (state holds the text, not the parsed network).
+    trustedSources: i.trustedSources.map((s, n) => {
+      const net = parseNetwork(s);
+      if ("error" in net) refuseInput(`trustedSources[${n}]`, s, net.error);
+      return net;
+    }),
     openTcp: i.openTcp,
     openUdp: i.openUdp,
   };

@@ -68,7 +68,10 @@ export const dom0MonitoringKind: Kind<Dom0MonitoringInputs, Dom0MonitoringOutput
     const users = ["root"];
     if (listed !== UNKNOWN)
       (listed ?? []).forEach((u, i) => {
-        if (typeof u !== "string" || !USER_NAME.test(u)) c.fail(`users[${i}]`, u, "must be a Unix user name");
+        // One not known yet (preview) keeps the aliases unknown: dropping it would show them without that user.
+        if (u === UNKNOWN) users.push(u);
+        else if (typeof u !== "string" || !USER_NAME.test(u))
+          c.fail(`users[${i}]`, u, "must be a Unix user name");
         else if (!users.includes(u)) users.push(u);
       });
     const disks = c.array(raw, "smartDisks");

@@ -49,10 +49,15 @@ export const dom0PackagesKind: Kind<Dom0PackagesInputs, Dom0PackagesOutputs> = {
 
   check(raw, c: Checker) {
     const os = checkOs(c, raw);
-    const mirror = checkUrl(c, raw, "mirror", { default: os?.facts.defaultMirror ?? "" });
-    const securityMirror = checkUrl(c, raw, "securityMirror", {
-      default: os?.facts.defaultSecurityMirror ?? "",
-    });
+    // Without a distribution there is no default mirror: only a declared one is checked (an empty default would be
+    // refused as if the user had written it).
+    const mirror = checkUrl(c, raw, "mirror", os ? { default: os.facts.defaultMirror } : {});
+    const securityMirror = checkUrl(
+      c,
+      raw,
+      "securityMirror",
+      os ? { default: os.facts.defaultSecurityMirror } : {},
+    );
     const proxyRaw = checkUrl(c, raw, "proxy");
     const upgrade = c.boolean(raw, "upgrade", true);
     const recommends = c.boolean(raw, "recommends", false);

@@ -139,8 +139,10 @@ async function waitForInstalled(
 ): Promise<string> {
   const deadline = Date.now() + i.bootTimeoutSeconds * 1000;
   let last = "no answer yet";
-  while (Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 3000));
+  // The first dial usually meets the rescue system still shutting down (its key is refused): cheap, and a system
+  // that is up already is seen at once.
+  for (let attempt = 0; Date.now() < deadline; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 3000));
     const pool = new SshPool();
     try {
       const host = pool.host(

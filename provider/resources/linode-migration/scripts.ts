@@ -292,6 +292,7 @@ export function prepareScript(p: CopyPlan): string {
       `how=${p.trustJournal ? "journal" : "read"}; if [ -e "$state/modified" ]; then how=read; fi`,
       `python3 "$state/chunks.py" hash "$real" ${p.sourceBytes} ${p.chunkBytes} "$state/journal" "$how" > "$state/target-hashes"`,
       `rm -f -- "$state/modified"`,
+      `printf '%s\\n' ${shellQuote(relayReceiveScript(p))} > "$state/receive.sh"`,
       `cat -- "$state/target-hashes"`,
     ].join("\n"),
     60,
@@ -375,15 +376,27 @@ export function directCopyScript(p: CopyPlan, d: Dial): string {
   );
 }
 
-/** The dom0 side of a relayed copy: the stream arrives on stdin (the provider carries it from the source). */
-export function relayReceiveCommand(p: CopyPlan): string {
+/**
+ * The dom0 side of a relayed copy, which {@link prepareScript} leaves in the state dir: the stream arrives on stdin
+ * (the provider carries it from the source), so this cannot be a script fed on stdin itself.
+ */
+export function relayReceiveScript(p: CopyPlan): string {
   const state = shellQuote(stateDir(p.key));
   const t = shellQuote(p.targetDevice);
   return [
+    `set -euo pipefail`,
     `state=${state}; real=$(readlink -f -- ${t})`,
     `exec 8>>${shellQuote(deviceLock(p.targetDevice))}; flock -w 60 8`,
     receivePipeline(p),
-  ].join("; ");
+  ].join("\n");
+}
+
+/**
+ * The command that runs it: a fixed line naming only the state dir, so no input (the target's path) reaches a
+ * command line on the dom0, where it would be argv and a second shell's parse.
+ */
+export function relayReceiveCommand(p: Pick<CopyPlan, "key">): string {
+  return `exec bash ${shellQuote(`${stateDir(p.key)}/receive.sh`)}`;
 }
 
 /** Reads the target back from the device and compares every chunk with the source's hashes. */

@@ -8,7 +8,9 @@
  * happen (a timeout, a dropped connection) is done by the next `up` even though the files are already written, and
  * refresh compares the VCL Varnish runs with the file.
  */
+import * as path from "node:path";
 import { RefusedError } from "../../core/errors";
+import { shellQuote } from "../../core/shell";
 import { parseSize } from "../../core/units";
 import { Checker, isIPv4, UNKNOWN } from "../../core/validate";
 import type { CommonInputs, Context, Kind } from "../../framework/kind";
@@ -178,8 +180,14 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
     await removeRemoteFile(ctx.host, VARNISH_DROP_IN);
     await removeRemoteFile(ctx.host, VARNISH_VCL);
     // Back to the package's own settings (and its default.vcl), if Varnish runs at all.
+    // The drop-in directory was made for our drop-in (the package has none): gone with it when nothing else is in it.
+    const dropInDir = shellQuote(path.posix.dirname(VARNISH_DROP_IN));
     await ctx.host.script(
-      "systemctl daemon-reload\nif systemctl is-active --quiet varnish.service; then systemctl restart varnish.service; fi",
+      [
+        `if [ -d ${dropInDir} ]; then rmdir --ignore-fail-on-non-empty -- ${dropInDir}; fi`,
+        "systemctl daemon-reload",
+        "if systemctl is-active --quiet varnish.service; then systemctl restart varnish.service; fi",
+      ].join("\n"),
       { summary: "restart varnish with the package's settings" },
     );
   },
