@@ -106,16 +106,19 @@ load() {
   mv -f "$sim/loaded.new" "$sim/loaded"
 }
 alive() { [ -f "$sim/pid" ] && kill -0 "$(cat "$sim/pid")" 2>/dev/null; }
+# Like systemd's cgroup, the process group (varnishd's manager and its cache child) goes as a whole.
 stop() {
-  if alive; then
-    p=$(cat "$sim/pid"); kill "$p"
-    for i in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
+  if [ -f "$sim/pid" ]; then
+    p=$(cat "$sim/pid"); kill -TERM -- "-$p" 2>/dev/null || true
+    for i in $(seq 300); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$p" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$sim/pid"
 }
 start() { read -ra cmd < "$sim/loaded"; setsid "\${cmd[@]}" </dev/null >>"$sim/varnishd.log" 2>&1 & echo $! > "$sim/pid"; }
-job() { setsid bash -c "sim=$sim; $(declare -f alive stop start); $1" </dev/null >/dev/null 2>&1 & wait $!; }
+# A job of the service manager: it runs to its end even when its caller goes away, one job of the unit at a time.
+job() { setsid flock "$sim/job.lock" bash -c "sim=$sim; $(declare -f alive stop start); $1" </dev/null >/dev/null 2>&1 & wait $!; }
 case "\${args[0]}" in
   daemon-reload) load ;;
   enable) touch "$sim/enabled" ;;
@@ -218,7 +221,7 @@ after(async () => {
   const pidFile = path.join(sim(), "pid");
   if (fs.existsSync(pidFile)) {
     try {
-      process.kill(Number(fs.readFileSync(pidFile, "utf8")), "SIGKILL");
+      process.kill(-Number(fs.readFileSync(pidFile, "utf8")), "SIGKILL");
     } catch {
       /* already gone */
     }
@@ -382,8 +385,8 @@ async function convergedOn(i: VarnishFrontendInputs): Promise<string | undefined
 /** Why the host still holds something of the frontend after delete, or undefined. */
 async function convergedDeleted(): Promise<string | undefined> {
   if (fs.existsSync(path.join(local("etcVarnish"), "xen-estate.vcl"))) return `${VARNISH_VCL} is left`;
-  if (fs.existsSync(dropInDir()) && fs.readdirSync(dropInDir()).length > 0)
-    return `drop-ins left: ${fs.readdirSync(dropInDir()).join(", ")}`;
+  if (fs.existsSync(dropInDir()))
+    return `the drop-in directory is left, holding [${fs.readdirSync(dropInDir()).join(", ")}]`;
   if (leftovers().length > 0) return `left ${leftovers().join(", ")}`;
   const managed = path.join(local("backups"), "xen-estate", "etc", "varnish", ".xen-estate-managed");
   if (fs.existsSync(managed) && fs.readFileSync(managed, "utf8").includes("xen-estate.vcl"))
