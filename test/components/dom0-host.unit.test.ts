@@ -17,6 +17,7 @@ import {
   verifyProblems,
   VERSION,
   xenCommandLine,
+  UNKNOWN,
   type Network,
 } from "../../provider";
 import { fixtureKeys } from "../support/fixture-keys";
@@ -300,5 +301,35 @@ describe("changes and reboots", () => {
   });
   test("after a boot dom0's memory must be the declared one", () => {
     assert.deepEqual(verifyProblems({ ...ready, dom0MemMiB: 3900 }, expect), ["dom0 has 3900 MiB, not 1024"]);
+  });
+});
+
+describe("inputs not known yet (preview)", () => {
+  test("one trusted source or port not known yet leaves the rules unknown instead of dropping it", () => {
+    const i = checked("Dom0Firewall", { sshPort: 2222, trustedSources: ["198.51.100.0/24", UNKNOWN] });
+    assert.equal(i.trustedSources, UNKNOWN);
+    assert.equal(i.loaded, UNKNOWN);
+    const p = checked("Dom0Firewall", { openTcp: [80, UNKNOWN] });
+    assert.equal(p.openTcp, UNKNOWN);
+    assert.equal(p.loaded, UNKNOWN);
+  });
+  test("a mail user not known yet is kept, so the aliases are not shown without it", () => {
+    const i = checked("Dom0Monitoring", {
+      mailTo: "ops@example.org",
+      relay: { host: "mail.example.org" },
+      users: ["ops", UNKNOWN],
+    });
+    assert.deepEqual(i.users, ["root", "ops", UNKNOWN]);
+  });
+});
+
+describe("one bad input, one failure", () => {
+  test("a bad distribution is refused by name, without refusing the mirrors it would have defaulted", () => {
+    assert.deepEqual(
+      failures("Dom0Packages", { distribution: "arch", packages: ["xen-system-amd64"] }).map(
+        (m) => m.split(":")[0],
+      ),
+      ["distribution"],
+    );
   });
 });

@@ -28,6 +28,8 @@ import { waitForNetwork } from "../../provider/guest/domain";
 import { fixtureKeys } from "../support/fixture-keys";
 import { innerScripts, shellSplices } from "../support/quoting";
 import { RecordingHost } from "../support/recording-host";
+import { fakeHost } from "../support/fake-host";
+import { deleteGuest } from "../../provider/guest/lifecycle";
 
 const hostKey = fixtureKeys.hostFingerprint;
 
@@ -547,5 +549,25 @@ describe("what preview says about an update", () => {
       ...ok("BridgedDomU", { ...bridged, memoryMiB: 200, maxMemoryMiB: 256 }),
     });
     assert.equal(planNote("BridgedDomU", live), null);
+  });
+});
+
+describe("a config another resource took over", () => {
+  test("deleting the old resource leaves the other resource's guest alone: no stop, no unlink, no removal", async () => {
+    const outs = { ...ok("BridgedDomU", bridged), owner: "urn:old", domid: 3, sshHostKey: null };
+    const host = fakeHost([{ match: /who owns/, answer: "config owner urn:new\n" }]);
+    await deleteGuest(host.ctx, outs);
+    assert.deepEqual(host.summaries, ["who owns /etc/xen/web1.cfg"]);
+    assert.ok(
+      host.logs.some((l) => /belongs to urn:new: leaving that guest alone/.test(l)),
+      host.logs.join("\n"),
+    );
+  });
+
+  test("a config xen-estate did not write is left alone by delete too", async () => {
+    const outs = { ...ok("BridgedDomU", bridged), owner: null, domid: 3, sshHostKey: null };
+    const host = fakeHost([{ match: /who owns/, answer: "config foreign\n" }]);
+    await deleteGuest(host.ctx, outs);
+    assert.deepEqual(host.summaries, ["who owns /etc/xen/web1.cfg"]);
   });
 });

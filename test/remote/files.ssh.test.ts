@@ -3,6 +3,7 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -206,6 +207,20 @@ describe("originals and regular files only", () => {
     const before = fs.readFileSync("/etc/passwd", "utf8");
     await assert.rejects(writeRemoteFile(host, link, "owned\n"), /is a symlink/);
     assert.equal(fs.readFileSync("/etc/passwd", "utf8"), before);
+  });
+
+  test("a path that names a device is refused by create and by delete, and the device stays", async () => {
+    const dev = path.join(dir, "null-device");
+    execFileSync("mknod", [dev, "c", "1", "3"]);
+    await assert.rejects(
+      remoteFileKind.create(ctx(), inputs(dev, "x"), () => undefined),
+      /is not a regular file/,
+    );
+    await assert.rejects(
+      removeRemoteFile(host, dev),
+      (e: unknown) => e instanceof RefusedError && /not a regular file/.test(e.message),
+    );
+    assert.ok(fs.statSync(dev).isCharacterDevice(), "the device node is still there");
   });
 
   test("a secret file's backups are mode 600, its validator's output is not shown, and its backups go with it", async () => {

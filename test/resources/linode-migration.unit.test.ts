@@ -14,7 +14,10 @@ import {
   fixupsScript,
   grantScript,
   planDiff,
+  prepareScript,
   ProgressMeter,
+  relayReceiveCommand,
+  relayReceiveScript,
   renderFixupFiles,
   resolveMethod,
   senderScript,
@@ -308,6 +311,15 @@ const plan: CopyPlan = {
 };
 
 describe("scripts", () => {
+  test("the relay's receiver runs from the state dir: no input reaches the command line the dom0 is sent", () => {
+    const odd = { ...plan, targetDevice: "/dev/vg0/linode-root$(id)" };
+    const cmd = relayReceiveCommand(odd);
+    assert.equal(cmd, "exec bash /var/lib/xen-estate/migrations/vg0_linode-root/receive.sh");
+    assert.ok(!cmd.includes("/dev/"), cmd);
+    // prepare leaves it there, quoted as data.
+    assert.ok(prepareScript(odd).includes(`'${relayReceiveScript(odd).replace(/'/g, "'\\''")}'`));
+    assert.match(relayReceiveScript(odd), /readlink -f -- '\/dev\/vg0\/linode-root\$\(id\)'/);
+  });
   test("the dom0's ssh uses only the copy's key and only the pinned host key, no config, no agent, no forwarding", () => {
     const cmd = sshCommand("k", { host: "198.51.100.7", port: 22, user: "root", aes: true });
     for (const opt of [

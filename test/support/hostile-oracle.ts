@@ -491,7 +491,7 @@ function judgeFiles(
       // No quoting to keep a value in: its lines and words are the structure (free text: only the lines).
       const free = role.startsWith("free-lines:");
       for (const [n, line] of text.split("\n").entries())
-        if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(line))
+        if ([...line].some((ch) => ch !== "\t" && (ch < " " || ch === "\u007f")))
           p(`${role}: line ${n + 1} holds control characters: ${JSON.stringify(line.slice(0, 120))}`);
       // A line may start with the value itself (the admin's sudoers line, an alias): its first word is the value's
       // place then, not a keyword it could have become.

@@ -42,6 +42,8 @@ interface World {
   running: boolean;
   /** The inputs (or outputs) of the operation in progress, for answers that echo them. */
   current: Record<string, unknown>;
+  /** Reboots asked for (the boot id changes with each). */
+  booted?: number;
   /** Who owns the guest config already on the host (update: the old resource), if not `current`'s owner. */
   owner?: unknown;
 }
@@ -49,6 +51,12 @@ interface World {
 const MiB = 2 ** 20;
 const EXTENT = 4 * MiB;
 const HOST_KEY_BLOB = fixtureKeys.hostPublicKey.split(" ")[1]!;
+
+/** A migration's source device, as its inputs name it. */
+function sourceDevice(cur: Record<string, unknown>): string {
+  const src = cur.source as Record<string, unknown> | undefined;
+  return typeof src?.device === "string" ? src.device : "/dev/sda";
+}
 
 /** The canned answer to a script, from what it is recognisably for. */
 function answer(script: string, w: World): string {
@@ -69,12 +77,16 @@ function answer(script: string, w: World): string {
   if (script.includes("useradd -m")) return w.fresh ? "created" : "exists";
   if (script.includes('echo "user present"')) return "user present";
   // Dom0Reboot: the host runs what the inputs declare (no boot owed).
+  if (script.includes("systemctl reboot")) {
+    w.booted = (w.booted ?? 0) + 1;
+    return "scheduled";
+  }
   if (script.includes("/proc/sys/kernel/random/boot_id")) {
     const mem = Number(cur.dom0MemMiB ?? 1024);
     return [
-      "bootid xe-simulated-boot",
+      `bootid xe-simulated-boot-${w.booted ?? 0}`,
       "boottime 1000",
-      `xen ${String((cur.xenVersion as string | undefined) ?? "4.17")}.3`,
+      `xen ${typeof cur.xenVersion === "string" ? cur.xenVersion : "4.17"}.3`,
       `xencmdline dom0_mem=${mem}M,max:${mem}M`,
       `dom0mem ${mem}`,
       "kernel 6.1.0-xe-amd64",
@@ -104,7 +116,7 @@ function answer(script: string, w: World): string {
   if (script.includes('echo "XE-SRC exists=1"'))
     return [
       "exists=1",
-      `real=${String(((cur.source as Record<string, unknown> | undefined)?.device as string | undefined) ?? "/dev/sda")}`,
+      `real=${sourceDevice(cur)}`,
       "type=block special file",
       "mounted=",
       "swap=",

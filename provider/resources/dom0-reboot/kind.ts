@@ -10,6 +10,7 @@
  * reports what was rebooted and why. `refresh` shows owed reboots as `pending`.
  */
 import { Checker, checkPath, containsUnknown, UNKNOWN } from "../../core/validate";
+import { refuseInput } from "../../dom0/concern";
 import type { CommonInputs, Context, Kind } from "../../framework/kind";
 import { SshPool } from "../../ssh/pool";
 import {
@@ -44,6 +45,7 @@ export interface Dom0RebootOutputs extends Dom0RebootInputs {
 }
 
 const IFNAME = /^[a-z][a-z0-9_.-]{0,14}$/;
+const XEN_VERSION = /^\d+\.\d+$/;
 
 export const dom0RebootKind: Kind<Dom0RebootInputs, Dom0RebootOutputs> = {
   name: "Dom0Reboot",
@@ -64,7 +66,7 @@ export const dom0RebootKind: Kind<Dom0RebootInputs, Dom0RebootOutputs> = {
               : JSON.stringify(v);
     const xenVersion = c.string(raw, "xenVersion", {
       default: "4.17",
-      pattern: /^\d+\.\d+$/,
+      pattern: XEN_VERSION,
       rule: "must be a Xen version such as 4.17",
     });
     const dom0MemMiB = c.integer(raw, "dom0MemMiB", { min: 512, max: 1_048_576, default: 1024, unit: "MiB" });
@@ -151,6 +153,12 @@ async function converge(ctx: Context, i: Dom0RebootInputs): Promise<Dom0RebootOu
     );
     return { ...i, pending: [], running: runningOf(before), lastReboot: null };
   }
+  // A reboot cannot be taken back: the names the reasons compare (checked, but read back from state here) are
+  // checked again, so a value no host could show never reboots one.
+  if (!IFNAME.test(i.bridge)) refuseInput("bridge", i.bridge, "must be an interface name");
+  if (!IFNAME.test(i.uplink)) refuseInput("uplink", i.uplink, "must be an interface name");
+  if (!XEN_VERSION.test(i.xenVersion))
+    refuseInput("xenVersion", i.xenVersion, "must be a Xen version such as 4.17");
   if (!i.allowReboot)
     throw new Error(
       `${ctx.conn.host} needs a reboot (${reasons.join("; ")}), and allowReboot is false: reboot it yourself, then run up again`,

@@ -36,6 +36,7 @@ export {
   prepareScript,
   directCopyScript,
   relayReceiveCommand,
+  relayReceiveScript,
   verifyScript,
   finishScript,
   fixupsScript,
