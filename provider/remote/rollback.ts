@@ -125,7 +125,9 @@ export function armAndApplyScript(change: GuardedChange, token: string): string 
     `for old in ${shellQuote(`${ROLLBACK_ROOT}/${change.label}-`)}*; do`,
     `  [ -d "$old" ] || continue`,
     `  if [ -e "$old/confirmed" ] || [ -e "$old/restored" ]; then rm -rf -- "$old"; continue; fi`,
-    `  xe_refuse ${shellQuote(`an earlier change of ${change.label} still waits for its confirmation (`)}"$old"${shellQuote("); the host restores it by itself shortly: run again in a minute")}`,
+    // Its timer restores it shortly (a run cut after it armed): say how long, so the caller waits and comes back.
+    `  left=$(( $(cat -- "$old/deadline" 2>/dev/null || echo 0) - $(date +%s) ))`,
+    `  echo "pending $old $left"; exit 0`,
     `done`,
     ...(change.precheck ? [change.precheck] : []),
     // Nothing to do when every file already holds its content.
@@ -146,6 +148,7 @@ export function armAndApplyScript(change: GuardedChange, token: string): string 
       .replace(/(.{76})/g, "$1\n"),
     "XEN_ESTATE_RESTORE",
     `chmod 700 ${d}/restore.sh`,
+    `echo $(( $(date +%s) + ${secs} )) > ${d}/deadline`,
     `if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; then`,
     `  systemd-run --quiet --unit=${shellQuote(unit)} --on-active=${secs}s --timer-property=AccuracySec=1s /bin/bash ${d}/restore.sh`,
     `  echo "systemd ${unit}" > ${d}/timer`,
@@ -223,9 +226,7 @@ export async function applyWithRollback(
 ): Promise<GuardedResult> {
   const token = randomBytes(8).toString("hex");
   const say = opts.progress ?? ((l: string) => host.log.progress(l));
-  const out = await host.refusable(armAndApplyScript(change, token), {
-    summary: `apply ${change.label} under a ${change.confirmSeconds} s rollback timer`,
-  });
+  const out = await armWhenNoneIsPending(host, change, token, say);
   const changedFiles = [...out.matchAll(/^differs (.*)$/gm)].map((m) => unquote(m[1]!));
   if (/^unchanged$/m.test(out)) return { changed: false, changedFiles: [] };
   if (!new RegExp(`^armed ${token}$`, "m").test(out))
@@ -293,6 +294,38 @@ export async function applyWithRollback(
   throw new Error(
     `the new ${change.label} settings could not be confirmed (${opts.describe}: ${why}) and the host's rollback could not be seen (${state}); it restores ${ROLLBACK_ROOT}/${change.label}-${token} by itself`,
   );
+}
+
+/**
+ * Runs the arm-and-apply script; while an earlier change of the same label is still armed (a run whose connection
+ * was cut after it armed), waits for the host's timer to restore it, up to that timer's deadline and half a minute
+ * more, then applies. Refuses when it is still pending by then (a timer that no longer runs).
+ */
+async function armWhenNoneIsPending(
+  host: RemoteHost,
+  change: GuardedChange,
+  token: string,
+  say: (line: string) => void,
+): Promise<string> {
+  let waitUntil: number | undefined;
+  for (;;) {
+    const out = await host.refusable(armAndApplyScript(change, token), {
+      summary: `apply ${change.label} under a ${change.confirmSeconds} s rollback timer`,
+    });
+    const pending = /^pending (\S+) (-?\d+)$/m.exec(out);
+    if (!pending) return out;
+    const left = Math.max(0, Number(pending[2]));
+    waitUntil ??= Date.now() + (left > 0 ? left : change.confirmSeconds) * 1000 + 30_000;
+    if (Date.now() > waitUntil)
+      throw new RefusedError(
+        `an earlier change of ${change.label} still waits for its confirmation (${pending[1]}) and its timer did not restore it`,
+        "The host's restore timer no longer runs (a reboot?): look at that directory, then remove it",
+      );
+    say(
+      `an earlier change of ${change.label} is still armed (a run cut after it armed): waiting ${left} s for the host to restore it`,
+    );
+    await new Promise((r) => setTimeout(r, Math.min(Math.max(left, 1), 10) * 1000 + 500));
+  }
 }
 
 function unquote(s: string): string {

@@ -18,6 +18,7 @@ import * as path from "node:path";
 import { promisify } from "node:util";
 import {
   applyWithRollback,
+  armAndApplyScript,
   BACKUP_ROOT,
   Checker,
   parseNetwork,
@@ -207,6 +208,55 @@ describe("an sshd change under the host's rollback timer", { timeout: 180_000 },
       assert.equal(r.stdout.trim(), "127.0.0.1");
     } finally {
       await pool.close();
+    }
+  });
+});
+
+describe("a change armed by a run whose answer was lost", { timeout: 120_000 }, () => {
+  let sshd: Sshd;
+  before(async () => {
+    sshd = await startSshd({ authorizedKeys: [key.publicKey] });
+  });
+  after(async () => {
+    await sshd?.stop();
+  });
+
+  test("is waited for until the host restores it, then the next change applies and is confirmed", async () => {
+    // Found by the cut-connection matrix (test/resources/dom0-firewall.cuts.ssh.test.ts): the next up refused.
+    const label = `t-lost-${process.pid}`;
+    const file = path.join(dir, "lost.conf");
+    fs.writeFileSync(file, "before\n");
+    const pool = new SshPool();
+    try {
+      const conn = connect(sshd.host, sshd.port, sshd.hostKey.fingerprint);
+      const host = pool.host(conn);
+      const change = (content: string) => ({
+        label,
+        files: [{ path: file, content }],
+        activate: "true",
+        confirmSeconds: 6,
+      });
+      // The first run armed and applied, and its answer never came back: nobody confirms it.
+      await host.refusable(armAndApplyScript(change("lost\n"), "0123456789abcdef"));
+      assert.equal(fs.readFileSync(file, "utf8"), "lost\n");
+      const started = Date.now();
+      const r = await applyWithRollback(host, change("next\n"), { reconnect: conn, describe: "again" });
+      assert.deepEqual(r, { changed: true, changedFiles: [file] });
+      assert.ok(Date.now() - started >= 3000, "it waited for the host's timer");
+      // Long after both deadlines, the confirmed change stays and nothing is left armed.
+      await new Promise((res) => setTimeout(res, 7000));
+      assert.equal(fs.readFileSync(file, "utf8"), "next\n");
+      assert.deepEqual(
+        fs
+          .readdirSync(ROLLBACK_ROOT)
+          .filter(
+            (d) => d.startsWith(`${label}-`) && !fs.existsSync(path.join(ROLLBACK_ROOT, d, "restored")),
+          ),
+        [],
+      );
+    } finally {
+      await pool.close();
+      dropRollbacks(label);
     }
   });
 });

@@ -9,8 +9,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { checkInputs, hostContext, lvmVolumeKind, RemoteCommandError, VERSION } from "../../provider";
 import type { Context, LvmVolumeInputs, LvmVolumeOutputs, RemoteHost, SshPool } from "../../provider";
+import { createScript, CREATING_TAG } from "../../provider/resources/lvm-volume/scripts";
 import { fixtureKeys } from "../support/fixture-keys";
 import { startLocalHost, type Sshd } from "../support/sshd";
+import { lvmSimulator as simulateLvm } from "../support/lvm-sim";
 import { stubbedContext, withStubs, writeStubs } from "../support/stub-commands";
 
 let sshd: Sshd;
@@ -108,55 +110,8 @@ describe("removing a volume a guest holds", () => {
   });
 });
 
-/**
- * A SIMULATOR of just enough LVM for snapshots (this machine has no device-mapper; the lab runs real LVM): one
- * volume group vg0 whose volumes are rows `name origin` in a file, which lvcreate and lvremove change and lvs
- * answers from. Every tool logs its argv next to it.
- */
-function lvmSimulator(rows: string[]): { ctx: Context; dir: string; rows: () => string[] } {
-  const d = fs.mkdtempSync(path.join(dir, "lvm-sim-"));
-  const table = path.join(d, "rows");
-  fs.writeFileSync(table, rows.map((r) => `${r}\n`).join(""));
-  writeStubs(d, { udevadm: {}, lvchange: {}, readlink: { stdout: "/dev/dm-9\n" }, blkid: { exit: 2 } });
-  const tool = (name: string, body: string) =>
-    fs.writeFileSync(
-      path.join(d, name),
-      `#!/bin/bash\nprintf '%s\\0' "$@" >> ${JSON.stringify(path.join(d, `${name}.argv`))}; printf '\\n' >> ${JSON.stringify(path.join(d, `${name}.argv`))}\ntable=${JSON.stringify(table)}\n${body}\n`,
-      { mode: 0o755 },
-    );
-  tool("vgs", `printf '  vg0\\n'`);
-  tool(
-    "lvs",
-    [
-      `args="$*"`,
-      `case "$args" in`,
-      `  *"-o lv_name,origin"*) awk '{ printf "  %s %s\\n", $1, $2 }' "$table" ;;`,
-      `  *"-o lv_name "*) awk '{ printf "  %s\\n", $1 }' "$table" ;;`,
-      `  *"lv_size,vg_extent_size,origin"*) lv="\${@: -1}"; lv="\${lv#vg0/}"; o=$(awk -v n="$lv" '$1 == n { print $2 }' "$table"); echo "  8589934592 4194304 $o" ;;`,
-      `  *lv_dm_path*) echo "  /dev/mapper/vg0-x" ;;`,
-      `  *) echo "lvs simulator: unexpected $args" >&2; exit 3 ;;`,
-      `esac`,
-    ].join("\n"),
-  );
-  tool(
-    "lvcreate",
-    [
-      `name=""; while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift 2 ;; --) origin="\${2#vg0/}"; shift 2 ;; *) shift ;; esac; done`,
-      `echo "$name $origin" >> "$table"`,
-    ].join("\n"),
-  );
-  tool(
-    "lvremove",
-    `lv="\${@: -1}"; lv="\${lv#vg0/}"; awk -v n="$lv" '$1 != n' "$table" > "$table.new"; mv "$table.new" "$table"`,
-  );
-  tool("lvconvert", `exit 0`);
-  tool("blkdiscard", `exit 0`);
-  return {
-    ctx: hostContext(withStubs(host, d)),
-    dir: d,
-    rows: () => fs.readFileSync(table, "utf8").split("\n").filter(Boolean),
-  };
-}
+/** The stateful LVM SIMULATOR of test/support/lvm-sim.ts, for this file's host. */
+const lvmSimulator = (rows: string[]) => simulateLvm(host, dir, rows);
 
 const argvOf = (d: string, tool: string): string[][] =>
   fs.existsSync(path.join(d, `${tool}.argv`))
@@ -181,9 +136,25 @@ describe("snapshots, on simulated LVM", () => {
     const sim = lvmSimulator(["web1-root"]);
     const outs = await lvmVolumeKind.create(sim.ctx, snapshot(), () => {});
     assert.deepEqual(argvOf(sim.dir, "lvcreate"), [
-      ["--yes", "--snapshot", "--name", "web1-root-preboot", "--size", "8589934592b", "--", "vg0/web1-root"],
+      [
+        "--yes",
+        "--snapshot",
+        "--addtag",
+        "xen_estate_creating",
+        "--name",
+        "web1-root-preboot",
+        "--size",
+        "8589934592b",
+        "--",
+        "vg0/web1-root",
+      ],
     ]);
     assert.deepEqual(sim.rows(), ["web1-root", "web1-root-preboot web1-root"]);
+    assert.deepEqual(
+      sim.volumes().map((v) => v.tags),
+      [[], []],
+      "the tag of an unfinished create is taken off once the snapshot is recorded",
+    );
     assert.equal(outs.path, "/dev/vg0/web1-root-preboot");
     assert.equal((await lvmVolumeKind.read(sim.ctx, "id", outs))?.snapshotOf, "web1-root");
   });
@@ -225,5 +196,38 @@ describe("snapshots, on simulated LVM", () => {
     assert.deepEqual(argvOf(sim.dir, "blkdiscard"), [["--zeroout", "--", "/dev/dm-9"]]);
     await lvmVolumeKind.delete(sim.ctx, "id", origin);
     assert.deepEqual(sim.rows(), []);
+  });
+});
+
+describe("a create whose answer was lost, on simulated LVM", () => {
+  const declared = () =>
+    checkInputs("LvmVolume", {
+      connection: { host: "dom0", hostKey: fixtureKeys.hostFingerprint },
+      xenEstateVersion: VERSION,
+      name: "web1-root",
+      size: "64MiB",
+      filesystem: "ext4",
+    }).inputs! as unknown as LvmVolumeInputs;
+
+  test("is finished by the next create: one volume, formatted once, its create tag taken off", async () => {
+    // Found by the cut-connection matrix (lvm-volume.cuts.ssh.test.ts): the volume made, the answer lost.
+    const sim = lvmSimulator([]);
+    await sim.ctx.host.refusable(createScript(declared()));
+    assert.deepEqual(sim.volumes(), [
+      { name: "web1-root", origin: null, sizeBytes: 64 * 2 ** 20, tags: [CREATING_TAG] },
+    ]);
+    const outs = await lvmVolumeKind.create(sim.ctx, declared(), () => {});
+    assert.equal(outs.adopted, false);
+    assert.deepEqual(sim.volumes(), [{ name: "web1-root", origin: null, sizeBytes: 64 * 2 ** 20, tags: [] }]);
+    assert.deepEqual(sim.formatted(), ["/dev/vg0/web1-root ext4"]);
+  });
+
+  test("a volume of that name without the tag is still someone else's: refused, untouched", async () => {
+    const sim = lvmSimulator(["web1-root"]);
+    await assert.rejects(
+      lvmVolumeKind.create(sim.ctx, declared(), () => {}),
+      /logical volume vg0\/web1-root already exists: set adopt: true/,
+    );
+    assert.deepEqual([sim.argv("lvcreate"), sim.formatted()], [[], []]);
   });
 });

@@ -374,7 +374,7 @@ describe("snapshots", () => {
     const script = createScript(snap() as unknown as LvmVolumeInputs);
     assert.match(
       script,
-      /lvcreate --yes --snapshot --name web1-root-preboot --size 8589934592b -- vg0\/web1-root >&2/,
+      /lvcreate --yes --snapshot --addtag xen_estate_creating --name web1-root-preboot --size 8589934592b -- vg0\/web1-root >&2/,
     );
     assert.match(script, /cannot snapshot vg0\/web1-root: no such volume/);
     assert.match(script, /already exists: refusing to take it over as a snapshot of web1-root/);

@@ -169,6 +169,22 @@ describe("loads and restarts that are owed", () => {
     assert.ok(!h.summaries.includes("restart varnish"));
   });
 
+  test("a create whose connection is lost while it writes has already recorded the frontend, so the next up updates it instead of refusing its own VCL", async () => {
+    // Found by the cut-connection matrix (varnish-frontend.cuts.ssh.test.ts): the VCL written, the answer lost.
+    const h = fakeHost([
+      { match: /look for varnishd/, answer: "yes\n" },
+      { match: /stat 1 file/, answer: "absent\n" },
+      { match: /write \//, answer: 255 },
+    ]);
+    let recorded: Partial<VarnishFrontendOutputs> | undefined;
+    await assert.rejects(varnishFrontendKind.create(h.ctx, inputs(), (p) => (recorded = p)));
+    assert.ok(
+      h.summaries.some((s) => s.startsWith("write ")),
+      "the write was tried",
+    );
+    assert.deepEqual(recorded, { activeVcl: null, loadedVcl: null, appliedDropIn: null });
+  });
+
   test("a restart owed after a half-made create is done by the next up", async () => {
     const h = host(inputs().files[VARNISH_VCL]!);
     await varnishFrontendKind.update(h.ctx, "id", { ...applied(), appliedDropIn: null }, inputs(), {

@@ -123,6 +123,71 @@ export function formatCutTable(kind: string, results: readonly CutResult[]): str
     `cut-connection matrix for ${kind}: converged after the next up? (before / during / after the step)`,
   ];
   for (const [key, row] of rows)
-    lines.push(`  ${key.padEnd(70)} ${row.before.padEnd(4)} ${row.during.padEnd(4)} ${row.after}`);
+    lines.push(`  ${key.padEnd(80)} ${row.before.padEnd(4)} ${row.during.padEnd(4)} ${row.after}`);
   return lines.join("\n");
+}
+
+/** What a run left for the next one, as the engine keeps it: the outputs a failed create recorded, if any. */
+export interface LastRun<Out> {
+  partial?: Out;
+  failed: boolean;
+}
+
+/** One lifecycle operation of a kind, as the matrix drives it. */
+export interface CutScenario<Out> {
+  /** Names the operation in the table (`create`, `update (sites)`…). */
+  operation: string;
+  /** Puts the host in the state the operation starts from (before the uncut run and before every cut). */
+  reset: () => Promise<void>;
+  /** Runs the operation as the engine would on its first try, and on every try after a failure. */
+  run: (ctx: Context, last: LastRun<Out>) => Promise<unknown>;
+  /** Why the host has not converged to the declared state, or undefined when it has. */
+  converged: () => Promise<string | undefined>;
+}
+
+/**
+ * The matrix of one scenario: an uncut run enumerates the steps (and must converge), then each step is cut each of
+ * `ways`, the next run made, and convergence checked. Pushes a row per cell into `results`; returns the failures.
+ */
+export async function runCutScenario<Out>(
+  s: CutScenario<Out>,
+  opts: { relay: CutRelay; freshContext: () => Context; ways: readonly CutWhen[]; results: CutResult[] },
+): Promise<{ steps: string[]; failures: string[] }> {
+  await s.reset();
+  const counting = cuttingContext(opts.freshContext(), opts.relay);
+  await s.run(counting.ctx, { failed: false });
+  const steps = counting.steps();
+  const uncut = await s.converged();
+  if (steps.length === 0) throw new Error(`${s.operation}: the uncut run made no remote step`);
+  if (uncut) throw new Error(`${s.operation}: the uncut run does not converge: ${uncut}`);
+  const failures: string[] = [];
+  for (let at = 1; at <= steps.length; at++)
+    for (const when of opts.ways) {
+      await s.reset();
+      const last: LastRun<Out> = { failed: false };
+      const cut = cuttingContext(opts.freshContext(), opts.relay, { at, when });
+      try {
+        await s.run(cut.ctx, last);
+      } catch {
+        last.failed = true;
+      }
+      opts.relay.up();
+      let detail: string | undefined;
+      try {
+        await s.run(opts.freshContext(), last);
+        detail = await s.converged();
+      } catch (err) {
+        detail = `the next run failed: ${(err as Error).message.split("\n")[0]}`;
+      }
+      opts.results.push({
+        operation: s.operation,
+        step: at,
+        summary: steps[at - 1]!,
+        when,
+        converged: !detail,
+        ...(detail ? { detail } : {}),
+      });
+      if (detail) failures.push(`${s.operation} step ${at} (${steps[at - 1]}) cut ${when}: ${detail}`);
+    }
+  return { steps, failures };
 }

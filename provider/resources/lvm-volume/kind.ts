@@ -12,6 +12,7 @@ import { formatSize, parseSize, roundUpToExtent } from "../../core/units";
 import { Checker, UNKNOWN } from "../../core/validate";
 import type { CommonInputs, Kind } from "../../framework/kind";
 import {
+  confirmCreatedScript,
   createScript,
   deleteScript,
   parseProbe,
@@ -186,6 +187,11 @@ export const lvmVolumeKind: Kind<LvmVolumeInputs, LvmVolumeOutputs> = {
     if (!state) throw new Error(`${i.volumeGroup}/${i.name} vanished right after it was created`);
     const outs = outsOf(i, state, adopted);
     progress(outs);
+    // Recorded: the volume no longer needs the tag that lets a retried create recognise it as its own.
+    if (!adopted)
+      await ctx.host.script(confirmCreatedScript(i.volumeGroup, i.name), {
+        summary: `confirm ${i.volumeGroup}/${i.name} as created`,
+      });
     if (adopted && state.allocatedBytes < roundUpToExtent(i.sizeBytes, state.extentBytes)) {
       // An adopted volume that is smaller than declared is grown like any other.
       return { ...(await growAndLabel(ctx, outs, i)), adopted };

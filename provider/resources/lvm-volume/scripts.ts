@@ -103,6 +103,31 @@ function refuseWhenHeld(name: string, what: string): string[] {
   ];
 }
 
+/**
+ * The LVM tag a create puts on the volume it makes, until the kind has recorded the volume (then
+ * {@link confirmCreatedScript} takes it off). A volume that carries it was made by a create whose answer was lost
+ * (a cut connection): the next create finishes it as its own instead of refusing it as someone else's.
+ */
+export const CREATING_TAG = "xen_estate_creating";
+
+/** Opens an `if` that is true when VG/LV (which exists) carries {@link CREATING_TAG}; the caller closes it. */
+function madeByLostCreate(name: string): string[] {
+  return [
+    `  tags=$(lvs --noheadings -o lv_tags -- ${shellQuote(name)} | tr -d ' ')`,
+    `  if [ "\${tags/${CREATING_TAG}/}" != "$tags" ]; then`,
+    `    xe_say ${shellQuote(`${name} was made by a create whose answer was lost: finishing that create`)}`,
+  ];
+}
+
+/** Takes {@link CREATING_TAG} off VG/LV when it carries it (a volume that is gone is left to the caller). */
+export function confirmCreatedScript(vg: string, lv: string): string {
+  const q = shellQuote(`${vg}/${lv}`);
+  return [
+    `tags=$(lvs --noheadings -o lv_tags -- ${q} | tr -d ' ')`,
+    `if [ "\${tags/${CREATING_TAG}/}" != "$tags" ]; then lvchange --deltag ${CREATING_TAG} -- ${q} >&2; fi`,
+  ].join("\n");
+}
+
 export function createScript(i: LvmVolumeInputs): string {
   if (i.snapshotOf) return createSnapshotScript(i, i.snapshotOf);
   const name = `${i.volumeGroup}/${i.name}`;
@@ -116,11 +141,12 @@ export function createScript(i: LvmVolumeInputs): string {
     lvExists(i.volumeGroup, i.name),
     `adopted=0`,
     `if [ "$present" = 1 ]; then`,
+    ...madeByLostCreate(name),
     i.adopt
-      ? `  xe_say ${shellQuote(`adopting the existing ${name}`)}; adopted=1`
-      : `  xe_refuse ${shellQuote(`logical volume ${name} already exists: set adopt: true to manage it (its data is kept)`)}`,
+      ? `  else xe_say ${shellQuote(`adopting the existing ${name}`)}; adopted=1; fi`
+      : `  else xe_refuse ${shellQuote(`logical volume ${name} already exists: set adopt: true to manage it (its data is kept)`)}; fi`,
     `else`,
-    `  lvcreate --yes --wipesignatures y --zero y --name ${shellQuote(i.name)} --size ${i.sizeBytes}b -- ${vg} >&2`,
+    `  lvcreate --yes --wipesignatures y --zero y --addtag ${CREATING_TAG} --name ${shellQuote(i.name)} --size ${i.sizeBytes}b -- ${vg} >&2`,
     `fi`,
     `echo "XE-ADOPTED $adopted"`,
     `lvchange -ay ${lvq} >&2`,
@@ -158,8 +184,12 @@ function createSnapshotScript(i: LvmVolumeInputs, origin: string): string {
     lvExists(i.volumeGroup, origin),
     `[ "$present" = 1 ] || xe_refuse ${shellQuote(`cannot snapshot ${i.volumeGroup}/${origin}: no such volume`)}`,
     lvExists(i.volumeGroup, i.name),
-    `[ "$present" = 0 ] || xe_refuse ${shellQuote(`logical volume ${name} already exists: refusing to take it over as a snapshot of ${origin}`)}`,
-    `lvcreate --yes --snapshot --name ${shellQuote(i.name)} --size ${i.sizeBytes}b -- ${shellQuote(`${i.volumeGroup}/${origin}`)} >&2`,
+    `if [ "$present" = 1 ]; then`,
+    ...madeByLostCreate(name),
+    `  else xe_refuse ${shellQuote(`logical volume ${name} already exists: refusing to take it over as a snapshot of ${origin}`)}; fi`,
+    `else`,
+    `  lvcreate --yes --snapshot --addtag ${CREATING_TAG} --name ${shellQuote(i.name)} --size ${i.sizeBytes}b -- ${shellQuote(`${i.volumeGroup}/${origin}`)} >&2`,
+    `fi`,
     `echo "XE-ADOPTED 0"`,
     probeScript(i.volumeGroup, i.name),
   ].join("\n");
@@ -177,6 +207,8 @@ export function updateScript(olds: LvmVolumeOutputs, news: LvmVolumeInputs): str
     DEVICE_HOLDER_FUNCTIONS,
     lvExists(news.volumeGroup, news.name),
     `[ "$present" = 1 ] || xe_refuse ${shellQuote(`${name} does not exist on `)} "$(hostname)" ${shellQuote("; run `pulumi refresh`")}`,
+    // A create recorded after its volume was made, whose confirmation was lost: this update confirms it.
+    confirmCreatedScript(news.volumeGroup, news.name),
     `cur=$(lvs --noheadings --units b --nosuffix -o lv_size -- ${lvq} | tr -d ' ')`,
     `want=${news.sizeBytes}`,
     `ext=$(lvs --noheadings --units b --nosuffix -o vg_extent_size -- ${lvq} | tr -d ' ')`,

@@ -148,8 +148,10 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
         `${VARNISH_VCL} already exists on ${ctx.conn.host}: another VarnishFrontend (or a person) manages Varnish here`,
         "One VarnishFrontend per host: remove that one first, or move the file away",
       );
-    await writeFiles(ctx, inputs);
+    // Recorded before the first write: a create cut after it wrote the VCL (its answer lost) continues as an
+    // update on the next up, instead of a create that finds the VCL and refuses it as another's.
     progress({ activeVcl: null, loadedVcl: null, appliedDropIn: null });
+    await writeFiles(ctx, inputs);
     return converge(ctx, inputs, { loadedVcl: null, appliedDropIn: null, running: false, vclLoaded: false });
   },
 
