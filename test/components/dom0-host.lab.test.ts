@@ -11,23 +11,13 @@
  * that finds hand edits, a provoked lockout that the host rolls back by itself, and a guest of the example estate.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as http from "node:http";
-import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createStack, resourceChanges, type PulumiStack } from "../engine/harness";
-import {
-  buildImage,
-  freePort,
-  Lab,
-  LAB_NET,
-  LAB_SMTP,
-  runSystemSsh,
-  systemSshArgs,
-  type SshResult,
-} from "../lab/lab";
+import { httpGet as get, startBareServer, timed as timedIn, type BareServer } from "../lab/bare-server";
+import { freePort, LAB_SMTP, LAB_NET, type Lab } from "../lab/lab";
 import { repoRoot } from "../support/repo";
 import { slowTier } from "../support/tier";
 
@@ -47,96 +37,20 @@ function missingTools(): string | undefined {
 }
 
 describe("Dom0Host on the lab's bare server", { skip: missingTools(), timeout: 40 * 60_000 }, () => {
+  let bare: BareServer;
   let lab: Lab;
   let stack: PulumiStack;
-  let dir: string;
-  let knownHosts: string;
-  let sinkFile: string;
   const timings: Record<string, number> = {};
   const log = (l: string): void => console.log(`# ${l}`);
-
-  /** ssh to the machine through the forwarded `hostPort` as `user`, with the machine's pinned host key. */
-  function sshVia(hostPort: number, user: string, command: string, timeoutMs = 60_000): Promise<SshResult> {
-    const args = systemSshArgs({
-      keyFile: lab.privateKeyFile,
-      port: hostPort,
-      knownHostsFile: knownHosts,
-      destination: `${user}@127.0.0.1`,
-      connectTimeoutSeconds: 15,
-    });
-    return runSystemSsh(args, command, { timeoutMs });
-  }
-  /** A root command through the admin's sudo on the new port. */
-  async function asAdmin(command: string): Promise<string> {
-    const r = await sshVia(
-      lab.forwarded[String(SSH_PORT)]!,
-      "ops",
-      `sudo -n bash -c ${JSON.stringify(command).replace(/\$/g, "\\$")}`,
-    );
-    assert.equal(r.exitCode, 0, `${command}: ${r.stderr}`);
-    return r.stdout;
-  }
-  function get(port: number): Promise<string> {
-    return new Promise((resolve) => {
-      const req = http.get({ host: "127.0.0.1", port, path: "/", agent: false, timeout: 15_000 }, (res) => {
-        let body = "";
-        res.on("data", (c: Buffer) => (body += c.toString()));
-        res.on("end", () => resolve(`${res.statusCode} ${body.trim()}`));
-      });
-      req.on("timeout", () => req.destroy(new Error("timed out")));
-      req.on("error", (e) => resolve(`error ${e.message}`));
-    });
-  }
-  async function timed<T>(name: string, f: () => Promise<T>): Promise<T> {
-    const t = Date.now();
-    try {
-      return await f();
-    } finally {
-      timings[name] = Math.round((Date.now() - t) / 1000);
-      log(`${name}: ${timings[name]} s`);
-    }
-  }
+  const timed = <T>(name: string, f: () => Promise<T>): Promise<T> => timedIn(timings, log, name, f);
+  const sshVia: BareServer["sshVia"] = (...a) => bare.sshVia(...a);
+  const asAdmin = (command: string): Promise<string> => bare.asAdmin(command);
 
   before(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "xedh-lab-"));
-    sinkFile = path.join(dir, "mail.jsonl");
-    fs.writeFileSync(sinkFile, "");
-    lab = await timed("boot", () =>
-      Lab.start("bare", {
-        memoryMiB: 2048,
-        reboot: true,
-        extraDisksGiB: [8],
-        forwardPorts: [SSH_PORT],
-        secondNic: { forwardPorts: [22, SSH_PORT, 80] },
-        smtpSink: sinkFile,
-        sshTimeoutMs: 600_000,
-        log,
-      }),
+    bare = await timed("boot", () =>
+      startBareServer({ sshPort: SSH_PORT, secondNic: { forwardPorts: [22, SSH_PORT, 80] }, log }),
     );
-    knownHosts = path.join(dir, "known_hosts");
-    const pub = lab.hostPublicKey;
-    fs.writeFileSync(
-      knownHosts,
-      [lab.port, ...Object.values(lab.forwarded), ...Object.values(lab.forwarded2)]
-        .map((p) => `[127.0.0.1]:${p} ${pub}\n`)
-        .join(""),
-    );
-    // What installimage leaves: RAID 1 over two disks, an LVM physical volume on it holding vg0, mdadm.conf knowing
-    // the array. The guest kit for the last test (its kernel is the one this machine runs).
-    await lab.ssh(
-      [
-        "mdadm --create /dev/md0 --level=1 --raid-devices=2 --metadata=1.2 --run /dev/vdb /dev/vdc",
-        "pvcreate -q /dev/md0 && vgcreate -q vg0 /dev/md0",
-        "mdadm --detail --scan >> /etc/mdadm/mdadm.conf",
-        `mkdir -p ${LAB_NET.kitDir}`,
-      ].join(" && "),
-    );
-    const kit = path.join((await buildImage("dom0", { log })).dir, "kit");
-    for (const f of ["vmlinuz", "initrd.gz"])
-      await lab.ssh(`cat > ${LAB_NET.kitDir}/${f}`, { input: fs.readFileSync(path.join(kit, f)) });
-    const adminKey = execFileSync("ssh-keygen", ["-y", "-f", lab.privateKeyFile], {
-      encoding: "utf8",
-    }).trim();
+    lab = bare.lab;
     stack = await createStack({
       programDir: path.join(repoRoot(), "test", "engine", "fixtures", "dom0-host"),
       linkPackage: true,
@@ -146,7 +60,7 @@ describe("Dom0Host on the lab's bare server", { skip: missingTools(), timeout: 4
         port: { value: String(lab.port) },
         hostKey: { value: lab.hostKey },
         privateKey: { value: lab.privateKey, secret: true },
-        adminKey: { value: adminKey },
+        adminKey: { value: bare.adminKey },
         aptProxy: { value: LAB_NET.aptProxy },
         sshPort: { value: String(SSH_PORT) },
         sshConnectPort: { value: String(lab.forwarded[String(SSH_PORT)]) },
@@ -160,8 +74,7 @@ describe("Dom0Host on the lab's bare server", { skip: missingTools(), timeout: 4
   after(async () => {
     log(`timings (s): ${JSON.stringify(timings)}`);
     await stack?.remove();
-    await lab?.stop({ keepConsoleLog: true });
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    await bare?.stop();
   });
 
   test("before up, SSH works from the second network too (so a later refusal is the firewall's)", async () => {
@@ -240,7 +153,7 @@ describe("Dom0Host on the lab's bare server", { skip: missingTools(), timeout: 4
     let mail = "";
     for (let i = 0; i < 60 && !/TestMessage/.test(mail); i++) {
       await new Promise((r) => setTimeout(r, 2000));
-      mail = fs.readFileSync(sinkFile, "utf8");
+      mail = fs.readFileSync(bare.sinkFile, "utf8");
     }
     const messages = mail
       .trim()
