@@ -39,6 +39,18 @@ interface Dom0Config {
   natNetwork?: string;
   upgrade?: boolean;
   mirror?: string;
+  /** An HTTP proxy for apt (apt-cacher-ng and the like). */
+  aptProxy?: string;
+  /** The port the provider dials once sshd moved to `sshPort`, when a NAT or port forward sits between. */
+  connectPort?: number;
+  /** Extra Xen command line (a serial console, for example). */
+  xenArgs?: string;
+  /** Extra dom0 kernel command line. */
+  dom0KernelArgs?: string;
+  /** How long the rollback waits for the provider to confirm a firewall or sshd change, in seconds. */
+  confirmSeconds?: number;
+  /** How long a reboot may take before SSH answers again, in seconds. */
+  rebootTimeoutSeconds?: number;
   monitoring?: {
     mailTo: string;
     relay: { host: string; port?: number; starttls?: boolean };
@@ -65,6 +77,10 @@ interface LinodeConfig {
   device?: string;
   /** A seed copy while the VPS still runs (no guest yet); false for the final copy from rescue mode. */
   live?: boolean;
+  /** The address the dom0 dials the VPS at, when it differs from `host` (another route, a forward). */
+  dom0Host?: string;
+  /** The authorized_keys file the VPS's sshd reads, when not root's `~/.ssh/authorized_keys`. */
+  authorizedKeysFile?: string;
 }
 
 /** The migrated guest on the bridge (config key `migrated`). */
@@ -82,6 +98,8 @@ interface MigratedConfig {
   nameservers?: string[];
   /** Copy-on-write space of the snapshot of the migrated disk before its first boot; `"0"` for none. */
   snapshotSize?: string;
+  /** How long its first boot may take until SSH answers, in seconds. */
+  bootTimeoutSeconds?: number;
 }
 
 /** The fresh guest behind NAT, and the host names Varnish routes to it (config key `nat`). */
@@ -131,10 +149,12 @@ const dom0 = new Dom0Host("dom0", {
       }
     : {}),
   ...(dom0Config.mirror ? { mirror: dom0Config.mirror } : {}),
+  ...(dom0Config.aptProxy ? { aptProxy: dom0Config.aptProxy } : {}),
   upgrade: dom0Config.upgrade ?? true,
   admin,
   ssh: {
     port: dom0Config.sshPort ?? 22,
+    ...(dom0Config.connectPort !== undefined ? { connectPort: dom0Config.connectPort } : {}),
     ...(dom0Config.trustedSources ? { trustedSources: dom0Config.trustedSources } : {}),
   },
   network: {
@@ -149,11 +169,22 @@ const dom0 = new Dom0Host("dom0", {
   xen: {
     dom0MemMiB: dom0Config.dom0MemMiB ?? 2048,
     ...(dom0Config.dom0Vcpus !== undefined ? { dom0Vcpus: dom0Config.dom0Vcpus } : {}),
+    ...(dom0Config.xenArgs ? { xenArgs: dom0Config.xenArgs } : {}),
+    ...(dom0Config.dom0KernelArgs ? { dom0KernelArgs: dom0Config.dom0KernelArgs } : {}),
   },
   ...(dom0Config.monitoring ? { monitoring: dom0Config.monitoring } : {}),
   ...(dom0Config.volumeGroup ? { volumeGroup: dom0Config.volumeGroup } : {}),
   ...(dom0Config.natNetwork ? { natNetwork: dom0Config.natNetwork } : {}),
+  ...(dom0Config.confirmSeconds !== undefined ? { confirmSeconds: dom0Config.confirmSeconds } : {}),
+  ...(dom0Config.rebootTimeoutSeconds !== undefined
+    ? { reboot: { timeoutSeconds: dom0Config.rebootTimeoutSeconds } }
+    : {}),
 });
+
+// Rescue systems take a password (Linode's Finnix: `passwd; service ssh start`); a key works as well.
+const linodePassword = config.getSecret("linodePassword");
+const linodeKey = config.getSecret("linodePrivateKey");
+if (!linodePassword && !linodeKey) throw new Error("set linodePassword or linodePrivateKey (as secrets)");
 
 // The Linode: its disk copied by the dom0 into a volume of its own, fixed up for Xen and booted on the bridge with
 // its own public IP and Robot MAC (the walkthrough's `ssh -C … dd | dd` and hand-written xm config).
@@ -167,9 +198,11 @@ const linodeGuest = new MigratedGuest(migrated.name, {
       port: linode.port ?? 22,
       user: linode.user ?? "root",
       hostKey: linode.hostKey,
-      password: config.requireSecret("linodePassword"),
+      ...(linodeKey ? { privateKey: linodeKey } : linodePassword ? { password: linodePassword } : {}),
     },
     ...(linode.device ? { device: linode.device } : {}),
+    ...(linode.dom0Host ? { dom0Host: linode.dom0Host } : {}),
+    ...(linode.authorizedKeysFile ? { authorizedKeysFile: linode.authorizedKeysFile } : {}),
   },
   live: linode.live ?? false,
   size: migrated.size,
@@ -180,7 +213,7 @@ const linodeGuest = new MigratedGuest(migrated.name, {
   ...(migrated.nameservers ? { nameservers: migrated.nameservers } : {}),
   memoryMiB: migrated.memoryMiB,
   ...(migrated.vcpus !== undefined ? { vcpus: migrated.vcpus } : {}),
-  waitForNetwork: { port: 22, timeoutSeconds: 600 },
+  waitForNetwork: { port: 22, timeoutSeconds: migrated.bootTimeoutSeconds ?? 600 },
   // What the walkthrough recommended and never did: a snapshot of the migrated disk before its first boot.
   ...(migrated.snapshotSize !== "0" ? { snapshotBeforeBoot: migrated.snapshotSize ?? "8GiB" } : {}),
 });
