@@ -41,7 +41,8 @@ export function renderXenBootFiles(p: XenBootPlan): Record<string, string> {
 
 /**
  * Regenerates grub.cfg (update-grub where grub-pc/grub-efi installed it, else grub-mkconfig) and checks that the
- * default entry boots Xen with the declared command line. Also makes /etc/xen/auto, where guests that start with
+ * default entry boots Xen with the declared command line and that GRUB loads gzio before it (Xen's image is
+ * compressed, and Debian's Xen entry does not load it itself). Also makes /etc/xen/auto, where guests that start with
  * the host are linked. Prints `memtotal KIB` first, for the check against the host's memory.
  */
 export function updateGrubScript(commandLine: string): string {
@@ -50,6 +51,7 @@ export function updateGrubScript(commandLine: string): string {
     `if command -v update-grub >/dev/null; then update-grub >&2; else grub-mkconfig -o /boot/grub/grub.cfg >&2; fi`,
     `grep -qF -- ${shellQuote(commandLine)} /boot/grub/grub.cfg || { xe_say ${shellQuote(`grub.cfg has no entry with Xen's command line (${commandLine}): is Xen installed?`)}; exit 1; }`,
     `grep -Eq '^set default="?[^"]*Xen' /boot/grub/grub.cfg || grep -q 'with Xen hypervisor' /boot/grub/grub.cfg || { xe_say "grub.cfg does not boot Xen by default"; exit 1; }`,
+    `grep -qx 'insmod gzio' /boot/grub/grub.cfg || { xe_say "grub.cfg does not load gzio before its menu: GRUB could not unpack Xen's image (no multiboot header found)"; exit 1; }`,
   ].join("\n");
 }
 
