@@ -9,15 +9,13 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
-import { Lab } from "../lab/lab";
-import { SourceVps } from "../lab/source";
+import type { Lab } from "../lab/lab";
+import { labMachine, SOURCE_GUEST_ADDRESS } from "../lab/shared";
+import type { SourceVps } from "../lab/source";
 import { sh } from "../support/disks";
-import { slowTier } from "../support/tier";
 
-// Slow tier until a whole run of this file has passed in CI's budget (its first full run is still to come).
-slowTier(
-  "the migration is proven on every run by test/resources/linode-migration.engine.test.ts (copy, resume, refresh and destroy through the engine between real sshds) and test/resources/linode-migration.ssh.test.ts (transfer, resume, verification, fixups on loop devices)",
-);
+// The shared dom0, with a fresh source VPS of this file's own at 10.0.2.101:22 inside it.
+const machine = labMachine("dom0", { source: true });
 
 const MIGRATION = "pulumi-nodejs:dynamic/xen-estate:LinodeMigration";
 const GUEST = "pulumi-nodejs:dynamic/xen-estate:BridgedDomU";
@@ -49,10 +47,10 @@ describe(
     }
 
     before(async () => {
-      src = await SourceVps.start();
+      lab = await machine.acquire();
+      src = machine.source!;
       loop = sh(`losetup -f --show -r ${src.diskImage}`).trim();
       sourceHash = sh(`sha256sum < ${src.diskImage}`);
-      lab = await Lab.start("dom0", { forwards: [src.dom0Forward()] });
       stack = await createStack({
         programDir: `${repoRoot()}/test/lab/fixtures/linode-migration`,
         linkPackage: true,
@@ -63,17 +61,21 @@ describe(
           sourcePrivateKey: { value: src.privateKey, secret: true },
           sourceDevice: { value: loop },
           sourceAuthorizedKeys: { value: `${src.stateDir}/authorized_keys` },
-          sourceDom0Host: { value: src.dom0Forward().guestAddress },
+          sourceDom0Host: { value: SOURCE_GUEST_ADDRESS },
         },
         timeoutMs: 40 * 60 * 1000,
       });
     });
 
     after(async () => {
-      await stack?.remove();
-      await lab?.stop({ keepConsoleLog: true });
-      if (loop) sh(`losetup -d ${loop} || true`);
-      await src?.stop();
+      try {
+        await stack?.remove();
+        // What the tests put on the dom0 to log in to the guest; release() proves nothing else is left.
+        if (lab?.isRunning()) await lab.ssh("rm -f /root/.ssh/source-key /root/.ssh/guest-known-hosts");
+        if (loop) sh(`losetup -d ${loop} || true`);
+      } finally {
+        await machine.release();
+      }
     });
 
     test("a copy cut in the middle resumes with only the chunks that did not land, and the guest boots", async () => {

@@ -3,8 +3,15 @@
  * what installimage leaves: RAID 1, vg0) becomes a hardened Xen dom0 and reboots into Xen; the source VPS (a real
  * sshd in its own namespace holding a real Debian 12 ext4 disk, the lab's Linode) is copied by the dom0 into an LV,
  * snapshotted, fixed up and booted as a bridged guest through its own kernel (pvgrub2); a fresh NAT guest installs
- * itself from an image; Varnish on the dom0 routes its host name to it. Then a second `up` changes nothing, and
- * destroy leaves the source's disk as it was and the dom0 without guests or volumes.
+ * itself from an image; Varnish on the dom0 routes its host name to it. Then what Dom0Host promises on the running
+ * estate: sshd only on its new port for the admin, SSH from an untrusted source dropped while HTTP stays open,
+ * mdadm's mail reaching the operator; a second `up` changes nothing; a refresh finds hand edits and `up` puts them
+ * back; a port the provider cannot reach is rolled back by the host itself. Last, destroy leaves the source's disk
+ * as it was and the dom0 without guests or volumes.
+ *
+ * Two source addresses: eth0 is on one QEMU user network, where every forwarded connection comes from 10.0.2.2 (the
+ * trusted source), eth1 on a second one, where they come from 10.0.3.2 (untrusted). Mail leaves through dma to the
+ * lab's SMTP sink (10.0.2.102:25 → test/lab/smtpsink.ts).
  *
  * The lab's stand-ins for the real estate, all given through the example's own stack config: the server is reached
  * through QEMU's port forwards (`connectPort`), its public network is QEMU's user network (10.0.2.0/24, DHCP), apt
@@ -13,10 +20,11 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { createStack, resourceChanges, type PulumiStack } from "../engine/harness";
 import { httpGet, startBareServer, timed as timedIn, type BareServer } from "../lab/bare-server";
-import { LAB_NET, LAB_SMTP } from "../lab/lab";
+import { freePort, LAB_NET, LAB_SMTP } from "../lab/lab";
 import { SOURCE_GUEST_ADDRESS } from "../lab/shared";
 import { SourceVps } from "../lab/source";
 import { sh } from "../support/disks";
@@ -52,6 +60,8 @@ describe(
     let sourceHash: string;
     let bare: BareServer;
     let stack: PulumiStack;
+    /** The example's `dom0` config for the lab, with `change` applied. */
+    let dom0Config: (change?: Record<string, unknown>) => Record<string, unknown>;
     const timings: Record<string, number> = {};
     const log = (l: string): void => console.log(`# ${l}`);
     const timed = <R>(name: string, f: () => Promise<R>): Promise<R> => timedIn(timings, log, name, f);
@@ -74,43 +84,46 @@ describe(
           memoryMiB: 3072,
           kitFiles: ["vmlinuz", "initrd.gz", "rootfs-boot.tar.gz"],
           forwards: [src.dom0Forward(SOURCE_GUEST_ADDRESS)],
+          secondNic: { forwardPorts: [22, SSH_PORT, 80] },
           log,
         }),
       );
       const lab = bare.lab;
       const json = (v: unknown): { value: string } => ({ value: JSON.stringify(v) });
+      dom0Config = (change = {}) => ({
+        host: lab.host,
+        port: lab.port,
+        hostKey: lab.hostKey,
+        uplink: "eth0",
+        mac: "52:54:00:12:34:56",
+        address: "dhcp",
+        sshPort: SSH_PORT,
+        connectPort: lab.forwarded[String(SSH_PORT)],
+        // Every connection QEMU forwards comes from 10.0.2.2: the provider's and the test's own.
+        trustedSources: ["10.0.2.2/32"],
+        dom0MemMiB: 1024,
+        dom0Vcpus: 2,
+        volumeGroup: "vg0",
+        natNetwork: "10.0.0.0/24",
+        // The lab's image is fresh: an upgrade would only cost minutes of emulated dpkg.
+        upgrade: false,
+        aptProxy: LAB_NET.aptProxy,
+        xenArgs: "console=com1 com1=115200,8n1",
+        dom0KernelArgs: "console=hvc0 net.ifnames=0",
+        rebootTimeoutSeconds: 900,
+        monitoring: {
+          mailTo: "ops@example.org",
+          relay: { host: LAB_SMTP.address, port: 25 },
+          mailName: "dom0.walkthrough.test",
+        },
+        ...change,
+      });
       stack = await createStack({
         programDir: "examples/walkthrough",
         linkPackage: true,
         timeoutMs: 60 * 60_000,
         config: {
-          dom0: json({
-            host: lab.host,
-            port: lab.port,
-            hostKey: lab.hostKey,
-            uplink: "eth0",
-            mac: "52:54:00:12:34:56",
-            address: "dhcp",
-            sshPort: SSH_PORT,
-            connectPort: lab.forwarded[String(SSH_PORT)],
-            // Every connection QEMU forwards comes from 10.0.2.2: the provider's and the test's own.
-            trustedSources: ["10.0.2.2/32"],
-            dom0MemMiB: 1024,
-            dom0Vcpus: 2,
-            volumeGroup: "vg0",
-            natNetwork: "10.0.0.0/24",
-            // The lab's image is fresh: an upgrade would only cost minutes of emulated dpkg.
-            upgrade: false,
-            aptProxy: LAB_NET.aptProxy,
-            xenArgs: "console=com1 com1=115200,8n1",
-            dom0KernelArgs: "console=hvc0 net.ifnames=0",
-            rebootTimeoutSeconds: 900,
-            monitoring: {
-              mailTo: "ops@example.org",
-              relay: { host: LAB_SMTP.address, port: 25 },
-              mailName: "dom0.walkthrough.test",
-            },
-          }),
+          dom0: json(dom0Config()),
           dom0PrivateKey: { value: lab.privateKey, secret: true },
           admin: json({ name: "ops", authorizedKeys: [bare.adminKey] }),
           linode: json({
@@ -160,6 +173,11 @@ describe(
         if (loop) sh(`losetup -d ${loop} || true`);
         await src?.stop();
       }
+    });
+
+    test("before up, SSH works from the second network too (so a later refusal is the firewall's)", async () => {
+      const r = await bare.sshVia(bare.lab.forwarded2["22"]!, "root", "true");
+      assert.equal(r.exitCode, 0, r.stderr);
     });
 
     test("one up makes the dom0, migrates the VPS, installs the NAT guest and puts Varnish in front", async () => {
@@ -226,9 +244,98 @@ describe(
       assert.match(await httpGet(bare.lab.httpPort, "elsewhere.walkthrough.test"), /^404 /);
     });
 
+    test("sshd answers only on the new port; the admin logs in with its key and root is refused", async () => {
+      const lab = bare.lab;
+      assert.notEqual(
+        (await lab.exec("true", { timeoutMs: 30_000 })).exitCode,
+        0,
+        "nothing answers on port 22",
+      );
+      const root = await bare.sshVia(lab.forwarded[String(SSH_PORT)]!, "root", "true");
+      assert.equal(root.exitCode, 255);
+      assert.match(root.stderr, /Permission denied/);
+      assert.equal(
+        (await bare.sshVia(lab.forwarded[String(SSH_PORT)]!, "ops", "id -un")).stdout.trim(),
+        "ops",
+      );
+    });
+
+    test("HTTP is open to everyone; SSH from the untrusted source is dropped while the trusted one gets in", async () => {
+      const lab = bare.lab;
+      assert.equal(
+        await httpGet(lab.forwarded2["80"]!, NAT.hostname),
+        `200 xen-estate-image ok name=${NAT.name}`,
+      );
+      const untrusted = await bare.sshVia(lab.forwarded2[String(SSH_PORT)]!, "ops", "true", 40_000);
+      assert.notEqual(untrusted.exitCode, 0, "no login from 10.0.3.2");
+      assert.doesNotMatch(untrusted.stdout, /./);
+      assert.equal((await bare.sshVia(lab.forwarded[String(SSH_PORT)]!, "ops", "true")).exitCode, 0);
+      assert.match(
+        await asAdmin("nft list table inet xen_estate"),
+        /ip saddr 10\.0\.2\.2 tcp dport 2222 accept/,
+      );
+    });
+
+    test("mdadm's test mail for the RAID reaches the sink, addressed to the operator", async () => {
+      await asAdmin("mdadm --monitor --scan --oneshot --test");
+      let mail = "";
+      for (let i = 0; i < 60 && !/TestMessage/.test(mail); i++) {
+        await new Promise((r) => setTimeout(r, 2000));
+        mail = fs.readFileSync(bare.sinkFile, "utf8");
+      }
+      const messages = mail
+        .trim()
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { to: string[]; message: string });
+      const testMail = messages.find((m) => /TestMessage/.test(m.message));
+      assert.ok(testMail, `no TestMessage in the sink: ${mail.slice(0, 500)}`);
+      assert.deepEqual(testMail.to, ["ops@example.org"]);
+      assert.match(testMail.message, /\/dev\/md/);
+    });
+
     test("a second up changes nothing", async () => {
       const up = await timed("second up", () => stack.up());
       assert.deepEqual(resourceChanges(up), []);
+    });
+
+    test("refresh finds an edited sshd drop-in and a flushed firewall; up puts both back", async () => {
+      await asAdmin(
+        "echo 'PasswordAuthentication yes' >> /etc/ssh/sshd_config.d/00-xen-estate.conf && nft delete table inet xen_estate",
+      );
+      const refresh = await timed("refresh", () => stack.refresh());
+      assert.equal(refresh.changeSummary?.update, 2, JSON.stringify(refresh.changeSummary));
+      const up = await timed("repair up", () => stack.up());
+      assert.deepEqual(
+        resourceChanges(up)
+          .map((s) => `${s.type.slice(T.length)} ${s.op}`)
+          .sort(),
+        ["Dom0Access update", "Dom0Firewall update"],
+      );
+      assert.doesNotMatch(
+        await asAdmin("cat /etc/ssh/sshd_config.d/00-xen-estate.conf"),
+        /PasswordAuthentication yes/,
+      );
+      assert.match(await asAdmin("nft list table inet xen_estate"), /tcp dport 2222/);
+    });
+
+    test("a port the provider cannot reach is a lockout the host rolls back by itself", async () => {
+      const unreachable = await freePort();
+      await stack.setConfig(
+        "dom0",
+        JSON.stringify(dom0Config({ sshPort: 2200, connectPort: unreachable, confirmSeconds: 30 })),
+      );
+      const up = await timed("lockout up", () => stack.up({ expectFailure: true }));
+      assert.notEqual(up.code, 0);
+      assert.match(
+        up.stdout + up.stderr,
+        /cut the SSH path.*restored the previous ones by itself after 30 s/,
+      );
+      assert.match(await asAdmin("cat /etc/ssh/sshd_config.d/00-xen-estate.conf"), /^Port 2222$/m);
+      assert.match(await asAdmin("ss -Htln | awk '{print $4}'"), /:2222$/m);
+      await stack.setConfig("dom0", JSON.stringify(dom0Config()));
+      // The estate is as it was: nothing to do.
+      assert.deepEqual(resourceChanges(await timed("after lockout up", () => stack.up())), []);
     });
 
     test("destroy leaves the dom0 without guests or volumes and the source's disk as it was", async () => {
