@@ -8,8 +8,11 @@
  * can look at it, and goes away with it. /dev is a tmpfs with the character devices a shell needs; /run is private.
  *
  * SIMULATOR: the commands the scripts drive that this machine cannot run or must not run (LVM, Xen's xl and
- * xenstore, blkid, mkfs, mount, debootstrap, Varnish, systemctl, iptables, sysctl, apt-get, ping…) are stubs in
- * /xe-stubs, first on the sessions' PATH. Each stub writes its argv to a file of its own (NUL-separated, see
+ * xenstore, blkid, mkfs, mount, debootstrap, Varnish, systemctl, systemd-run, iptables, sysctl, modprobe, ifupdown,
+ * netplan, update-grub, installimage, apt-get, ping, reboot…) are stubs in /xe-stubs, first on the sessions' PATH;
+ * the sandbox says it is a systemd host (/run/systemd/system), so scripts take their systemd paths to those stubs.
+ * Where this machine has the real tool and it changes nothing here, it runs: sshd -t/-T and visudo read files, and
+ * the nft stub hands every rule file to the real nft in check mode only. Each stub writes its argv to a file of its own (NUL-separated, see
  * {@link parseStubLog}) and answers plausibly: a volume that exists with a size, a domain list, a running Varnish. The
  * answers prove nothing about those tools; the stubs exist so the scripts run end to end with bash, coreutils and
  * the rest real, and so the test can see every argument a tool would have been given. What the tools really do is
@@ -33,6 +36,21 @@ export interface StubCall {
 
 /** Unused block major (not in /proc/devices): a device node the scripts can test with `-b` but never open. */
 const NO_DRIVER_MAJOR = 240;
+
+/** update-grub / grub-mkconfig (see {@link ANSWERS}): `-o FILE`, else /boot/grub/grub.cfg. */
+const GRUB_MKCONFIG = [
+  `out=/boot/grub/grub.cfg; prev=; for x in "$@"; do [ "$prev" != -o ] || out=$x; prev=$x; done`,
+  `[ ! -f /etc/default/grub ] || . /etc/default/grub`,
+  `for f in /etc/default/grub.d/*.cfg; do [ ! -e "$f" ] || . "$f"; done`,
+  `entry="Debian GNU/Linux, with Xen hypervisor"`,
+  `mkdir -p -- "$(dirname -- "$out")"`,
+  `{`,
+  `  [ "\${XEN_OVERRIDE_GRUB_DEFAULT:-0}" != 1 ] || printf 'set default="%s"\\n' "$entry"`,
+  `  printf "menuentry '%s' {\\n" "$entry"`,
+  `  printf '\\tmultiboot2 /boot/xen.gz placeholder %s\\n' "\${GRUB_CMDLINE_XEN:-} \${GRUB_CMDLINE_XEN_DEFAULT:-}"`,
+  `  printf '\\tmodule2 /boot/vmlinuz placeholder root=/dev/xe-simulated ro %s\\n}\\n' "\${GRUB_CMDLINE_LINUX_XEN_REPLACE:-\${GRUB_CMDLINE_LINUX:-} \${GRUB_CMDLINE_LINUX_DEFAULT:-}}"`,
+  `} > "$out"`,
+].join("\n");
 
 /** What each stub answers; every stub logs first. `$a` holds the arguments joined, with spaces around. */
 const ANSWERS: Record<string, string> = {
@@ -68,7 +86,6 @@ const ANSWERS: Record<string, string> = {
   ].join("\n"),
   // The guest's root disk is "mounted" as a tmpfs of the sandbox's own (its mount namespace is private), so an
   // install has a real directory tree to write and the unmount and cleanup behave as on a host.
-  mount: `exec /usr/bin/mount -t tmpfs -o size=256m xe-simulated-disk "\${!#}"`,
   umount: `exec /usr/bin/umount "\${!#}"`,
   "mkfs.ext4": `printf '%s\\n' "\${!#}" >> /xe-log/formatted`,
   mkswap: `printf '%s\\n' "\${!#}" >> /xe-log/formatted`,
@@ -99,6 +116,44 @@ const ANSWERS: Record<string, string> = {
     `  *" backend.list"*) for i in $(seq 0 63); do echo "boot.site$i probe 5/5 healthy"; done ;;`,
     `esac`,
   ].join("\n"),
+  // The real nft, in check mode only (`-c`: parses the rules and asks the sandbox's own network namespace whether
+  // they would load, loads nothing). A file that checks counts as loaded: `list table` shows it, `delete` forgets it.
+  nft: [
+    `file=; prev=; for x in "$@"; do [ "$prev" != -f ] || file=$x; prev=$x; done`,
+    `case "$a" in`,
+    `  *" -c "*) exec /usr/sbin/nft "$@" ;;`,
+    `  *" -f "*) /usr/sbin/nft -c -f "$file" || exit; cp -- "$file" /xe-log/nft-loaded ;;`,
+    `  *" list table "*) cat /xe-log/nft-loaded 2>/dev/null || { echo "Error: No such file or directory" >&2; exit 1; } ;;`,
+    `  *" delete table "*) rm -f /xe-log/nft-loaded ;;`,
+    `esac`,
+  ].join("\n"),
+  // ifupdown's parser, as far as the validation asks it: the interfaces a file brings up (a missing file fails).
+  ifquery: [
+    `f=/etc/network/interfaces; for x in "$@"; do case "$x" in --interfaces=*) f=\${x#--interfaces=} ;; esac; done`,
+    `awk '$1 == "auto" || $1 ~ /^allow-/ { for (i = 2; i <= NF; i++) print $i }' "$f"`,
+  ].join("\n"),
+  // update-grub as Debian's grub-mkconfig does it, cut down to the Xen entry: it sources /etc/default/grub and the
+  // grub.d/*.cfg drop-ins (ours among them) as shell, then writes the entry 20_linux_xen would, with the command
+  // lines those files set, made the default when XEN_OVERRIDE_GRUB_DEFAULT=1 (what the xen package's own xen.cfg
+  // does with it).
+  "update-grub": GRUB_MKCONFIG,
+  "grub-mkconfig": GRUB_MKCONFIG,
+  "grub-probe": `echo ext2`,
+  // Hetzner's installer, as far as the install asks it: it reads the config, refuses an unreadable one, and runs
+  // the post-install hook as the installed system would, here with /etc/ssh a scratch tmpfs of its own (the hook
+  // replaces the host keys; the sandbox's sshd keeps its own).
+  installimage: [
+    `c=; x=; prev=; for y in "$@"; do case "$prev" in -c) c=$y ;; -x) x=$y ;; esac; prev=$y; done`,
+    `[ -r "$c" ] || { echo "installimage: cannot read the config $c" >&2; exit 1; }`,
+    `grep -q '^DRIVE1 ' "$c" || { echo "installimage: $c names no DRIVE1" >&2; exit 1; }`,
+    `grep -q '^IMAGE ' "$c" || { echo "installimage: $c names no IMAGE" >&2; exit 1; }`,
+    `[ -z "$x" ] || unshare --mount bash -c '/usr/bin/mount -t tmpfs xe-installed-etc-ssh /etc/ssh && exec "$1"' xe-hook "$x" || exit`,
+  ].join("\n"),
+  // The mount stub would put a tmpfs over `/`: a remount changes nothing here.
+  mount: [
+    `case "$a" in *" remount"*) exit 0 ;; esac`,
+    `exec /usr/bin/mount -t tmpfs -o size=256m xe-simulated-disk "\${!#}"`,
+  ].join("\n"),
 };
 
 /** Every stub: the commands above and those that only need to succeed. */
@@ -123,6 +178,16 @@ export const STUBS = [
   "sysctl",
   "apt-get",
   "ping",
+  "modprobe",
+  "ifup",
+  "ifdown",
+  "netplan",
+  "systemd-run",
+  // Never the real ones, whatever a script asks.
+  "reboot",
+  "shutdown",
+  "poweroff",
+  "halt",
 ];
 
 function stubScript(name: string): string {
@@ -230,7 +295,8 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
       `mount -t proc -o ro proc ${m}/proc`,
       `mount -t tmpfs tmpfs ${m}/sys`,
       `mount -t tmpfs -o mode=755 tmpfs ${m}/run`,
-      `mkdir -p ${m}/run/lock ${m}/run/sshd ${m}/xe-stubs ${m}/xe-log ${m}/xe-world`,
+      // A systemd host, as a dom0 is (systemctl and systemd-run are stubs): scripts take their systemd paths.
+      `mkdir -p ${m}/run/lock ${m}/run/sshd ${m}/run/systemd/system ${m}/xe-stubs ${m}/xe-log ${m}/xe-world`,
       `mount --bind ${stubs} ${m}/xe-stubs`,
       `mount --bind ${log} ${m}/xe-log`,
       `mount --bind -o ro ${world} ${m}/xe-world`,
