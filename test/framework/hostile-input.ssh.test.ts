@@ -42,15 +42,31 @@ const CONCURRENCY = 6;
  * files), and this list shrinks as the sandbox learns the tools.
  */
 const NO_SANDBOX_YET: Readonly<Record<string, string>> = {
-  Dom0Access: "no stubs for sshd -t and the rollback's confirmation",
-  Dom0Firewall: "no stubs for nft and the rollback's confirmation",
-  Dom0Monitoring: "no stubs for the mail relay, smartd and mdadm",
-  Dom0Network: "no stubs for ifquery, ifup and modprobe",
-  Dom0Packages: "no stub for apt-get",
-  Dom0Reboot: "no stub for a reboot",
-  Dom0XenBoot: "no stubs for update-grub and grub-probe",
-  HetznerInstallimage: "no stub for installimage",
   LinodeMigration: "the copy engine needs real block devices",
+};
+
+/**
+ * Stub calls (tool and first argument) a variant's valid scripts must make: the proof that they ran to their later
+ * lines (armed, activated, confirmed; validated, installed), not only that they exited 0. A script another variant
+ * ran already runs once, so a variant lists what its own scripts reach.
+ */
+const REACHES: Readonly<Record<string, readonly string[]>> = {
+  "Dom0Access/debian": ["systemd-run --quiet", "systemctl reload", "systemctl stop"],
+  "Dom0Access/ubuntu+key": ["systemctl daemon-reload", "systemctl restart", "systemctl stop"],
+  "Dom0Firewall/limited": [
+    "nft -c",
+    "nft -f",
+    "nft list",
+    "systemd-run --quiet",
+    "systemctl stop",
+    "systemctl enable",
+  ],
+  "Dom0Monitoring/relay+smart": ["systemctl restart"],
+  "Dom0Network/debian-static": ["ifquery --interfaces=", "modprobe br_netfilter", "sysctl -q"],
+  "Dom0Network/ubuntu-dhcp": ["netplan generate"],
+  "Dom0Packages/debian": ["apt-get -q"],
+  "Dom0XenBoot/console": ["update-grub"],
+  "HetznerInstallimage/raid1": ["installimage -a"],
 };
 
 let dir: string;
@@ -103,6 +119,7 @@ function setupScript(cases: readonly Case[]): string {
   const devices = new Set<string>();
   const files = new Set<string>();
   const suites = new Set<string>();
+  const nics = new Map<string, string>();
   for (const c of cases) {
     for (const p of valuesAt(c.inputs, "path")) if (p.startsWith("/dev/")) devices.add(p);
     const vgs = valuesAt(c.inputs, "volumeGroup");
@@ -110,6 +127,10 @@ function setupScript(cases: readonly Case[]): string {
     if (vgs.length > 0) for (const vg of vgs) for (const n of names) devices.add(`/dev/${vg}/${n}`);
     for (const img of valuesAt(c.inputs, "image")) files.add(img);
     for (const s of valuesAt(c.inputs, "suite")) suites.add(s);
+    // Dom0Network looks its uplink up by name and compares the MAC there (the sandbox's /sys is its own tmpfs).
+    const [uplink] = valuesAt(c.inputs, "uplink");
+    const [mac] = valuesAt(c.inputs, "mac");
+    if (uplink !== undefined && mac !== undefined) nics.set(uplink, mac);
   }
   return [
     deviceNodesScript([...devices]),
@@ -120,6 +141,10 @@ function setupScript(cases: readonly Case[]): string {
     ),
     `mkdir -p /usr/share/debootstrap/scripts /etc/xen/auto /etc/xen/scripts /etc/varnish`,
     ...[...suites].map((s) => `: > ${shellQuote(`/usr/share/debootstrap/scripts/${s}`)}`),
+    ...[...nics].map(([nic, mac]) => {
+      const f = shellQuote(`/sys/class/net/${nic}/address`);
+      return `mkdir -p -- "$(dirname -- ${f})" && printf '%s\\n' ${shellQuote(mac)} > ${f}`;
+    }),
   ].join("\n");
 }
 
@@ -160,6 +185,31 @@ describe("the sandbox (a simulator of a dom0's tools around real bash)", () => {
     ]);
     assert.deepEqual(await sandbox.takeCanaries(), [`${CANARY_PREFIX}selftest`]);
     assert.deepEqual(await sandbox.takeCanaries(), [], "taking the canaries removes them");
+  });
+
+  test("stands in for what would change this machine: a reboot is only logged, nft only checks the rules", async () => {
+    const rules =
+      "table inet xe_selftest {\n  chain input {\n    type filter hook input priority 0; policy accept;\n  }\n}\n";
+    const r = await sandbox.host.script(
+      [
+        `reboot`,
+        `systemd-run --quiet --on-active=2 /bin/systemctl reboot`,
+        `printf '%s' ${shellQuote(rules)} > /tmp/xe-selftest.nft`,
+        `nft -c -f /tmp/xe-selftest.nft`,
+        `nft -f /tmp/xe-selftest.nft`,
+        `nft list table inet xe_selftest | grep -c xe_selftest`,
+        // The sandbox's own network namespace: the check loaded nothing into it.
+        `echo "loaded: $(/usr/sbin/nft list tables)."`,
+        `printf 'table inet xe_selftest { nonsense }\n' > /tmp/xe-bad.nft`,
+        `if nft -f /tmp/xe-bad.nft 2>/dev/null; then echo "bad rules loaded"; else echo "bad rules refused"; fi`,
+        `nft delete table inet xe_selftest`,
+        `nft list table inet xe_selftest 2>/dev/null || echo "table gone"`,
+      ].join("\n"),
+    );
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["1", "loaded: .", "bad rules refused", "table gone"]);
+    const calls = sandbox.takeCalls().map((c) => c.name);
+    assert.ok(calls.includes("reboot") && calls.includes("systemd-run"), calls.join(" "));
   });
 
   test("the split check finds a value handed over as several words, not one handed over whole", () => {
@@ -262,11 +312,13 @@ describe("accepted hostile values, run for real", () => {
       });
       const failedValid: string[] = [];
       const refusedValid: string[] = [];
-      for (const o of base.operations)
+      for (const o of base.operations) {
+        const protocol = rollbackProtocol();
         for (const r of o.recorded) {
-          if (seen.has(r.text)) continue;
+          if (seen.has(r.text) || !protocol.sends(r)) continue;
           seen.add(r.text);
           const res = await replay(r);
+          protocol.saw(r, res.stdout);
           if (/syntax error|unexpected EOF/.test(res.stderr))
             problems.push(`valid ${o.operation}: ${res.stderr}`);
           // 97 is a refusal the simulated host's state calls for (a 0.1 backup that is not there): a plausible end.
@@ -274,10 +326,12 @@ describe("accepted hostile values, run for real", () => {
           else if (res.exitCode !== 0)
             failedValid.push(`${o.operation} ${r.summary} (exit ${res.exitCode}): ${res.stderr.slice(-300)}`);
         }
-      const ordinary = sandbox
-        .takeCalls()
-        .flatMap((c) => c.args)
-        .join("\n");
+      }
+      const validCalls = sandbox.takeCalls();
+      const ordinary = validCalls.flatMap((c) => c.args).join("\n");
+      const reached = new Set(validCalls.map((c) => `${c.name} ${c.args[0] ?? ""}`.trim()));
+      t.diagnostic(`tools the valid scripts ran: ${[...reached].sort().join(", ")}`);
+      const missed = (REACHES[v.name] ?? []).filter((call) => ![...reached].some((r) => r.startsWith(call)));
       const strayCanaries = await sandbox.takeCanaries();
       assert.deepEqual(strayCanaries, [], "the valid inputs left canaries");
       // The chosen accepted values, all at once.
@@ -293,16 +347,25 @@ describe("accepted hostile values, run for real", () => {
         cases.push({ id: h.id, value: h.value, inputs, scripts, path: h.path });
       }
       counts.cases += cases.length;
+      t.diagnostic(
+        `${cases.length} accepted values, ${cases.reduce((n, c) => n + c.scripts.length, 0)} scripts of theirs`,
+      );
       sandbox.setWorld({
         vgs: ["vgxe", ...cases.flatMap((c) => valuesAt(c.inputs, "volumeGroup"))],
         ext4: cases.flatMap((c) => valuesAt(c.inputs, "path")),
       });
       await sandbox.host.script(setupScript(cases), { summary: "sandbox setup" });
+      // Changes under the rollback timer share the host's one lock and refuse while another waits for its
+      // confirmation: one case at a time, or most would stop at that refusal before their values were used.
+      const guarded = cases.some((c) => c.scripts.some((r) => ARMED.test(r.text)));
       const runAll = async (batch: typeof cases): Promise<void> =>
-        pooled(batch, CONCURRENCY, async (c) => {
+        pooled(batch, guarded ? 1 : CONCURRENCY, async (c) => {
+          const protocol = rollbackProtocol();
           for (const r of c.scripts) {
+            if (!protocol.sends(r)) continue;
             counts.scripts++;
             const res = await replay(r);
+            protocol.saw(r, res.stdout);
             // A command input's own syntax is its author's (the unit suite proves the script around it parses).
             if (!commands.includes(c.path) && /syntax error|unexpected EOF/.test(res.stderr))
               problems.push(`${c.path} = ${c.id}: ${r.summary}: ${res.stderr.slice(0, 300)}`);
@@ -343,6 +406,7 @@ describe("accepted hostile values, run for real", () => {
         t.diagnostic(`valid scripts that did not exit 0: ${failedValid.join("; ")}`);
       assert.deepEqual(problems.slice(0, 30), []);
       assert.deepEqual(failedValid, [], "the stubs let every script of the valid inputs run to its end");
+      assert.deepEqual(missed, [], "the valid scripts reach the tools of their later lines");
     });
   }
 
@@ -355,12 +419,32 @@ describe("accepted hostile values, run for real", () => {
 });
 
 /** Sends one recorded script or command to the sandbox as the kind would, whatever it exits with. */
-function replay(r: Recorded): Promise<{ exitCode: number | null; stderr: string }> {
+function replay(r: Recorded): Promise<{ exitCode: number | null; stdout: string; stderr: string }> {
   const opts = { allowFailure: true, timeoutMs: 120_000, summary: r.summary };
   return (r.method === "exec" ? sandbox.host.exec(r.text, opts) : sandbox.host.script(r.text, opts)).then(
     (x) => ({
       exitCode: x.exitCode,
+      stdout: x.stdout,
       stderr: x.stderr,
     }),
   );
+}
+
+/** A change applied under the rollback timer (remote/rollback.ts), by the token its script prints when armed. */
+const ARMED = /^echo "armed ([0-9a-f]+)"$/m;
+
+/**
+ * What one run of recorded scripts (an operation, a case) needs to follow the protocol the provider follows: a
+ * guarded change the sandbox already holds answers `unchanged` and is never armed, so the provider sends no
+ * confirmation for it (the simulator, which answered `armed`, recorded one). Returns whether `r` is sent.
+ */
+function rollbackProtocol(): { sends(r: Recorded): boolean; saw(r: Recorded, stdout: string): void } {
+  const unarmed: string[] = [];
+  return {
+    sends: (r) => !unarmed.some((t) => r.text.includes(`-${t}`)),
+    saw: (r, stdout) => {
+      const token = ARMED.exec(r.text)?.[1];
+      if (token && /^unchanged$/m.test(stdout)) unarmed.push(token);
+    },
+  };
 }
