@@ -3,7 +3,10 @@
  * `check` lets through (plus a bounded number of fast-check values per kind), the scripts the kind would send
  * (recorded against the simulator in test/support/recording-host.ts, as in hostile-input.unit.test.ts) go through a
  * real RemoteHost to a real sshd, where bash and coreutils run them for real inside a sandbox that changes nothing
- * on this machine (test/support/sandbox.ts; the tools the scripts drive are logging stubs there). Afterwards no
+ * on this machine (test/support/sandbox.ts; the tools the scripts drive are logging stubs there, or the real tool
+ * where it changes nothing here: sshd -t, visudo, nft in check mode, e2fsck and resize2fs on loop devices). The
+ * valid input's scripts run first and must run to their end (exit 0, reaching the tools of their later lines, see
+ * REACHES and PRINTS), so the stubs are plausible enough for the hostile runs to mean something. Afterwards no
  * canary file exists, and every tool was handed each hostile value as one whole argument, never split into words.
  *
  * Sampling (fast tier: 1 per input and 3 generated values; slow tier: the defaults below), to keep the wall time to a few minutes (a script takes a few hundred milliseconds in the sandbox): of
@@ -24,9 +27,15 @@ import { containsUnknown } from "../../provider/core/validate";
 import { canaryCommand, CANARY_PREFIX, hostileFor, spliced } from "../support/hostile";
 import { baselineOf, type Baseline } from "../support/hostile-oracle";
 import { KIND_INPUTS, kindVariants, pathText, walkedStringPaths, withValue } from "../support/kind-inputs";
-import { recordLifecycle, type Recorded } from "../support/recording-host";
+import { recordLifecycle, SIMULATED_SOURCE, type Recorded } from "../support/recording-host";
 import { runTier } from "../support/tier";
-import { deviceNodesScript, startSandboxHost, type SandboxHost, type StubCall } from "../support/sandbox";
+import {
+  deviceNodesScript,
+  startSandboxHost,
+  type BlockDevice,
+  type SandboxHost,
+  type StubCall,
+} from "../support/sandbox";
 
 // The fast tier (npm test) runs every corpus piece accepted anywhere at least once, one value per input and a few
 // generated values; the slow tier (npm run test:slow) the whole sample. The unit suite judges every case offline.
@@ -41,14 +50,7 @@ const CONCURRENCY = 6;
  * nothing: the unit suite judges every one of their cases offline (parse, quoting, files), and this list shrinks as
  * the sandbox learns what they need.
  */
-const NO_SANDBOX_YET: Readonly<Record<string, string>> = {
-  LinodeMigration:
-    "its copy needs a second machine the sandbox does not have: the dom0 dials the source over ssh with the copy's " +
-    "own key (authorised in the source's authorized_keys, which the sandbox's sshd does not read) against the " +
-    "source's pinned host key (the fixture's, not the sandbox's) at a name nothing resolves there; the relay " +
-    "route streams one session into another at once, which a replay of recorded scripts one by one cannot; and " +
-    "the chunk engine reads and writes real block devices (the sandbox's device nodes have no driver)",
-};
+const NO_SANDBOX_YET: Readonly<Record<string, string>> = {};
 
 /**
  * Stub calls (tool and first argument) a variant's valid scripts must make: the proof that they ran to their later
@@ -72,6 +74,29 @@ const REACHES: Readonly<Record<string, readonly string[]>> = {
   "Dom0Packages/debian": ["apt-get -q"],
   "Dom0XenBoot/console": ["update-grub"],
   "HetznerInstallimage/raid1": ["installimage -a"],
+  "LinodeMigration/direct+fixups": ["ssh-keygen -q", "ssh -F", "e2fsck -fn", "resize2fs --", "mount --"],
+};
+
+/**
+ * Real block devices a kind's scripts read and write (not only test with `-b`): a migration's source, the ext4 the
+ * simulator described when it recorded the scripts, and its target, bigger than the source so the finish zeroes
+ * and grows (smaller than the simulator's 10 GiB: the blockdev, blkid, e2fsck and resize2fs the scripts run on it
+ * are the real ones, and the zeroed tail is allocated on this machine's disk).
+ */
+const BLOCK_DEVICES: Readonly<Record<string, (inputs: Record<string, unknown>) => BlockDevice[]>> = {
+  LinodeMigration: (i) => [
+    ...valuesAt(i.source, "device").map((p) => ({ path: p, ...SIMULATED_SOURCE })),
+    ...valuesAt(i.target, "device").map((p) => ({ path: p, bytes: 2 * SIMULATED_SOURCE.bytes })),
+  ],
+};
+
+/**
+ * What a variant's valid run must print, where its proof is not a tool reached: a migration's copy (the engine's
+ * result), its finish (the copied filesystem checked and grown) and fixups (files rewritten in it).
+ */
+const PRINTS: Readonly<Record<string, readonly RegExp[]>> = {
+  "LinodeMigration/direct+fixups": [/^XE-RESULT \{/m, /^XE-FIN fs=ext4$/m, /^XE-FIXED /m],
+  "LinodeMigration/relay+live": [/^XE-RESULT \{/m],
 };
 
 let dir: string;
@@ -144,7 +169,7 @@ function setupScript(cases: readonly Case[]): string {
       (f) =>
         `[ -d ${shellQuote(f)} ] || { mkdir -p -- "$(dirname -- ${shellQuote(f)})"; tar -caf ${shellQuote(f)} -T /dev/null; }`,
     ),
-    `mkdir -p /usr/share/debootstrap/scripts /etc/xen/auto /etc/xen/scripts /etc/varnish`,
+    `mkdir -p /usr/share/debootstrap/scripts /etc/xen/auto /etc/xen/scripts /etc/varnish /root/.ssh`,
     ...[...suites].map((s) => `: > ${shellQuote(`/usr/share/debootstrap/scripts/${s}`)}`),
     ...[...nics].map(([nic, mac]) => {
       const f = shellQuote(`/sys/class/net/${nic}/address`);
@@ -313,18 +338,21 @@ describe("accepted hostile values, run for real", () => {
         lvs: valuesAt(base.inputs, "name"),
         ext4: valuesAt(base.inputs, "path"),
       });
+      await sandbox.blockDevices(BLOCK_DEVICES[v.kind]?.(base.inputs) ?? []);
       await sandbox.host.script(setupScript([{ id: "valid", value: "", inputs: base.inputs, scripts: [] }]), {
         summary: "sandbox setup",
       });
       const failedValid: string[] = [];
       const refusedValid: string[] = [];
+      let printed = "";
       for (const o of base.operations) {
-        const protocol = rollbackProtocol();
+        const run = replayer();
         for (const r of o.recorded) {
-          if (seen.has(r.text) || !protocol.sends(r)) continue;
+          if (seen.has(r.text)) continue;
           seen.add(r.text);
-          const res = await replay(r);
-          protocol.saw(r, res.stdout);
+          const res = await run(r);
+          if (!res) continue;
+          printed += res.stdout;
           if (/syntax error|unexpected EOF/.test(res.stderr))
             problems.push(`valid ${o.operation}: ${res.stderr}`);
           // 97 is a refusal the simulated host's state calls for (a 0.1 backup that is not there): a plausible end.
@@ -337,7 +365,10 @@ describe("accepted hostile values, run for real", () => {
       const ordinary = validCalls.flatMap((c) => c.args).join("\n");
       const reached = new Set(validCalls.map((c) => `${c.name} ${c.args[0] ?? ""}`.trim()));
       t.diagnostic(`tools the valid scripts ran: ${[...reached].sort().join(", ")}`);
-      const missed = (REACHES[v.name] ?? []).filter((call) => ![...reached].some((r) => r.startsWith(call)));
+      const missed = [
+        ...(REACHES[v.name] ?? []).filter((call) => ![...reached].some((r) => r.startsWith(call))),
+        ...(PRINTS[v.name] ?? []).filter((re) => !re.test(printed)).map(String),
+      ];
       const strayCanaries = await sandbox.takeCanaries();
       assert.deepEqual(strayCanaries, [], "the valid inputs left canaries");
       // The chosen accepted values, all at once.
@@ -346,32 +377,32 @@ describe("accepted hostile values, run for real", () => {
         const checked = await runtime.check(v.kind, {}, withValue(v.inputs, h.at, h.value));
         const inputs = checked.inputs as Record<string, unknown>;
         const { operations } = await recordLifecycle(v.kind, inputs, base.outs ?? undefined);
-        const scripts = operations
-          .flatMap((o) => o.recorded)
-          .filter((r) => !baseTexts.has(r.text) && !seen.has(r.text));
+        const scripts = operations.flatMap((o) =>
+          withRelayEnds(o.recorded, (r) => !baseTexts.has(r.text) && !seen.has(r.text)),
+        );
         for (const r of scripts) seen.add(r.text);
         cases.push({ id: h.id, value: h.value, inputs, scripts, path: h.path });
       }
       counts.cases += cases.length;
       t.diagnostic(
-        `${cases.length} accepted values, ${cases.reduce((n, c) => n + c.scripts.length, 0)} scripts of theirs`,
+        `${cases.length} accepted values (at ${[...new Set(cases.map((c) => c.path))].join(", ")}), ${cases.reduce((n, c) => n + c.scripts.length, 0)} scripts of theirs`,
       );
       sandbox.setWorld({
         vgs: ["vgxe", ...cases.flatMap((c) => valuesAt(c.inputs, "volumeGroup"))],
         ext4: cases.flatMap((c) => valuesAt(c.inputs, "path")),
       });
+      await sandbox.blockDevices(cases.flatMap((c) => BLOCK_DEVICES[v.kind]?.(c.inputs) ?? []));
       await sandbox.host.script(setupScript(cases), { summary: "sandbox setup" });
       // Changes under the rollback timer share the host's one lock and refuse while another waits for its
       // confirmation: one case at a time, or most would stop at that refusal before their values were used.
       const guarded = cases.some((c) => c.scripts.some((r) => ARMED.test(r.text)));
       const runAll = async (batch: typeof cases): Promise<void> =>
         pooled(batch, guarded ? 1 : CONCURRENCY, async (c) => {
-          const protocol = rollbackProtocol();
+          const run = replayer();
           for (const r of c.scripts) {
-            if (!protocol.sends(r)) continue;
+            const res = await run(r);
+            if (!res) continue;
             counts.scripts++;
-            const res = await replay(r);
-            protocol.saw(r, res.stdout);
             // A command input's own syntax is its author's (the unit suite proves the script around it parses).
             if (!commands.includes(c.path) && /syntax error|unexpected EOF/.test(res.stderr))
               problems.push(`${c.path} = ${c.id}: ${r.summary}: ${res.stderr.slice(0, 300)}`);
@@ -438,19 +469,73 @@ function replay(r: Recorded): Promise<{ exitCode: number | null; stdout: string;
 
 /** A change applied under the rollback timer (remote/rollback.ts), by the token its script prints when armed. */
 const ARMED = /^echo "armed ([0-9a-f]+)"$/m;
+/** The receiving end of a relayed stream (remote/pipe.ts): a command reading the stream on its stdin. */
+const RECEIVER = /^exec bash \S*\/receive\.sh'?$/;
+/** The sending end: `bash -s` run with a script (recorded after it, summary "… (stdin)") on its stdin. */
+const SENDER = /^(sudo -n )?bash -s$/;
 
 /**
- * What one run of recorded scripts (an operation, a case) needs to follow the protocol the provider follows: a
- * guarded change the sandbox already holds answers `unchanged` and is never armed, so the provider sends no
- * confirmation for it (the simulator, which answered `armed`, recorded one). Returns whether `r` is sent.
+ * A replay of one run of recorded scripts (an operation, a case) that follows the protocols the provider follows
+ * between them, where the simulator's answers made the recording differ:
+ * - a guarded change the sandbox already holds answers `unchanged` and is never armed, so the provider sends no
+ *   confirmation for it (the simulator, which answered `armed`, recorded one);
+ * - a relayed stream (pipeBetween) runs its two ends at once, the sender's output the receiver's input: the
+ *   receiver waits for its sender, and the sender runs with its script on stdin.
+ * Resolves with the result, or null for a step not sent (skipped, or waiting for its other end).
  */
-function rollbackProtocol(): { sends(r: Recorded): boolean; saw(r: Recorded, stdout: string): void } {
+function replayer(): (r: Recorded) => Promise<Awaited<ReturnType<typeof replay>> | null> {
   const unarmed: string[] = [];
-  return {
-    sends: (r) => !unarmed.some((t) => r.text.includes(`-${t}`)),
-    saw: (r, stdout) => {
-      const token = ARMED.exec(r.text)?.[1];
-      if (token && /^unchanged$/m.test(stdout)) unarmed.push(token);
-    },
+  let receiver: Recorded | undefined;
+  let sender: Recorded | undefined;
+  return async (r) => {
+    if (unarmed.some((t) => r.text.includes(`-${t}`))) return null;
+    if (r.method === "exec" && RECEIVER.test(r.text)) {
+      receiver = r;
+      return null;
+    }
+    if (r.method === "exec" && SENDER.test(r.text)) {
+      sender = r;
+      return null;
+    }
+    if (sender && r.method === "script" && r.summary.endsWith(" (stdin)")) {
+      const from = sender;
+      sender = undefined;
+      const opts = { allowFailure: true, timeoutMs: 120_000 };
+      const sent = await sandbox.host.exec(from.text, { ...opts, summary: from.summary, stdin: r.text });
+      if (!receiver) return { exitCode: sent.exitCode, stdout: sent.stdout, stderr: sent.stderr };
+      const to = receiver;
+      receiver = undefined;
+      const got = await sandbox.host.exec(to.text, {
+        ...opts,
+        summary: to.summary,
+        stdin: sent.stdoutBuffer,
+      });
+      // The pipe fails when either end does; the receiver's complaint is the one that names the stream.
+      return {
+        exitCode: sent.exitCode !== 0 ? sent.exitCode : got.exitCode,
+        stdout: got.stdout,
+        stderr: `${sent.stderr}${got.stderr}`,
+      };
+    }
+    const res = await replay(r);
+    const token = ARMED.exec(r.text)?.[1];
+    if (token && /^unchanged$/m.test(res.stdout)) unarmed.push(token);
+    return res;
   };
+}
+
+/**
+ * The recorded steps `keep` keeps, with both ends of a relayed stream whose sending script it keeps (the
+ * receiver's command is the same for every value, so the valid run's would otherwise stand for all).
+ */
+function withRelayEnds(list: readonly Recorded[], keep: (r: Recorded) => boolean): Recorded[] {
+  const kept = new Set(list.filter(keep));
+  list.forEach((r, i) => {
+    if (!kept.has(r) || r.method !== "script" || !r.summary.endsWith(" (stdin)")) return;
+    const from = list[i - 1];
+    if (from && from.method === "exec" && SENDER.test(from.text)) kept.add(from);
+    const to = list.slice(0, i).findLast((x) => x.method === "exec" && RECEIVER.test(x.text));
+    if (to) kept.add(to);
+  });
+  return list.filter((r) => kept.has(r));
 }

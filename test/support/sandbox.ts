@@ -34,8 +34,19 @@ export interface StubCall {
   args: string[];
 }
 
+/** The largest device blockDevices makes. */
+const MAX_DEVICE_BYTES = 256 * 2 ** 20;
+
 /** Unused block major (not in /proc/devices): a device node the scripts can test with `-b` but never open. */
 const NO_DRIVER_MAJOR = 240;
+
+/**
+ * The first line of a stub that hands a real block device of blockDevices (a loop device, major 7) to the real
+ * tool: what it reads and writes there is a sparse file of the test's, in the sandbox's own mount namespace.
+ */
+function realOnLoop(name: string): string {
+  return `for x in "$@"; do [ ! -b "$x" ] || [ "$(stat -L -c %t -- "$x")" != 7 ] || PATH=/usr/sbin:/usr/bin:/sbin:/bin exec ${name} "$@"; done`;
+}
 
 /** update-grub / grub-mkconfig (see {@link ANSWERS}): `-o FILE`, else /boot/grub/grub.cfg. */
 const GRUB_MKCONFIG = [
@@ -75,6 +86,7 @@ const ANSWERS: Record<string, string> = {
   ].join("\n"),
   // A device holds ext4 when the world says so or a stub mkfs formatted it; blkid exits 2 for "no signature".
   blkid: [
+    realOnLoop("blkid"),
     `dev=\${!#}`,
     `if grep -qxF -- "$dev" /xe-world/ext4 /xe-log/formatted 2>/dev/null; then fs=ext4; else fs=; fi`,
     `case "$a" in`,
@@ -99,7 +111,7 @@ const ANSWERS: Record<string, string> = {
     `  -D) grep -vxF -- "$key" /xe-log/iptables > /xe-log/iptables.new || true; mv -f /xe-log/iptables.new /xe-log/iptables ;;`,
     `esac`,
   ].join("\n"),
-  blockdev: `echo 10737418240`,
+  blockdev: [realOnLoop("blockdev"), `echo 10737418240`].join("\n"),
   xl: [
     `case "$1" in`,
     `  list) printf 'Name ID Mem VCPUs State Time(s)\\nDomain-0 0 1024 2 r----- 1.0\\n' ;;`,
@@ -149,9 +161,21 @@ const ANSWERS: Record<string, string> = {
     `grep -q '^IMAGE ' "$c" || { echo "installimage: $c names no IMAGE" >&2; exit 1; }`,
     `[ -z "$x" ] || unshare --mount bash -c '/usr/bin/mount -t tmpfs xe-installed-etc-ssh /etc/ssh && exec "$1"' xe-hook "$x" || exit`,
   ].join("\n"),
+  e2fsck: realOnLoop("e2fsck"),
+  resize2fs: realOnLoop("resize2fs"),
+  // The dom0's own ssh to a migration's source, whose device is in this sandbox too (see blockDevices): the remote
+  // command runs here on the same stdin, once the identity and the pinned known_hosts the copy made are in place.
+  ssh: [
+    `key=; kh=; prev=; for x in "$@"; do case "$prev" in -i) key=$x ;; -o) case "$x" in UserKnownHostsFile=*) kh=\${x#*=} ;; esac ;; esac; prev=$x; done`,
+    `[ -r "$key" ] && [ -s "$kh" ] || { echo "ssh (sandbox): no identity or no pinned host key" >&2; exit 255; }`,
+    `case "\${!#}" in "bash -s" | "sudo -n bash -s") exec bash -s ;; *) echo "ssh (sandbox): not a command a copy runs" >&2; exit 255 ;; esac`,
+  ].join("\n"),
+  // A migration's key pair is made for real (files only); a guest's host keys (-A) are left to the install.
+  "ssh-keygen": `case "$a" in *" -t ed25519 "*" -f "*) exec /usr/bin/ssh-keygen "$@" ;; esac`,
   // The mount stub would put a tmpfs over `/`: a remount changes nothing here.
   mount: [
     `case "$a" in *" remount"*) exit 0 ;; esac`,
+    realOnLoop("mount"),
     `exec /usr/bin/mount -t tmpfs -o size=256m xe-simulated-disk "\${!#}"`,
   ].join("\n"),
 };
@@ -163,8 +187,6 @@ export const STUBS = [
   "lvextend",
   "blkdiscard",
   "udevadm",
-  "e2fsck",
-  "resize2fs",
   "e2label",
   "swaplabel",
   "swapon",
@@ -172,7 +194,6 @@ export const STUBS = [
   "xenstore-ls",
   "debootstrap",
   "depmod",
-  "ssh-keygen",
   "varnishd",
   "systemctl",
   "sysctl",
@@ -215,7 +236,20 @@ export interface SandboxHost {
   takeCanaries(): Promise<string[]>;
   /** Writes the stubs' world files (`vgs`: the volume groups, `ext4`: devices that hold ext4; a name a line). */
   setWorld(files: Record<string, string[]>): void;
+  /**
+   * Real block devices at `paths` inside the sandbox: loop devices over sparse files of `bytes` in the work
+   * directory (an ext4 of `ext4.blocks` 4 KiB blocks with `ext4.uuid` made in the file first, when given). Each
+   * path gets a device of its own once (a path given again keeps the first); a node there is replaced. Detached by
+   * stop().
+   */
+  blockDevices(devices: readonly BlockDevice[]): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface BlockDevice {
+  path: string;
+  bytes: number;
+  ext4?: { uuid: string; blocks: number };
 }
 
 /** Parses the stub log: `name\0count\0arg…\0` per call. */
@@ -252,7 +286,10 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
   let sshd: Sshd | undefined;
   let pool: SshPool | undefined;
   let web: ChildProcess | undefined;
+  const loops: string[] = [];
+  const made = new Set<string>();
   const down = async (): Promise<void> => {
+    for (const l of loops.splice(0)) await run("losetup", ["-d", l]).catch(() => undefined);
     await run("bash", ["-c", `ip link del ${vethHost} 2>/dev/null; ip netns del ${ns} 2>/dev/null; true`]);
   };
   try {
@@ -354,6 +391,41 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
       setWorld: (files) => {
         for (const [name, lines] of Object.entries(files))
           fs.writeFileSync(path.join(world, name), lines.map((l) => `${l}\n`).join(""));
+      },
+      blockDevices: async (devices) => {
+        const nodes: string[] = [];
+        for (const d of devices) {
+          // The files are on this machine's shared disk, and a zeroed range of a loop device is allocated in them.
+          if (d.bytes > MAX_DEVICE_BYTES) throw new Error(`a sandbox device of ${d.bytes} bytes is too big`);
+          if (made.has(d.path)) continue;
+          made.add(d.path);
+          // On disk, not in /dev/shm: zeroing a range of a loop device over tmpfs would fill memory.
+          const file = path.join(workDir, `xe-hostile-disk-${loops.length}`);
+          fs.rmSync(file, { force: true });
+          await run("truncate", ["-s", String(d.bytes), file]);
+          if (d.ext4)
+            await run("mkfs.ext4", [
+              "-q",
+              "-F",
+              "-b",
+              "4096",
+              "-U",
+              d.ext4.uuid,
+              file,
+              String(d.ext4.blocks),
+            ]);
+          const loop = (await run("losetup", ["-f", "--show", file])).stdout.trim();
+          loops.push(loop);
+          const [major, minor] = (await run("stat", ["-c", "%t %T", loop])).stdout
+            .trim()
+            .split(" ")
+            .map((h) => parseInt(h, 16));
+          const q = shellQuote(d.path);
+          nodes.push(
+            `mkdir -p -- "$(dirname -- ${q})" && rm -f -- ${q} && mknod -- ${q} b ${major} ${minor}`,
+          );
+        }
+        if (nodes.length > 0) await host.script(nodes.join("\n"), { summary: "sandbox block devices" });
       },
       stop: async () => {
         await p.close();
