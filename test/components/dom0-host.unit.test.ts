@@ -109,6 +109,26 @@ describe("bad input is refused in check, naming the property", () => {
     const f = failures("Dom0Network", { uplink: "eth0;reboot", mac: "01:00:5e:00:00:01" });
     assert.deepEqual(f.map((m) => m.split(":")[0]).sort(), ["mac", "uplink"]);
   });
+  test("an address with more after its prefix (a second `/`, a new line) is refused, IPv4 and IPv6 alike", () => {
+    const bad = [
+      ["203.0.113.5/32/$(touch /tmp/x)", "2001:db8:1::2/64/$(touch /tmp/x)"],
+      ["203.0.113.5/32/\nup reboot", "2001:db8:1::2/64/\n\tup reboot"],
+      ["203.0.113.5//32", "2001:db8:1::2/64/"],
+    ];
+    for (const [v4, v6] of bad) {
+      const f = failures("Dom0Network", {
+        uplink: "eth0",
+        mac: "52:54:00:12:34:56",
+        address: { address: v4, gateway: "203.0.113.1" },
+        ipv6: { address: v6, gateway: "fe80::1" },
+      });
+      assert.deepEqual(
+        f.map((m) => m.split(":")[0]).sort(),
+        ["address.address", "ipv6.address"],
+        f.join("\n"),
+      );
+    }
+  });
   test("an unsupported release", () => {
     const f = failures("Dom0Network", {
       distribution: "ubuntu",

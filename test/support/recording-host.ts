@@ -52,6 +52,15 @@ const MiB = 2 ** 20;
 const EXTENT = 4 * MiB;
 const HOST_KEY_BLOB = fixtureKeys.hostPublicKey.split(" ")[1]!;
 
+/** The source device a migration's probe finds (its size and ext4), for a stand-in that holds one for real. */
+export const SIMULATED_SOURCE = {
+  // Small, so a sandbox that holds it for real (hostile-input.ssh.test.ts) copies and verifies it in moments.
+  bytes: 64 * MiB,
+  ext4: { uuid: "11111111-2222-4333-8444-555555555555", blocks: 16384 },
+} as const;
+/** The size of a migration's target as its probe finds it. */
+export const SIMULATED_TARGET_BYTES = 10737418240;
+
 /** A migration's source device, as its inputs name it. */
 function sourceDevice(cur: Record<string, unknown>): string {
   const src = cur.source as Record<string, unknown> | undefined;
@@ -120,12 +129,12 @@ function answer(script: string, w: World): string {
       "type=block special file",
       "mounted=",
       "swap=",
-      "size=2147483648",
+      `size=${SIMULATED_SOURCE.bytes}`,
       "fs=ext4",
-      "blocks=262144",
+      `blocks=${SIMULATED_SOURCE.ext4.blocks}`,
       "blocksize=4096",
       "freeblocks=131072",
-      "uuid=11111111-2222-4333-8444-555555555555",
+      `uuid=${SIMULATED_SOURCE.ext4.uuid}`,
       "state=clean",
     ]
       .map((l) => `XE-SRC ${l}`)
@@ -134,7 +143,7 @@ function answer(script: string, w: World): string {
     return [
       "exists=1",
       "type=block special file",
-      "size=10737418240",
+      `size=${SIMULATED_TARGET_BYTES}`,
       "holder=",
       "mounted=",
       "aes=1",

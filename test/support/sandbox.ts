@@ -8,8 +8,11 @@
  * can look at it, and goes away with it. /dev is a tmpfs with the character devices a shell needs; /run is private.
  *
  * SIMULATOR: the commands the scripts drive that this machine cannot run or must not run (LVM, Xen's xl and
- * xenstore, blkid, mkfs, mount, debootstrap, Varnish, systemctl, iptables, sysctl, apt-get, ping…) are stubs in
- * /xe-stubs, first on the sessions' PATH. Each stub writes its argv to a file of its own (NUL-separated, see
+ * xenstore, blkid, mkfs, mount, debootstrap, Varnish, systemctl, systemd-run, iptables, sysctl, modprobe, ifupdown,
+ * netplan, update-grub, installimage, apt-get, ping, reboot…) are stubs in /xe-stubs, first on the sessions' PATH;
+ * the sandbox says it is a systemd host (/run/systemd/system), so scripts take their systemd paths to those stubs.
+ * Where this machine has the real tool and it changes nothing here, it runs: sshd -t/-T and visudo read files, and
+ * the nft stub hands every rule file to the real nft in check mode only. Each stub writes its argv to a file of its own (NUL-separated, see
  * {@link parseStubLog}) and answers plausibly: a volume that exists with a size, a domain list, a running Varnish. The
  * answers prove nothing about those tools; the stubs exist so the scripts run end to end with bash, coreutils and
  * the rest real, and so the test can see every argument a tool would have been given. What the tools really do is
@@ -31,8 +34,34 @@ export interface StubCall {
   args: string[];
 }
 
+/** The largest device blockDevices makes. */
+const MAX_DEVICE_BYTES = 256 * 2 ** 20;
+
 /** Unused block major (not in /proc/devices): a device node the scripts can test with `-b` but never open. */
 const NO_DRIVER_MAJOR = 240;
+
+/**
+ * The first line of a stub that hands a real block device of blockDevices (a loop device, major 7) to the real
+ * tool: what it reads and writes there is a sparse file of the test's, in the sandbox's own mount namespace.
+ */
+function realOnLoop(name: string): string {
+  return `for x in "$@"; do [ ! -b "$x" ] || [ "$(stat -L -c %t -- "$x")" != 7 ] || PATH=/usr/sbin:/usr/bin:/sbin:/bin exec ${name} "$@"; done`;
+}
+
+/** update-grub / grub-mkconfig (see {@link ANSWERS}): `-o FILE`, else /boot/grub/grub.cfg. */
+const GRUB_MKCONFIG = [
+  `out=/boot/grub/grub.cfg; prev=; for x in "$@"; do [ "$prev" != -o ] || out=$x; prev=$x; done`,
+  `[ ! -f /etc/default/grub ] || . /etc/default/grub`,
+  `for f in /etc/default/grub.d/*.cfg; do [ ! -e "$f" ] || . "$f"; done`,
+  `entry="Debian GNU/Linux, with Xen hypervisor"`,
+  `mkdir -p -- "$(dirname -- "$out")"`,
+  `{`,
+  `  [ "\${XEN_OVERRIDE_GRUB_DEFAULT:-0}" != 1 ] || printf 'set default="%s"\\n' "$entry"`,
+  `  printf "menuentry '%s' {\\n" "$entry"`,
+  `  printf '\\tmultiboot2 /boot/xen.gz placeholder %s\\n' "\${GRUB_CMDLINE_XEN:-} \${GRUB_CMDLINE_XEN_DEFAULT:-}"`,
+  `  printf '\\tmodule2 /boot/vmlinuz placeholder root=/dev/xe-simulated ro %s\\n}\\n' "\${GRUB_CMDLINE_LINUX_XEN_REPLACE:-\${GRUB_CMDLINE_LINUX:-} \${GRUB_CMDLINE_LINUX_DEFAULT:-}}"`,
+  `} > "$out"`,
+].join("\n");
 
 /** What each stub answers; every stub logs first. `$a` holds the arguments joined, with spaces around. */
 const ANSWERS: Record<string, string> = {
@@ -57,6 +86,7 @@ const ANSWERS: Record<string, string> = {
   ].join("\n"),
   // A device holds ext4 when the world says so or a stub mkfs formatted it; blkid exits 2 for "no signature".
   blkid: [
+    realOnLoop("blkid"),
     `dev=\${!#}`,
     `if grep -qxF -- "$dev" /xe-world/ext4 /xe-log/formatted 2>/dev/null; then fs=ext4; else fs=; fi`,
     `case "$a" in`,
@@ -68,7 +98,6 @@ const ANSWERS: Record<string, string> = {
   ].join("\n"),
   // The guest's root disk is "mounted" as a tmpfs of the sandbox's own (its mount namespace is private), so an
   // install has a real directory tree to write and the unmount and cleanup behave as on a host.
-  mount: `exec /usr/bin/mount -t tmpfs -o size=256m xe-simulated-disk "\${!#}"`,
   umount: `exec /usr/bin/umount "\${!#}"`,
   "mkfs.ext4": `printf '%s\\n' "\${!#}" >> /xe-log/formatted`,
   mkswap: `printf '%s\\n' "\${!#}" >> /xe-log/formatted`,
@@ -82,7 +111,7 @@ const ANSWERS: Record<string, string> = {
     `  -D) grep -vxF -- "$key" /xe-log/iptables > /xe-log/iptables.new || true; mv -f /xe-log/iptables.new /xe-log/iptables ;;`,
     `esac`,
   ].join("\n"),
-  blockdev: `echo 10737418240`,
+  blockdev: [realOnLoop("blockdev"), `echo 10737418240`].join("\n"),
   xl: [
     `case "$1" in`,
     `  list) printf 'Name ID Mem VCPUs State Time(s)\\nDomain-0 0 1024 2 r----- 1.0\\n' ;;`,
@@ -99,6 +128,56 @@ const ANSWERS: Record<string, string> = {
     `  *" backend.list"*) for i in $(seq 0 63); do echo "boot.site$i probe 5/5 healthy"; done ;;`,
     `esac`,
   ].join("\n"),
+  // The real nft, in check mode only (`-c`: parses the rules and asks the sandbox's own network namespace whether
+  // they would load, loads nothing). A file that checks counts as loaded: `list table` shows it, `delete` forgets it.
+  nft: [
+    `file=; prev=; for x in "$@"; do [ "$prev" != -f ] || file=$x; prev=$x; done`,
+    `case "$a" in`,
+    `  *" -c "*) exec /usr/sbin/nft "$@" ;;`,
+    `  *" -f "*) /usr/sbin/nft -c -f "$file" || exit; cp -- "$file" /xe-log/nft-loaded ;;`,
+    `  *" list table "*) cat /xe-log/nft-loaded 2>/dev/null || { echo "Error: No such file or directory" >&2; exit 1; } ;;`,
+    `  *" delete table "*) rm -f /xe-log/nft-loaded ;;`,
+    `esac`,
+  ].join("\n"),
+  // ifupdown's parser, as far as the validation asks it: the interfaces a file brings up (a missing file fails).
+  ifquery: [
+    `f=/etc/network/interfaces; for x in "$@"; do case "$x" in --interfaces=*) f=\${x#--interfaces=} ;; esac; done`,
+    `awk '$1 == "auto" || $1 ~ /^allow-/ { for (i = 2; i <= NF; i++) print $i }' "$f"`,
+  ].join("\n"),
+  // update-grub as Debian's grub-mkconfig does it, cut down to the Xen entry: it sources /etc/default/grub and the
+  // grub.d/*.cfg drop-ins (ours among them) as shell, then writes the entry 20_linux_xen would, with the command
+  // lines those files set, made the default when XEN_OVERRIDE_GRUB_DEFAULT=1 (what the xen package's own xen.cfg
+  // does with it).
+  "update-grub": GRUB_MKCONFIG,
+  "grub-mkconfig": GRUB_MKCONFIG,
+  "grub-probe": `echo ext2`,
+  // Hetzner's installer, as far as the install asks it: it reads the config, refuses an unreadable one, and runs
+  // the post-install hook as the installed system would, here with /etc/ssh a scratch tmpfs of its own (the hook
+  // replaces the host keys; the sandbox's sshd keeps its own).
+  installimage: [
+    `c=; x=; prev=; for y in "$@"; do case "$prev" in -c) c=$y ;; -x) x=$y ;; esac; prev=$y; done`,
+    `[ -r "$c" ] || { echo "installimage: cannot read the config $c" >&2; exit 1; }`,
+    `grep -q '^DRIVE1 ' "$c" || { echo "installimage: $c names no DRIVE1" >&2; exit 1; }`,
+    `grep -q '^IMAGE ' "$c" || { echo "installimage: $c names no IMAGE" >&2; exit 1; }`,
+    `[ -z "$x" ] || unshare --mount bash -c '/usr/bin/mount -t tmpfs xe-installed-etc-ssh /etc/ssh && exec "$1"' xe-hook "$x" || exit`,
+  ].join("\n"),
+  e2fsck: realOnLoop("e2fsck"),
+  resize2fs: realOnLoop("resize2fs"),
+  // The dom0's own ssh to a migration's source, whose device is in this sandbox too (see blockDevices): the remote
+  // command runs here on the same stdin, once the identity and the pinned known_hosts the copy made are in place.
+  ssh: [
+    `key=; kh=; prev=; for x in "$@"; do case "$prev" in -i) key=$x ;; -o) case "$x" in UserKnownHostsFile=*) kh=\${x#*=} ;; esac ;; esac; prev=$x; done`,
+    `[ -r "$key" ] && [ -s "$kh" ] || { echo "ssh (sandbox): no identity or no pinned host key" >&2; exit 255; }`,
+    `case "\${!#}" in "bash -s" | "sudo -n bash -s") exec bash -s ;; *) echo "ssh (sandbox): not a command a copy runs" >&2; exit 255 ;; esac`,
+  ].join("\n"),
+  // A migration's key pair is made for real (files only); a guest's host keys (-A) are left to the install.
+  "ssh-keygen": `case "$a" in *" -t ed25519 "*" -f "*) exec /usr/bin/ssh-keygen "$@" ;; esac`,
+  // The mount stub would put a tmpfs over `/`: a remount changes nothing here.
+  mount: [
+    `case "$a" in *" remount"*) exit 0 ;; esac`,
+    realOnLoop("mount"),
+    `exec /usr/bin/mount -t tmpfs -o size=256m xe-simulated-disk "\${!#}"`,
+  ].join("\n"),
 };
 
 /** Every stub: the commands above and those that only need to succeed. */
@@ -108,8 +187,6 @@ export const STUBS = [
   "lvextend",
   "blkdiscard",
   "udevadm",
-  "e2fsck",
-  "resize2fs",
   "e2label",
   "swaplabel",
   "swapon",
@@ -117,12 +194,21 @@ export const STUBS = [
   "xenstore-ls",
   "debootstrap",
   "depmod",
-  "ssh-keygen",
   "varnishd",
   "systemctl",
   "sysctl",
   "apt-get",
   "ping",
+  "modprobe",
+  "ifup",
+  "ifdown",
+  "netplan",
+  "systemd-run",
+  // Never the real ones, whatever a script asks.
+  "reboot",
+  "shutdown",
+  "poweroff",
+  "halt",
 ];
 
 function stubScript(name: string): string {
@@ -150,7 +236,20 @@ export interface SandboxHost {
   takeCanaries(): Promise<string[]>;
   /** Writes the stubs' world files (`vgs`: the volume groups, `ext4`: devices that hold ext4; a name a line). */
   setWorld(files: Record<string, string[]>): void;
+  /**
+   * Real block devices at `paths` inside the sandbox: loop devices over sparse files of `bytes` in the work
+   * directory (an ext4 of `ext4.blocks` 4 KiB blocks with `ext4.uuid` made in the file first, when given). Each
+   * path gets a device of its own once (a path given again keeps the first); a node there is replaced. Detached by
+   * stop().
+   */
+  blockDevices(devices: readonly BlockDevice[]): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface BlockDevice {
+  path: string;
+  bytes: number;
+  ext4?: { uuid: string; blocks: number };
 }
 
 /** Parses the stub log: `name\0count\0arg…\0` per call. */
@@ -187,7 +286,10 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
   let sshd: Sshd | undefined;
   let pool: SshPool | undefined;
   let web: ChildProcess | undefined;
+  const loops: string[] = [];
+  const made = new Set<string>();
   const down = async (): Promise<void> => {
+    for (const l of loops.splice(0)) await run("losetup", ["-d", l]).catch(() => undefined);
     await run("bash", ["-c", `ip link del ${vethHost} 2>/dev/null; ip netns del ${ns} 2>/dev/null; true`]);
   };
   try {
@@ -230,7 +332,8 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
       `mount -t proc -o ro proc ${m}/proc`,
       `mount -t tmpfs tmpfs ${m}/sys`,
       `mount -t tmpfs -o mode=755 tmpfs ${m}/run`,
-      `mkdir -p ${m}/run/lock ${m}/run/sshd ${m}/xe-stubs ${m}/xe-log ${m}/xe-world`,
+      // A systemd host, as a dom0 is (systemctl and systemd-run are stubs): scripts take their systemd paths.
+      `mkdir -p ${m}/run/lock ${m}/run/sshd ${m}/run/systemd/system ${m}/xe-stubs ${m}/xe-log ${m}/xe-world`,
       `mount --bind ${stubs} ${m}/xe-stubs`,
       `mount --bind ${log} ${m}/xe-log`,
       `mount --bind -o ro ${world} ${m}/xe-world`,
@@ -288,6 +391,41 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
       setWorld: (files) => {
         for (const [name, lines] of Object.entries(files))
           fs.writeFileSync(path.join(world, name), lines.map((l) => `${l}\n`).join(""));
+      },
+      blockDevices: async (devices) => {
+        const nodes: string[] = [];
+        for (const d of devices) {
+          // The files are on this machine's shared disk, and a zeroed range of a loop device is allocated in them.
+          if (d.bytes > MAX_DEVICE_BYTES) throw new Error(`a sandbox device of ${d.bytes} bytes is too big`);
+          if (made.has(d.path)) continue;
+          made.add(d.path);
+          // On disk, not in /dev/shm: zeroing a range of a loop device over tmpfs would fill memory.
+          const file = path.join(workDir, `xe-hostile-disk-${loops.length}`);
+          fs.rmSync(file, { force: true });
+          await run("truncate", ["-s", String(d.bytes), file]);
+          if (d.ext4)
+            await run("mkfs.ext4", [
+              "-q",
+              "-F",
+              "-b",
+              "4096",
+              "-U",
+              d.ext4.uuid,
+              file,
+              String(d.ext4.blocks),
+            ]);
+          const loop = (await run("losetup", ["-f", "--show", file])).stdout.trim();
+          loops.push(loop);
+          const [major, minor] = (await run("stat", ["-c", "%t %T", loop])).stdout
+            .trim()
+            .split(" ")
+            .map((h) => parseInt(h, 16));
+          const q = shellQuote(d.path);
+          nodes.push(
+            `mkdir -p -- "$(dirname -- ${q})" && rm -f -- ${q} && mknod -- ${q} b ${major} ${minor}`,
+          );
+        }
+        if (nodes.length > 0) await host.script(nodes.join("\n"), { summary: "sandbox block devices" });
       },
       stop: async () => {
         await p.close();

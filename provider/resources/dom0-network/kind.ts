@@ -56,7 +56,10 @@ function checkAddressWithPrefix(
 ): string | undefined {
   const v = c.string(obj, key, { required: true, max: 64 });
   if (!v || v === UNKNOWN) return v;
-  const [ip, prefix] = v.split("/");
+  // Exactly one `/`: the whole value goes into /etc/network/interfaces and netplan, where anything after a second
+  // one (`/64/$(…)`, a newline and an `up` line) would be read as commands by ifupdown's shell.
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(v);
+  const [ip, prefix] = m ? [m[1]!, m[2]!] : [undefined, undefined];
   const ok =
     ip &&
     prefix !== undefined &&
