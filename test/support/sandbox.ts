@@ -56,6 +56,8 @@ const GRUB_MKCONFIG = [
   `entry="Debian GNU/Linux, with Xen hypervisor"`,
   `mkdir -p -- "$(dirname -- "$out")"`,
   `{`,
+  // 00_header: the preloaded modules first, at the top level.
+  `  for m in \${GRUB_PRELOAD_MODULES:-}; do printf 'insmod %s\\n' "$m"; done`,
   `  [ "\${XEN_OVERRIDE_GRUB_DEFAULT:-0}" != 1 ] || printf 'set default="%s"\\n' "$entry"`,
   `  printf "menuentry '%s' {\\n" "$entry"`,
   `  printf '\\tmultiboot2 /boot/xen.gz placeholder %s\\n' "\${GRUB_CMDLINE_XEN:-} \${GRUB_CMDLINE_XEN_DEFAULT:-}"`,
