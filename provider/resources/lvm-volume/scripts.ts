@@ -124,7 +124,9 @@ export function confirmCreatedScript(vg: string, lv: string): string {
   const q = shellQuote(`${vg}/${lv}`);
   return [
     `tags=$(lvs --noheadings -o lv_tags -- ${q} | tr -d ' ')`,
-    `if [ "\${tags/${CREATING_TAG}/}" != "$tags" ]; then lvchange --deltag ${CREATING_TAG} -- ${q} >&2; fi`,
+    // --yes: on a snapshot LVM asks first whether the change may apply to its origin too (seen in the lab: without a
+    // terminal the answer is no, exit 5); a tag the origin does not carry changes nothing there.
+    `if [ "\${tags/${CREATING_TAG}/}" != "$tags" ]; then lvchange --yes --deltag ${CREATING_TAG} -- ${q} >&2; fi`,
   ].join("\n");
 }
 
@@ -149,7 +151,7 @@ export function createScript(i: LvmVolumeInputs): string {
     `  lvcreate --yes --wipesignatures y --zero y --addtag ${CREATING_TAG} --name ${shellQuote(i.name)} --size ${i.sizeBytes}b -- ${vg} >&2`,
     `fi`,
     `echo "XE-ADOPTED $adopted"`,
-    `lvchange -ay ${lvq} >&2`,
+    `lvchange --yes -ay ${lvq} >&2`,
     `udevadm settle 2>/dev/null || true`,
     `real=$(readlink -f -- ${dev})`,
     `rc=0; have=$(blkid -p -o value -s TYPE -- ${dev}) || rc=$?`,
@@ -276,7 +278,7 @@ export function deleteScript(
     DEVICE_HOLDER_FUNCTIONS,
     lvExists(o.volumeGroup, o.name),
     `if [ "$present" = 0 ]; then xe_say ${shellQuote(`${name} is already gone`)}; exit 0; fi`,
-    `lvchange -ay ${lvq} >&2`,
+    `lvchange --yes -ay ${lvq} >&2`,
     `real=$(readlink -f -- ${dev})`,
     ...refuseWhenHeld(name, "remove"),
     `dm=$(lvs --noheadings -o lv_dm_path -- ${lvq} | tr -d ' ')`,
@@ -294,7 +296,7 @@ export function deleteScript(
           // leaves the origin as it is), zero that, then remove it.
           `xe_say ${shellQuote(`splitting the copy-on-write space off ${name} to zero it before it is removed`)}`,
           `lvconvert --yes --splitsnapshot -- ${lvq} >&2`,
-          `lvchange -ay ${lvq} >&2`,
+          `lvchange --yes -ay ${lvq} >&2`,
           `real=$(readlink -f -- ${dev})`,
           ...ZERO_OUT_REAL,
         ]
