@@ -20,6 +20,7 @@ import {
   UNKNOWN,
   type Network,
 } from "../../provider";
+import { parseProbe } from "../../provider/resources/dom0-reboot/plan";
 import { fixtureKeys } from "../support/fixture-keys";
 import { repoPath } from "../support/repo";
 
@@ -317,6 +318,28 @@ describe("changes and reboots", () => {
     ]);
     assert.deepEqual(rebootReasons({ ...ready, xenCommandLine: "dom0_mem=512M,max:512M" }, expect), [
       "Xen's command line lacks dom0_mem=1024M,max:1024M",
+    ]);
+  });
+  test("a host without Xen but with Xen's image installed is read as not running Xen", () => {
+    // The probe's lines on the bare server after Dom0Packages (seen in the lab: `xenmtime` was read as Xen's version).
+    const p = parseProbe(
+      [
+        "bootid b",
+        "boottime 1000",
+        "kernel 6.1.0-28-amd64",
+        "newestkernel 6.1.0-28-amd64",
+        "xenmtime 1500",
+        "netmtime 1600",
+        "bridge -",
+      ].join("\n"),
+    );
+    assert.equal(p.underXen, false);
+    assert.equal(p.xenVersion, null);
+    assert.deepEqual(rebootReasons(p, expect), [
+      "the host does not run under Xen",
+      "Xen was installed or updated after this boot",
+      "there is no bridge xenbr0",
+      "the network configuration changed after this boot",
     ]);
   });
   test("after a boot dom0's memory must be the declared one", () => {

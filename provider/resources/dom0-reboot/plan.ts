@@ -49,7 +49,11 @@ export function probeScript(e: Pick<BootExpectation, "bridge" | "networkFile">):
 }
 
 export function parseProbe(out: string): BootProbe {
-  const get = (k: string): string | undefined => new RegExp(`^${k} ?(.*)$`, "m").exec(out)?.[1]?.trim();
+  // A key is the whole first word: `xen` must not read the `xenmtime` line of a host that does not run Xen.
+  const get = (k: string): string | undefined => {
+    const m = new RegExp(`^${k}(?: (.*))?$`, "m").exec(out);
+    return m ? (m[1] ?? "").trim() : undefined;
+  };
   const num = (k: string): number | null => {
     const v = get(k);
     return v !== undefined && /^\d+$/.test(v) ? Number(v) : null;
