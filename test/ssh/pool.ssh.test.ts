@@ -595,9 +595,17 @@ describe("the channel cap", () => {
     }
   });
 
-  test("many requests that find the pooled connection dropped share one new dial", async () => {
-    await withPool(async (pool) => {
-      const h = pool.host(root());
+  test("many requests that find the pooled connection dropped share one new dial, within the server's sessions", async () => {
+    // A server that allows two sessions a connection: a second dial or a third channel would show as a refused
+    // session, and an orphaned connection as a second handshake.
+    const small = await startSshd({ authorizedKeys: [key.publicKey], extraConfig: ["MaxSessions 2"] });
+    const pool = new SshPool({ maxChannelsPerConnection: 2 });
+    try {
+      const c = conn(
+        { host: small.host, port: small.port, hostKey: small.hostKey.fingerprint },
+        { privateKey: key.privateKey },
+      );
+      const h = pool.host(c);
       await h.exec("true");
       // Kill the sshd process serving this connection (the nearest sshd ancestor), so the pooled client sees it close.
       await h
@@ -607,9 +615,19 @@ describe("the channel cap", () => {
         .catch(() => undefined);
       await new Promise((r) => setTimeout(r, 300));
       const before = pool.stats.handshakes;
-      await Promise.all(Array.from({ length: 12 }, () => pool.host(root()).exec("true")));
+      const results = await Promise.all(
+        Array.from({ length: 24 }, (_, i) => pool.host(c).exec(`sleep 0.05; echo ${i}`)),
+      );
+      assert.deepEqual(
+        results.map((r) => Number(r.stdout.trim())),
+        Array.from({ length: 24 }, (_, i) => i),
+      );
       assert.equal(pool.stats.handshakes - before, 1);
-    });
+      assert.equal(pool.stats.maxActive, 2);
+    } finally {
+      await pool.close();
+      await small.stop();
+    }
   });
 });
 
