@@ -20,6 +20,7 @@ import {
   RemoteHost,
   SshPool,
   VERSION,
+  withHostLock,
 } from "../../provider";
 import { startLocalHost, Sshd } from "../support/sshd";
 import { withStubs, writeStubs } from "../support/stub-commands";
@@ -174,6 +175,30 @@ describe("installing a guest from an image", () => {
       assert.ok(!fs.existsSync(`${mnt}/${INSTALL_MARKER}`));
       assert.equal(fs.readFileSync(`${mnt}/etc/hostname`, "utf8"), "app9\n");
     });
+  });
+
+  test("an install holds its disk's lock, not the host's: an edit of shared files goes ahead while it unpacks", async () => {
+    freshFilesystem();
+    // tar takes 3 s longer than it needs: the install is still unpacking when the edit asks for the host lock.
+    const slow = path.join(dir, "slow-tar");
+    fs.mkdirSync(slow, { recursive: true });
+    fs.writeFileSync(path.join(slow, "tar"), '#!/bin/sh\nsleep 3\nexec /usr/bin/tar "$@"\n', { mode: 0o755 });
+    let installed = false;
+    const install = withStubs(host, slow)
+      .refusable(installScript(guest(loop)))
+      .then((r) => {
+        installed = true;
+        return r;
+      });
+    await new Promise((r) => setTimeout(r, 1000));
+    // What NAT rules, guest configs and backups are edited under, waiting 1 s at most for it.
+    await host.script(withHostLock("true", 1), { summary: "an edit under the host lock" });
+    assert.equal(installed, false, "the edit did not wait for the install");
+    // A second install onto the same disk waits for the first (it then sees an installed system).
+    const second = host.refusable(installScript(guest(loop)));
+    await install;
+    await second;
+    onDisk(() => assert.equal(fs.readFileSync(`${mnt}/etc/hostname`, "utf8"), "app9\n"));
   });
 
   test("a guest booting through pvgrub2 gets a GRUB menu for its own kernel; one the image brings is kept", async () => {
