@@ -16,8 +16,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createStack, resourceChanges, type PulumiStack } from "../engine/harness";
-import { httpGet as get, startBareServer, timed as timedIn, type BareServer } from "../lab/bare-server";
+import { startBareServer, timed as timedIn, type BareServer } from "../lab/bare-server";
 import { freePort, LAB_SMTP, LAB_NET, type Lab } from "../lab/lab";
+import { httpGet as get } from "../support/http";
 import { repoRoot } from "../support/repo";
 import { slowTier } from "../support/tier";
 

@@ -5,11 +5,11 @@
  * `xl destroy`, and a destroy that leaves nothing behind.
  */
 import assert from "node:assert/strict";
-import * as http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { createStack, diagnostics, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
 import { Lab } from "../lab/lab";
 import { labMachine } from "../lab/shared";
+import { httpGet } from "../support/http";
 
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
@@ -41,28 +41,7 @@ describe("the example estate on the lab dom0", { timeout: 50 * 60 * 1000 }, () =
   }
 
   /** GET / through the dom0's port 80 (Varnish) with this Host header: "STATUS body", or "error …". */
-  function viaFrontend(host: string): Promise<string> {
-    return new Promise((resolve) => {
-      const req = http.get(
-        {
-          host: "127.0.0.1",
-          port: lab.httpPort,
-          path: "/",
-          headers: { host },
-          agent: false,
-          timeout: 20_000,
-        },
-        (res) => {
-          let body = "";
-          res.on("data", (c: Buffer) => (body += c.toString()));
-          res.on("end", () => resolve(`${res.statusCode} ${body.trim()}`));
-          res.on("error", (err) => resolve(`error ${err.message}`));
-        },
-      );
-      req.on("timeout", () => req.destroy(new Error("timed out")));
-      req.on("error", (err) => resolve(`error ${err.message}`));
-    });
-  }
+  const viaFrontend = (host: string): Promise<string> => httpGet(lab.httpPort, host);
 
   before(async () => {
     lab = await machine.acquire();

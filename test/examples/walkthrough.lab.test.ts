@@ -23,11 +23,12 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { createStack, diagnostics, resourceChanges, type PulumiStack } from "../engine/harness";
-import { httpGet, startBareServer, timed as timedIn, type BareServer } from "../lab/bare-server";
+import { startBareServer, timed as timedIn, type BareServer } from "../lab/bare-server";
 import { freePort, LAB_NET, LAB_SMTP } from "../lab/lab";
 import { SOURCE_GUEST_ADDRESS } from "../lab/shared";
 import { SourceVps } from "../lab/source";
 import { sh } from "../support/disks";
+import { httpGet } from "../support/http";
 import { slowTier } from "../support/tier";
 
 // Slow tier until a whole run has passed and its place in CI's budget is measured (it is to replace the files it

@@ -8,13 +8,10 @@
  *   await bare.asAdmin("xl info")  a root command through the admin's sudo on the new sshd port
  *   await bare.stop()
  *
- * One machine for the Dom0Host file and for the walkthrough (test/components/dom0-host.lab.test.ts,
- * test/examples/walkthrough.lab.test.ts): each changes it beyond undoing (installs Xen, reboots it), so each boots
- * its own.
+ * Each file that uses it changes the machine beyond undoing (installs Xen, reboots it), so each boots its own.
  */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as http from "node:http";
 import * as os from "node:os";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
@@ -147,30 +144,6 @@ export async function startBareServer(o: BareServerOptions): Promise<BareServer>
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-/** GET / from 127.0.0.1:`port` with an optional Host header: "STATUS body", or "error …". */
-export function httpGet(port: number, host?: string): Promise<string> {
-  return new Promise((resolve) => {
-    const req = http.get(
-      {
-        host: "127.0.0.1",
-        port,
-        path: "/",
-        agent: false,
-        timeout: 20_000,
-        ...(host ? { headers: { host } } : {}),
-      },
-      (res) => {
-        let body = "";
-        res.on("data", (c: Buffer) => (body += c.toString()));
-        res.on("end", () => resolve(`${res.statusCode} ${body.trim()}`));
-        res.on("error", (err) => resolve(`error ${err.message}`));
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error("timed out")));
-    req.on("error", (e) => resolve(`error ${e.message}`));
-  });
 }
 
 /** Runs `f`, recording its wall time in seconds under `name` and logging it. */

@@ -148,9 +148,7 @@ after(async () => {
 
 /** A context over a fresh pool (a new `pulumi up` process) through the relay. */
 function freshContext(): Context {
-  const pool = new SshPool();
-  pools.push(pool);
-  return hostContext(pool.host(connection()));
+  return hostContext(relay.freshHost(sshd.hostKey.fingerprint, key.privateKey));
 }
 
 function connection() {

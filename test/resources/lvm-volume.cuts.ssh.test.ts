@@ -83,20 +83,7 @@ after(async () => {
 
 /** A context over a fresh pool (a new `pulumi up` process) through the relay, seeing the simulated LVM. */
 function freshContext(): Context {
-  const conn = resolveConnection(
-    new Checker(),
-    {
-      host: "127.0.0.1",
-      port: relay.port,
-      hostKey: sshd.hostKey.fingerprint,
-      dialErrorLimit: 1,
-      perDialTimeout: 5,
-    },
-    { privateKey: key.privateKey },
-  )!;
-  const pool = new SshPool();
-  pools.push(pool);
-  return hostContext(withStubs(pool.host(conn), sim.dir));
+  return hostContext(withStubs(relay.freshHost(sshd.hostKey.fingerprint, key.privateKey), sim.dir));
 }
 
 function inputs(extra: Record<string, unknown>): LvmVolumeInputs {

@@ -12,10 +12,7 @@ import * as path from "node:path";
 import {
   hostContext,
   BACKUP_ROOT,
-  Checker,
   remoteFileKind,
-  resolveConnection,
-  SshPool,
   VERSION,
   type Context,
   type RemoteFileInputs,
@@ -35,7 +32,6 @@ let dir: string;
 let sshd: Sshd;
 let key: KeyPair;
 let relay: CutRelay;
-const pools: SshPool[] = [];
 const results: CutResult[] = [];
 const file = (): string => path.join(dir, "app.conf");
 const reloadLog = (): string => path.join(dir, "reloads.log");
@@ -50,7 +46,6 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of pools) await p.close();
   await relay?.stop();
   await sshd?.stop();
   console.log(formatCutTable("RemoteFile", results));
@@ -60,21 +55,7 @@ after(async () => {
 
 /** A context over a fresh pool (a new `pulumi up` process) through the relay. */
 function freshContext(): Context {
-  const conn = resolveConnection(
-    new Checker(),
-    {
-      host: "127.0.0.1",
-      port: relay.port,
-      hostKey: sshd.hostKey.fingerprint,
-      dialErrorLimit: 1,
-      perDialTimeout: 5,
-    },
-    { privateKey: key.privateKey },
-  )!;
-  const pool = new SshPool();
-  pools.push(pool);
-  const host = pool.host(conn);
-  return hostContext(host);
+  return hostContext(relay.freshHost(sshd.hostKey.fingerprint, key.privateKey));
 }
 
 function inputs(content: string): RemoteFileInputs {

@@ -236,20 +236,7 @@ after(async () => {
 
 /** A context over a fresh pool (a new `pulumi up` process) through the relay. */
 function freshContext(): Context {
-  const conn = resolveConnection(
-    new Checker(),
-    {
-      host: "127.0.0.1",
-      port: relay.port,
-      hostKey: sshd.hostKey.fingerprint,
-      dialErrorLimit: 1,
-      perDialTimeout: 5,
-    },
-    { privateKey: key.privateKey },
-  )!;
-  const pool = new SshPool();
-  pools.push(pool);
-  return hostContext(pool.host(conn));
+  return hostContext(relay.freshHost(sshd.hostKey.fingerprint, key.privateKey));
 }
 
 const SITES_ONE = (): Record<string, unknown>[] => [

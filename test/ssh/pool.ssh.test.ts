@@ -572,14 +572,28 @@ describe("sharing a pooled connection", () => {
 });
 
 describe("the channel cap", () => {
-  test("never more channels at once than the cap, against a server that allows only as many sessions", async () => {
+  /** Runs `fn` with a pool capped at 2 channels a connection, against an sshd that allows 2 sessions a connection. */
+  async function withTwoSessions(
+    fn: (pool: SshPool, c: ReturnType<typeof conn>) => Promise<void>,
+  ): Promise<void> {
     const small = await startSshd({ authorizedKeys: [key.publicKey], extraConfig: ["MaxSessions 2"] });
     const pool = new SshPool({ maxChannelsPerConnection: 2 });
     try {
-      const c = conn(
-        { host: small.host, port: small.port, hostKey: small.hostKey.fingerprint },
-        { privateKey: key.privateKey },
+      await fn(
+        pool,
+        conn(
+          { host: small.host, port: small.port, hostKey: small.hostKey.fingerprint },
+          { privateKey: key.privateKey },
+        ),
       );
+    } finally {
+      await pool.close();
+      await small.stop();
+    }
+  }
+
+  test("never more channels at once than the cap, against a server that allows only as many sessions", async () => {
+    await withTwoSessions(async (pool, c) => {
       const results = await Promise.all(
         Array.from({ length: 30 }, (_, i) => pool.host(c).exec(`sleep 0.05; echo ${i}`)),
       );
@@ -589,22 +603,12 @@ describe("the channel cap", () => {
       );
       assert.equal(pool.stats.maxActive, 2);
       assert.equal(pool.stats.handshakes, 1);
-    } finally {
-      await pool.close();
-      await small.stop();
-    }
+    });
   });
 
   test("many requests that find the pooled connection dropped share one new dial, within the server's sessions", async () => {
-    // A server that allows two sessions a connection: a second dial or a third channel would show as a refused
-    // session, and an orphaned connection as a second handshake.
-    const small = await startSshd({ authorizedKeys: [key.publicKey], extraConfig: ["MaxSessions 2"] });
-    const pool = new SshPool({ maxChannelsPerConnection: 2 });
-    try {
-      const c = conn(
-        { host: small.host, port: small.port, hostKey: small.hostKey.fingerprint },
-        { privateKey: key.privateKey },
-      );
+    // A second dial would show as a second handshake, a third channel as a session the server refuses.
+    await withTwoSessions(async (pool, c) => {
       const h = pool.host(c);
       await h.exec("true");
       // Kill the sshd process serving this connection (the nearest sshd ancestor), so the pooled client sees it close.
@@ -624,10 +628,7 @@ describe("the channel cap", () => {
       );
       assert.equal(pool.stats.handshakes - before, 1);
       assert.equal(pool.stats.maxActive, 2);
-    } finally {
-      await pool.close();
-      await small.stop();
-    }
+    });
   });
 });
 

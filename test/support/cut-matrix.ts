@@ -12,12 +12,13 @@
  * it stays down (new connections are dropped at once) until the operation has failed, as a real outage would.
  */
 import * as net from "node:net";
-import type { Context } from "../../provider";
+import { Checker, resolveConnection, SshPool, type Context, type RemoteHost } from "../../provider";
 
 /** A TCP relay to `target`, whose every connection can be dropped at once. */
 export class CutRelay {
   private readonly sockets = new Set<net.Socket>();
   private server!: net.Server;
+  private readonly pools: SshPool[] = [];
   private isDown = false;
   port = 0;
 
@@ -56,7 +57,23 @@ export class CutRelay {
     this.isDown = false;
   }
 
+  /**
+   * A host over a fresh pool (what a new `pulumi up` process has) that dials the target through this relay, pinned to
+   * `hostKey` and failing fast (one dial attempt of at most 5 s: a cut path is an error at once, not a wait).
+   */
+  freshHost(hostKey: string, privateKey: string): RemoteHost {
+    const conn = resolveConnection(
+      new Checker(),
+      { host: "127.0.0.1", port: this.port, hostKey, dialErrorLimit: 1, perDialTimeout: 5 },
+      { privateKey },
+    )!;
+    const pool = new SshPool();
+    this.pools.push(pool);
+    return pool.host(conn);
+  }
+
   async stop(): Promise<void> {
+    for (const p of this.pools.splice(0)) await p.close();
     this.down();
     await new Promise<void>((r) => this.server.close(() => r()));
   }
