@@ -13,8 +13,7 @@
  * this test's directories. The confirmation's own new connection is not cut here: a confirmation that cannot log
  * in is test/remote/rollback.ssh.test.ts's subject.
  */
-import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { after, before, describe } from "node:test";
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -36,12 +35,12 @@ import { checked } from "../support/checked";
 import {
   CutRelay,
   formatCutTable,
-  runCutScenario,
+  cutMatrixTests,
   type CutResult,
   type CutScenario,
   type CutWhen,
 } from "../support/cut-matrix";
-import { generateKey, startSshd, type KeyPair, type Sshd } from "../support/sshd";
+import { generateKey, inMountNamespace, startSshd, type KeyPair, type Sshd } from "../support/sshd";
 import { runTier } from "../support/tier";
 
 const run = promisify(execFile);
@@ -93,16 +92,7 @@ before(async () => {
     authorizedKeys: [key.publicKey],
     netns: ns,
     listen: inside,
-    wrap: [
-      "unshare",
-      "-m",
-      "--propagation",
-      "private",
-      "bash",
-      "-c",
-      `set -e; ${mounts.join("; ")}; exec "$@"`,
-      "xe-cut-mounts",
-    ],
+    wrap: inMountNamespace(mounts),
   });
   // The relay dials from the veth's primary address, the trusted one, as the provider's machine would.
   relay = new CutRelay(sshd.host, sshd.port);
@@ -322,14 +312,12 @@ describe(
   `Dom0Firewall with the connection cut at every remote step (${WAYS.join(", ")})`,
   { timeout: 60 * 60_000 },
   () => {
-    for (const s of scenarios())
-      test(`${s.operation} converges on the next run, whichever step the cut hits`, async () => {
-        const started = Date.now();
-        const { steps, failures } = await runCutScenario(s, { relay, freshContext, ways: WAYS, results });
-        times.push(
-          `Dom0Firewall ${s.operation}: ${steps.length} steps × ${WAYS.length} cuts in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-        );
-        assert.deepEqual(failures, []);
-      });
+    cutMatrixTests("Dom0Firewall", scenarios(), {
+      relay: () => relay,
+      freshContext,
+      ways: WAYS,
+      results,
+      times,
+    });
   },
 );

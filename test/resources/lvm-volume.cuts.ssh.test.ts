@@ -9,8 +9,7 @@
  * Real: the sshd, bash, the kind's scripts and the cut TCP path. What real LVM does with the same scripts is proven
  * by the lab (test/resources/lvm-volume.lab.test.ts).
  */
-import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { after, before, describe } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -31,7 +30,7 @@ import { checked } from "../support/checked";
 import {
   CutRelay,
   formatCutTable,
-  runCutScenario,
+  cutMatrixTests,
   type CutResult,
   type CutScenario,
   type CutWhen,
@@ -240,14 +239,12 @@ describe(
   "LvmVolume (LVM simulated) with the connection cut at every remote step",
   { timeout: 20 * 60_000 },
   () => {
-    for (const s of scenarios())
-      test(`${s.operation} converges on the next run, whichever step the cut hits`, async () => {
-        const started = Date.now();
-        const { steps, failures } = await runCutScenario(s, { relay, freshContext, ways: WAYS, results });
-        times.push(
-          `LvmVolume ${s.operation}: ${steps.length} steps × ${WAYS.length} cuts in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-        );
-        assert.deepEqual(failures, []);
-      });
+    cutMatrixTests("LvmVolume", scenarios(), {
+      relay: () => relay,
+      freshContext,
+      ways: WAYS,
+      results,
+      times,
+    });
   },
 );

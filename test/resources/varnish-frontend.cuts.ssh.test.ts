@@ -19,8 +19,7 @@
  * The fast tier cuts every step once (`during`, the cut that leaves the most undecided); the slow tier cuts each
  * step all three ways.
  */
-import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { after, before, describe } from "node:test";
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
@@ -52,12 +51,12 @@ import { checked } from "../support/checked";
 import {
   CutRelay,
   formatCutTable,
-  runCutScenario,
+  cutMatrixTests,
   type CutResult,
   type CutScenario,
   type CutWhen,
 } from "../support/cut-matrix";
-import { generateKey, startSshd, type KeyPair, type Sshd } from "../support/sshd";
+import { generateKey, inMountNamespace, startSshd, type KeyPair, type Sshd } from "../support/sshd";
 import { runTier } from "../support/tier";
 
 const run = promisify(execFile);
@@ -182,16 +181,7 @@ before(async () => {
     authorizedKeys: [key.publicKey],
     netns: ns,
     listen: inside,
-    wrap: [
-      "unshare",
-      "-m",
-      "--propagation",
-      "private",
-      "bash",
-      "-c",
-      `set -e; ${binds.join("; ")}; exec "$@"`,
-      "xe-cut-mounts",
-    ],
+    wrap: inMountNamespace(binds),
   });
   relay = new CutRelay(sshd.host, sshd.port);
   await relay.start();
@@ -449,14 +439,12 @@ describe(
   `VarnishFrontend with the connection cut at every remote step (${WAYS.join(", ")})`,
   { timeout: 60 * 60_000 },
   () => {
-    for (const s of scenarios())
-      test(`${s.operation} converges on the next run, whichever step the cut hits`, async () => {
-        const started = Date.now();
-        const { steps, failures } = await runCutScenario(s, { relay, freshContext, ways: WAYS, results });
-        times.push(
-          `VarnishFrontend ${s.operation}: ${steps.length} steps × ${WAYS.length} cuts in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-        );
-        assert.deepEqual(failures, []);
-      });
+    cutMatrixTests("VarnishFrontend", scenarios(), {
+      relay: () => relay,
+      freshContext,
+      ways: WAYS,
+      results,
+      times,
+    });
   },
 );

@@ -11,7 +11,9 @@
  * The path is a real TCP relay in front of a real sshd ({@link CutRelay}); dropping it kills the remote session, and
  * it stays down (new connections are dropped at once) until the operation has failed, as a real outage would.
  */
+import assert from "node:assert/strict";
 import * as net from "node:net";
+import { test } from "node:test";
 import { Checker, resolveConnection, SshPool, type Context, type RemoteHost } from "../../provider";
 
 /** A TCP relay to `target`, whose every connection can be dropped at once. */
@@ -207,4 +209,35 @@ export async function runCutScenario<Out>(
       if (detail) failures.push(`${s.operation} step ${at} (${steps[at - 1]}) cut ${when}: ${detail}`);
     }
   return { steps, failures };
+}
+
+/**
+ * Declares one test per scenario of `kind`: it converges on the next run whichever step the cut hits, each way in
+ * `ways`; its wall time goes to `times`. `relay` and `freshContext` are read when the test runs (after `before`).
+ */
+export function cutMatrixTests<Out>(
+  kind: string,
+  scenarios: readonly CutScenario<Out>[],
+  o: {
+    relay: () => CutRelay;
+    freshContext: () => Context;
+    ways: readonly CutWhen[];
+    results: CutResult[];
+    times: string[];
+  },
+): void {
+  for (const s of scenarios)
+    test(`${s.operation} converges on the next run, whichever step the cut hits`, async () => {
+      const started = Date.now();
+      const { steps, failures } = await runCutScenario(s, {
+        relay: o.relay(),
+        freshContext: o.freshContext,
+        ways: o.ways,
+        results: o.results,
+      });
+      o.times.push(
+        `${kind} ${s.operation}: ${steps.length} steps × ${o.ways.length} cuts in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
+      assert.deepEqual(failures, []);
+    });
 }

@@ -136,6 +136,23 @@ export interface Sshd {
   dir: string;
 }
 
+/**
+ * A `wrap` for {@link startSshd}: sshd runs in a mount namespace of its own where `commands` ran first (bind mounts,
+ * overlays), so what its sessions change there never reaches the host's files.
+ */
+export function inMountNamespace(commands: readonly string[]): string[] {
+  return [
+    "unshare",
+    "-m",
+    "--propagation",
+    "private",
+    "bash",
+    "-c",
+    `set -e; ${commands.join("; ")}; exec "$@"`,
+    "xe-mounts",
+  ];
+}
+
 /** Starts a real sshd with a fresh host key. */
 export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-sshd-"));
