@@ -12,7 +12,6 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
@@ -31,7 +30,7 @@ import {
   type Network,
   type ResolvedConnection,
 } from "../../provider";
-import { freePort, generateKey, startSshd, type KeyPair, type Sshd } from "../support/sshd";
+import { freePort, generateKey, startSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
 
 const run = promisify(execFile);
 let dir: string;
@@ -60,26 +59,6 @@ function dropRollbacks(label: string): void {
   if (!fs.existsSync(ROLLBACK_ROOT)) return;
   for (const d of fs.readdirSync(ROLLBACK_ROOT))
     if (d.startsWith(`${label}-`)) fs.rmSync(path.join(ROLLBACK_ROOT, d), { recursive: true, force: true });
-}
-
-/** Whether a TCP connection from `from` to host:port is accepted within `ms` (a dropped SYN times out). */
-function tcpOpens(host: string, port: number, from: string | undefined, ms = 3000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port, ...(from ? { localAddress: from } : {}) });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, ms);
-    s.once("connect", () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => {
-      clearTimeout(timer);
-      resolve(false);
-    });
-  });
 }
 
 describe("an sshd change under the host's rollback timer", { timeout: 180_000 }, () => {

@@ -16,7 +16,6 @@
 import { after, before, describe } from "node:test";
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import {
@@ -40,7 +39,7 @@ import {
   type CutScenario,
   type CutWhen,
 } from "../support/cut-matrix";
-import { generateKey, inMountNamespace, startSshd, type KeyPair, type Sshd } from "../support/sshd";
+import { generateKey, inMountNamespace, startSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
 import { runTier } from "../support/tier";
 
 const run = promisify(execFile);
@@ -169,25 +168,8 @@ function inputs(openTcp: number[]): Dom0FirewallInputs {
 /** Runs a command in the namespace (where `nft` sees the namespace's tables). */
 const inNs = (cmd: string): Promise<{ stdout: string }> => sh(`ip netns exec ${ns} ${cmd}`);
 
-/** Whether a TCP connection from `from` to the sshd is accepted within `ms` (a dropped SYN times out). */
-function sshOpens(from: string, ms = 2000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: inside, port: sshd.port, localAddress: from });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, ms);
-    s.once("connect", () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => {
-      clearTimeout(timer);
-      resolve(false);
-    });
-  });
-}
+/** Whether a TCP connection from `from` to the sshd is accepted within 2 s (a dropped SYN times out). */
+const sshOpens = (from: string): Promise<boolean> => tcpOpens(inside, sshd.port, from, 2000);
 
 /** Waits for every rollback of this test's host to be done (restored or confirmed) and takes it away. */
 async function settleRollbacks(): Promise<void> {

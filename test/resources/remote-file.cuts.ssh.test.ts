@@ -4,8 +4,7 @@
  * engine makes it) must converge: the declared content, owner and mode, the original kept exactly once and put
  * back on delete, the reload done, no temp file left behind.
  */
-import { after, before, describe, test } from "node:test";
-import assert from "node:assert/strict";
+import { after, before, describe } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -21,10 +20,10 @@ import {
 import { checked } from "../support/checked";
 import {
   CutRelay,
-  cuttingContext,
+  cutMatrixTests,
   formatCutTable,
   type CutResult,
-  type CutWhen,
+  type CutScenario,
 } from "../support/cut-matrix";
 import { generateKey, startSshd, type KeyPair, type Sshd } from "../support/sshd";
 
@@ -33,6 +32,7 @@ let sshd: Sshd;
 let key: KeyPair;
 let relay: CutRelay;
 const results: CutResult[] = [];
+const times: string[] = [];
 const file = (): string => path.join(dir, "app.conf");
 const reloadLog = (): string => path.join(dir, "reloads.log");
 const ORIGINAL = "the original\n";
@@ -49,6 +49,7 @@ after(async () => {
   await relay?.stop();
   await sshd?.stop();
   console.log(formatCutTable("RemoteFile", results));
+  for (const t of times) console.log(t);
   fs.rmSync(path.join(BACKUP_ROOT, dir), { recursive: true, force: true });
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -86,6 +87,20 @@ function resetHost(state: "original" | "managed"): void {
   }
 }
 
+/** Puts the host in `state` before a run (a scenario's reset). */
+const resetTo = (state: "original" | "managed") => (): Promise<void> => {
+  resetHost(state);
+  return Promise.resolve();
+};
+
+/** Why the original is not back in place after a delete, or undefined. */
+function restored(): string | undefined {
+  if (fs.readFileSync(file(), "utf8") !== ORIGINAL)
+    return `content is ${JSON.stringify(fs.readFileSync(file(), "utf8"))}`;
+  if (leftovers().length > 0) return `left ${leftovers().join(", ")}`;
+  return undefined;
+}
+
 function leftovers(): string[] {
   return fs.readdirSync(dir).filter((f) => f.includes(".xen-estate."));
 }
@@ -99,21 +114,10 @@ function createdState(): RemoteFileOutputs {
   };
 }
 
-interface Scenario {
-  operation: "create" | "update" | "delete";
-  pre: "original" | "managed";
-  /** Runs the operation as the engine would on its first try, and on every try after a failure. */
-  run: (
-    ctx: Context,
-    last: { partial?: RemoteFileOutputs; failed: boolean },
-  ) => Promise<RemoteFileOutputs | void>;
-  converged: () => string | undefined;
-}
-
-const scenarios: Scenario[] = [
+const scenarios: CutScenario<RemoteFileOutputs>[] = [
   {
     operation: "create",
-    pre: "original",
+    reset: resetTo("original"),
     run: async (ctx, last) => {
       // A create that recorded what it made continues as an update (the engine keeps the half-made resource).
       if (last.partial)
@@ -130,29 +134,24 @@ const scenarios: Scenario[] = [
         throw err;
       }
     },
-    converged: () => expectManaged("version one\n"),
+    converged: () => Promise.resolve(expectManaged("version one\n")),
   },
   {
     operation: "update",
-    pre: "managed",
+    reset: resetTo("managed"),
     run: (ctx) =>
       remoteFileKind.update(ctx, "id", createdState(), inputs("version two\n"), {
         changed: ["content"],
         replaces: [],
         classes: {},
       }),
-    converged: () => expectManaged("version two\n"),
+    converged: () => Promise.resolve(expectManaged("version two\n")),
   },
   {
     operation: "delete",
-    pre: "managed",
+    reset: resetTo("managed"),
     run: (ctx) => remoteFileKind.delete(ctx, "id", createdState()),
-    converged: () => {
-      if (fs.readFileSync(file(), "utf8") !== ORIGINAL)
-        return `content is ${JSON.stringify(fs.readFileSync(file(), "utf8"))}`;
-      if (leftovers().length > 0) return `left ${leftovers().join(", ")}`;
-      return undefined;
-    },
+    converged: () => Promise.resolve(restored()),
   },
 ];
 
@@ -174,43 +173,11 @@ function expectManaged(content: string): string | undefined {
 }
 
 describe("RemoteFile with the connection cut at every remote step", { timeout: 30 * 60_000 }, () => {
-  for (const s of scenarios)
-    test(`${s.operation} converges on the next run, whichever step the cut hits`, async () => {
-      resetHost(s.pre);
-      const counting = cuttingContext(freshContext(), relay);
-      await s.run(counting.ctx, { failed: false });
-      const steps = counting.steps();
-      assert.ok(steps.length > 0);
-      assert.equal(s.converged(), undefined, "an uncut run converges");
-      const failures: string[] = [];
-      for (let at = 1; at <= steps.length; at++)
-        for (const when of ["before", "during", "after"] as CutWhen[]) {
-          resetHost(s.pre);
-          const last: { partial?: RemoteFileOutputs; failed: boolean } = { failed: false };
-          const cut = cuttingContext(freshContext(), relay, { at, when });
-          try {
-            await s.run(cut.ctx, last);
-          } catch {
-            last.failed = true;
-          }
-          relay.up();
-          let detail: string | undefined;
-          try {
-            await s.run(freshContext(), last);
-            detail = s.converged();
-          } catch (err) {
-            detail = `the next run failed: ${(err as Error).message.split("\n")[0]}`;
-          }
-          results.push({
-            operation: s.operation,
-            step: at,
-            summary: steps[at - 1]!,
-            when,
-            converged: !detail,
-            ...(detail ? { detail } : {}),
-          });
-          if (detail) failures.push(`${s.operation} step ${at} (${steps[at - 1]}) cut ${when}: ${detail}`);
-        }
-      assert.deepEqual(failures, []);
-    });
+  cutMatrixTests("RemoteFile", scenarios, {
+    relay: () => relay,
+    freshContext,
+    ways: ["before", "during", "after"],
+    results,
+    times,
+  });
 });

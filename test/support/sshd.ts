@@ -379,3 +379,23 @@ export async function startLocalHost(dir: string): Promise<{
     },
   };
 }
+
+/** Whether a TCP connection from `from` to host:port is accepted within `ms` (a dropped SYN times out). */
+export function tcpOpens(host: string, port: number, from: string | undefined, ms = 3000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port, ...(from ? { localAddress: from } : {}) });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, ms);
+    s.once("connect", () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
