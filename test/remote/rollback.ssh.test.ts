@@ -31,6 +31,7 @@ import {
   type ResolvedConnection,
 } from "../../provider";
 import { freePort, generateKey, startSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
+import { makeVethNamespace, removeVethNamespace } from "../support/netns";
 
 const run = promisify(execFile);
 let dir: string;
@@ -253,17 +254,15 @@ describe("firewall rules in a network namespace, under the rollback timer", { ti
   const sh = (cmd: string): Promise<{ stdout: string }> => run("bash", ["-c", cmd]);
 
   before(async () => {
-    await sh(`ip netns del ${ns} 2>/dev/null; ip link del ${hostIf} 2>/dev/null; true`);
+    await sh(removeVethNamespace({ ns, hostIf }));
     await sh(
       [
-        `ip netns add ${ns}`,
-        `ip link add ${hostIf} type veth peer name eth0 netns ${ns}`,
-        `ip addr add ${trusted}/24 dev ${hostIf}`,
-        `ip addr add ${untrusted}/24 dev ${hostIf}`,
-        `ip link set ${hostIf} up`,
-        `ip -n ${ns} addr add ${inside}/24 dev eth0`,
-        `ip -n ${ns} link set eth0 up`,
-        `ip -n ${ns} link set lo up`,
+        ...makeVethNamespace({
+          ns,
+          hostIf,
+          hostAddresses: [`${trusted}/24`, `${untrusted}/24`],
+          inside: `${inside}/24`,
+        }),
         // What Xen's vif-bridge would have added: a rule of another tool, which our reloads must never flush.
         `ip netns exec ${ns} iptables -A FORWARD -s 10.99.0.5 -j ACCEPT`,
       ].join(" && "),

@@ -41,6 +41,7 @@ import {
 } from "../support/cut-matrix";
 import { generateKey, inMountNamespace, startSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
 import { runTier } from "../support/tier";
+import { makeVethNamespace, removeVethNamespace } from "../support/netns";
 
 const run = promisify(execFile);
 const sh = (cmd: string): Promise<{ stdout: string }> => run("bash", ["-c", cmd]);
@@ -68,18 +69,14 @@ before(async () => {
   for (const d of ["etc-upper", "etc-work", "var-lib", "backups", "lock"])
     fs.mkdirSync(path.join(base, d), { mode: 0o755 });
   key = await generateKey(base, "client");
-  await sh(`ip netns del ${ns} 2>/dev/null; ip link del ${hostIf} 2>/dev/null; true`);
+  await sh(removeVethNamespace({ ns, hostIf }));
   await sh(
-    [
-      `ip netns add ${ns}`,
-      `ip link add ${hostIf} type veth peer name eth0 netns ${ns}`,
-      `ip addr add ${trusted}/24 dev ${hostIf}`,
-      `ip addr add ${untrusted}/24 dev ${hostIf}`,
-      `ip link set ${hostIf} up`,
-      `ip -n ${ns} addr add ${inside}/24 dev eth0`,
-      `ip -n ${ns} link set eth0 up`,
-      `ip -n ${ns} link set lo up`,
-    ].join(" && "),
+    makeVethNamespace({
+      ns,
+      hostIf,
+      hostAddresses: [`${trusted}/24`, `${untrusted}/24`],
+      inside: `${inside}/24`,
+    }).join(" && "),
   );
   const mounts = [
     `mount -t overlay xecut-etc -o lowerdir=/etc,upperdir=${base}/etc-upper,workdir=${base}/etc-work /etc`,

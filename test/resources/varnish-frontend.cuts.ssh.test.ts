@@ -58,6 +58,7 @@ import {
 } from "../support/cut-matrix";
 import { generateKey, inMountNamespace, startSshd, type KeyPair, type Sshd } from "../support/sshd";
 import { runTier } from "../support/tier";
+import { makeVethNamespace, removeVethNamespace } from "../support/netns";
 
 const run = promisify(execFile);
 const sh = (cmd: string): Promise<{ stdout: string }> => run("bash", ["-c", cmd]);
@@ -161,17 +162,9 @@ before(async () => {
   fs.writeFileSync(path.join(local("etcVarnish"), "secret"), `${randomUUID()}\n`, { mode: 0o600 });
   fs.writeFileSync(path.join(base, "systemctl"), systemctlSimulator(sim()), { mode: 0o755 });
   key = await generateKey(base, "client");
-  await sh(`ip netns del ${ns} 2>/dev/null; ip link del ${hostIf} 2>/dev/null; true`);
+  await sh(removeVethNamespace({ ns, hostIf }));
   await sh(
-    [
-      `ip netns add ${ns}`,
-      `ip link add ${hostIf} type veth peer name eth0 netns ${ns}`,
-      `ip addr add ${outside}/24 dev ${hostIf}`,
-      `ip link set ${hostIf} up`,
-      `ip -n ${ns} addr add ${inside}/24 dev eth0`,
-      `ip -n ${ns} link set eth0 up`,
-      `ip -n ${ns} link set lo up`,
-    ].join(" && "),
+    makeVethNamespace({ ns, hostIf, hostAddresses: [`${outside}/24`], inside: `${inside}/24` }).join(" && "),
   );
   const binds = [
     ...Object.entries(mounts).map(([k, target]) => `mount --bind ${path.join(base, k)} ${target}`),

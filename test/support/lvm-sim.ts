@@ -125,9 +125,10 @@ export function lvmSimulator(host: RemoteHost, parent: string, rows: string[]): 
     [
       `add=; del=; prev=; for x in "$@"; do [ "$prev" != --addtag ] || add=$x; [ "$prev" != --deltag ] || del=$x; prev=$x; done`,
       `[ -n "$(row "$lv")" ] || { echo "  Failed to find logical volume \\"vg0/$lv\\"" >&2; exit 5; }`,
-      // LVM asks before a tag change on a snapshot, which changes its origin too; with no terminal the answer is no.
+      // LVM asks before it changes a snapshot (activation, tags), which changes its origin too; with no terminal the
+      // answer is no (seen in the lab: the probe's activation of a fresh snapshot).
       `yes=0; for x in "$@"; do case "$x" in --yes|-y) yes=1 ;; esac; done`,
-      `if [ -n "$add$del" ] && [ "$yes" = 0 ] && [ "$(row "$lv" | cut -f2)" != - ]; then`,
+      `if [ "$yes" = 0 ] && [ "$(row "$lv" | cut -f2)" != - ]; then`,
       `  echo "Change of snapshot vg0/$lv will also change its origin. Proceed? [y/n]: [n]" >&2; echo "  Logical volume vg0/$lv not changed." >&2; exit 5`,
       `fi`,
       `if [ -n "$add" ]; then rewrite '$1 == "'"$lv"'" { $4 = ($4 == "-" ? "'"$add"'" : $4 ",'"$add"'") } { print }'; fi`,

@@ -18,6 +18,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { startSshd, type Sshd } from "./sshd";
+import { makeVethNamespace, removeVethNamespace } from "./netns";
 
 const run = promisify(execFile);
 
@@ -123,15 +124,14 @@ export class RescueSim {
     await run("bash", [
       "-c",
       [
-        `ip netns del ${sim.ns} 2>/dev/null; ip link del ${sim.hostIf} 2>/dev/null; true`,
-        `ip netns add ${sim.ns}`,
-        `ip link add ${sim.hostIf} type veth peer name eth0 netns ${sim.ns}`,
-        `ip addr add 10.232.${id}.1/24 dev ${sim.hostIf}`,
-        `ip link set ${sim.hostIf} up`,
-        `ip -n ${sim.ns} addr add ${sim.address}/24 dev eth0`,
-        `ip -n ${sim.ns} link set eth0 up`,
-        `ip -n ${sim.ns} link set lo up`,
-      ].join(" && "),
+        removeVethNamespace({ ns: sim.ns, hostIf: sim.hostIf }),
+        makeVethNamespace({
+          ns: sim.ns,
+          hostIf: sim.hostIf,
+          hostAddresses: [`10.232.${id}.1/24`],
+          inside: `${sim.address}/24`,
+        }).join(" && "),
+      ].join("\n"),
     ]);
     sim.sshd = await startSshd({
       authorizedKeys: opts.authorizedKeys,

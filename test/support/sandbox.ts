@@ -25,6 +25,7 @@ import { promisify } from "node:util";
 import { Checker, resolveConnection, RemoteHost, shellQuote, SshPool } from "../../provider";
 import { CANARY_DIR, CANARY_PREFIX } from "./hostile";
 import { generateKey, startSshd, type Sshd } from "./sshd";
+import { makeVethNamespace } from "./netns";
 
 const run = promisify(execFile);
 
@@ -299,13 +300,13 @@ export async function startSandboxHost(workDir: string, id = process.pid % 250):
     await run("bash", [
       "-c",
       [
-        `ip netns add ${ns}`,
-        `ip link add ${vethHost} type veth peer name xeh0 netns ${ns}`,
-        `ip addr add ${hostAddress}/30 dev ${vethHost}`,
-        `ip link set ${vethHost} up`,
-        `ip -n ${ns} addr add ${sandboxAddress}/30 dev xeh0`,
-        `ip -n ${ns} link set xeh0 up`,
-        `ip -n ${ns} link set lo up`,
+        ...makeVethNamespace({
+          ns,
+          hostIf: vethHost,
+          hostAddresses: [`${hostAddress}/30`],
+          inside: `${sandboxAddress}/30`,
+          peer: "xeh0",
+        }),
         // Every address is this namespace's own: a connection to a guest's address reaches the sandbox's sshd.
         `ip -n ${ns} route add local 0.0.0.0/0 dev lo`,
       ].join(" && "),

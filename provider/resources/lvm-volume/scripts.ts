@@ -34,7 +34,8 @@ export function probeScript(vg: string, lv: string): string {
   return [
     lvExists(vg, lv),
     `if [ "$present" = 0 ]; then echo ${ABSENT}; exit 0; fi`,
-    `lvchange -ay ${q} >/dev/null`,
+    // --yes: activating a snapshot asks first whether its origin may change too (seen in the lab).
+    `lvchange --yes -ay ${q} >/dev/null`,
     // The origin (empty for a volume of its own) last: lv_size of a snapshot is its copy-on-write space.
     `echo XE-LV $(lvs --noheadings --units b --nosuffix -o lv_size,vg_extent_size,origin ${q})`,
     `udevadm settle 2>/dev/null || true`,
