@@ -151,7 +151,8 @@ export function grantScript(key: string, hostKeyLine: string): string {
 
 /** Removes the copy's credential from the dom0. */
 export function dropGrantScript(key: string): string {
-  return `rm -rf -- ${shellQuote(keyDir(key))}`;
+  // The shared parent goes with the last copy's credential (rmdir leaves it while another copy's is in it).
+  return `rm -rf -- ${shellQuote(keyDir(key))}\nrmdir -- ${shellQuote(KEY_ROOT)} 2>/dev/null || true`;
 }
 
 /**
@@ -687,5 +688,10 @@ export function fixupsScript(p: FixupPlan): string {
 
 /** Removes what a migration keeps on the dom0 (its journal, hashes, engine) and the copy's credential. */
 export function forgetScript(key: string): string {
-  return [`rm -rf -- ${shellQuote(stateDir(key))}`, dropGrantScript(key)].join("\n");
+  return [
+    `rm -rf -- ${shellQuote(stateDir(key))}`,
+    // Every migration's journal lives under STATE_ROOT: it goes with the last one.
+    `rmdir -- ${shellQuote(STATE_ROOT)} 2>/dev/null || true`,
+    dropGrantScript(key),
+  ].join("\n");
 }
