@@ -37,4 +37,4 @@ cp "$work/marker" "$R/root/xen-estate-source-marker"
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/*.bin "$R"/var/cache/apt/archives/*.deb
 
 lab_mkfs source-root "$work/disk.img" 384 128
-lab_image_finish "source VPS" "\"marker\": \"$(cat "$work/marker")\""
+lab_image_finish "source VPS" "\"sizeMiB\": $size_mib" "\"marker\": \"$(cat "$work/marker")\""
