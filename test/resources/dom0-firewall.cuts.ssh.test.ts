@@ -13,7 +13,7 @@
  * this test's directories. The confirmation's own new connection is not cut here: a confirmation that cannot log
  * in is test/remote/rollback.ssh.test.ts's subject.
  */
-import { after, before, describe } from "node:test";
+import { after, before } from "node:test";
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -31,21 +31,12 @@ import {
 } from "../../provider";
 import { RULES_FILE, UNIT_FILE } from "../../provider/resources/dom0-firewall/plan";
 import { checked } from "../support/checked";
-import {
-  CutRelay,
-  formatCutTable,
-  cutMatrixTests,
-  type CutResult,
-  type CutScenario,
-  type CutWhen,
-} from "../support/cut-matrix";
+import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { generateKey, inMountNamespace, startSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
-import { runTier } from "../support/tier";
 import { makeVethNamespace, removeVethNamespace } from "../support/netns";
 
 const run = promisify(execFile);
 const sh = (cmd: string): Promise<{ stdout: string }> => run("bash", ["-c", cmd]);
-const WAYS: readonly CutWhen[] = runTier() === "slow" ? ["before", "during", "after"] : ["during"];
 
 const id = (process.pid % 200) + 20;
 const ns = `xecut-f-${process.pid}`;
@@ -59,8 +50,6 @@ let key: KeyPair;
 let sshd: Sshd;
 let relay: CutRelay;
 const pools: SshPool[] = [];
-const results: CutResult[] = [];
-const times: string[] = [];
 let admin: RemoteHost;
 const rollbacks = (): string => path.join(base, "var-lib", "rollback");
 
@@ -112,8 +101,6 @@ async function hostFile(file: string): Promise<string | null> {
 }
 
 after(async () => {
-  if (results.length > 0) console.log(formatCutTable("Dom0Firewall", results));
-  for (const t of times) console.log(t);
   for (const p of pools) await p.close();
   await relay?.stop();
   await sshd?.stop();
@@ -287,16 +274,8 @@ const scenarios = (): CutScenario<Dom0FirewallInputs>[] => {
   ];
 };
 
-describe(
-  `Dom0Firewall with the connection cut at every remote step (${WAYS.join(", ")})`,
-  { timeout: 60 * 60_000 },
-  () => {
-    cutMatrixTests("Dom0Firewall", scenarios(), {
-      relay: () => relay,
-      freshContext,
-      ways: WAYS,
-      results,
-      times,
-    });
-  },
-);
+describeCutMatrix("Dom0Firewall", scenarios(), {
+  relay: () => relay,
+  freshContext,
+  timeoutMs: 60 * 60_000,
+});

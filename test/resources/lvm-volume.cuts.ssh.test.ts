@@ -9,7 +9,7 @@
  * Real: the sshd, bash, the kind's scripts and the cut TCP path. What real LVM does with the same scripts is proven
  * by the lab (test/resources/lvm-volume.lab.test.ts).
  */
-import { after, before, describe } from "node:test";
+import { after, before } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -27,21 +27,11 @@ import {
 } from "../../provider";
 import { CREATING_TAG } from "../../provider/resources/lvm-volume/scripts";
 import { checked } from "../support/checked";
-import {
-  CutRelay,
-  formatCutTable,
-  cutMatrixTests,
-  type CutResult,
-  type CutScenario,
-  type CutWhen,
-  type LastRun,
-} from "../support/cut-matrix";
+import { CutRelay, ALL_WAYS, describeCutMatrix, type CutScenario, type LastRun } from "../support/cut-matrix";
 import { lvmSimulator, SIM_EXTENT, type LvmSimulator } from "../support/lvm-sim";
 import { generateKey, startSshd, type KeyPair, type Sshd } from "../support/sshd";
 import { withStubs } from "../support/stub-commands";
 
-/** Each step is one script: every step is cut all three ways in every tier. */
-const WAYS: readonly CutWhen[] = ["before", "during", "after"];
 const MiB = 2 ** 20;
 
 let dir: string;
@@ -51,8 +41,6 @@ let relay: CutRelay;
 let admin: RemoteHost;
 let sim: LvmSimulator;
 const pools: SshPool[] = [];
-const results: CutResult[] = [];
-const times: string[] = [];
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "xecut-lvm-"));
@@ -72,8 +60,6 @@ before(async () => {
 });
 
 after(async () => {
-  if (results.length > 0) console.log(formatCutTable("LvmVolume (LVM simulated)", results));
-  for (const t of times) console.log(t);
   for (const p of pools) await p.close();
   await relay?.stop();
   await sshd?.stop();
@@ -235,16 +221,9 @@ const scenarios = (): CutScenario<LvmVolumeOutputs>[] => {
   ];
 };
 
-describe(
-  "LvmVolume (LVM simulated) with the connection cut at every remote step",
-  { timeout: 20 * 60_000 },
-  () => {
-    cutMatrixTests("LvmVolume", scenarios(), {
-      relay: () => relay,
-      freshContext,
-      ways: WAYS,
-      results,
-      times,
-    });
-  },
-);
+describeCutMatrix("LvmVolume (LVM simulated)", scenarios(), {
+  relay: () => relay,
+  freshContext,
+  ways: ALL_WAYS,
+  timeoutMs: 20 * 60_000,
+});

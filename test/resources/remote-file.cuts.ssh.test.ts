@@ -4,7 +4,7 @@
  * engine makes it) must converge: the declared content, owner and mode, the original kept exactly once and put
  * back on delete, the reload done, no temp file left behind.
  */
-import { after, before, describe } from "node:test";
+import { after, before } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -18,21 +18,13 @@ import {
   type RemoteFileOutputs,
 } from "../../provider";
 import { checked } from "../support/checked";
-import {
-  CutRelay,
-  cutMatrixTests,
-  formatCutTable,
-  type CutResult,
-  type CutScenario,
-} from "../support/cut-matrix";
+import { CutRelay, ALL_WAYS, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { generateKey, startSshd, type KeyPair, type Sshd } from "../support/sshd";
 
 let dir: string;
 let sshd: Sshd;
 let key: KeyPair;
 let relay: CutRelay;
-const results: CutResult[] = [];
-const times: string[] = [];
 const file = (): string => path.join(dir, "app.conf");
 const reloadLog = (): string => path.join(dir, "reloads.log");
 const ORIGINAL = "the original\n";
@@ -48,8 +40,6 @@ before(async () => {
 after(async () => {
   await relay?.stop();
   await sshd?.stop();
-  console.log(formatCutTable("RemoteFile", results));
-  for (const t of times) console.log(t);
   fs.rmSync(path.join(BACKUP_ROOT, dir), { recursive: true, force: true });
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -172,12 +162,9 @@ function expectManaged(content: string): string | undefined {
   return undefined;
 }
 
-describe("RemoteFile with the connection cut at every remote step", { timeout: 30 * 60_000 }, () => {
-  cutMatrixTests("RemoteFile", scenarios, {
-    relay: () => relay,
-    freshContext,
-    ways: ["before", "during", "after"],
-    results,
-    times,
-  });
+describeCutMatrix("RemoteFile", scenarios, {
+  relay: () => relay,
+  freshContext,
+  ways: ALL_WAYS,
+  timeoutMs: 30 * 60_000,
 });

@@ -19,7 +19,7 @@
  * The fast tier cuts every step once (`during`, the cut that leaves the most undecided); the slow tier cuts each
  * step all three ways.
  */
-import { after, before, describe } from "node:test";
+import { after, before } from "node:test";
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import * as fs from "node:fs";
@@ -48,21 +48,12 @@ import {
   waitServingScript,
 } from "../../provider/resources/varnish-frontend/scripts";
 import { checked } from "../support/checked";
-import {
-  CutRelay,
-  formatCutTable,
-  cutMatrixTests,
-  type CutResult,
-  type CutScenario,
-  type CutWhen,
-} from "../support/cut-matrix";
+import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { generateKey, inMountNamespace, startSshd, type KeyPair, type Sshd } from "../support/sshd";
-import { runTier } from "../support/tier";
 import { makeVethNamespace, removeVethNamespace } from "../support/netns";
 
 const run = promisify(execFile);
 const sh = (cmd: string): Promise<{ stdout: string }> => run("bash", ["-c", cmd]);
-const WAYS: readonly CutWhen[] = runTier() === "slow" ? ["before", "during", "after"] : ["during"];
 
 const id = process.pid % 200;
 const ns = `xecut-v-${process.pid}`;
@@ -78,8 +69,6 @@ let admin: RemoteHost;
 const pools: SshPool[] = [];
 const backends: http.Server[] = [];
 const backendPorts: Record<string, number> = {};
-const results: CutResult[] = [];
-const times: string[] = [];
 /** This test's directories that stand for the host's, in the sshd's mount namespace. */
 const mounts = {
   etcVarnish: "/etc/varnish",
@@ -194,8 +183,6 @@ before(async () => {
 });
 
 after(async () => {
-  if (results.length > 0) console.log(formatCutTable("VarnishFrontend", results));
-  for (const t of times) console.log(t);
   try {
     await admin?.script("systemctl stop varnish.service");
   } catch {
@@ -428,16 +415,8 @@ const scenarios = (): CutScenario<VarnishFrontendOutputs>[] => {
   ];
 };
 
-describe(
-  `VarnishFrontend with the connection cut at every remote step (${WAYS.join(", ")})`,
-  { timeout: 60 * 60_000 },
-  () => {
-    cutMatrixTests("VarnishFrontend", scenarios(), {
-      relay: () => relay,
-      freshContext,
-      ways: WAYS,
-      results,
-      times,
-    });
-  },
-);
+describeCutMatrix("VarnishFrontend", scenarios(), {
+  relay: () => relay,
+  freshContext,
+  timeoutMs: 60 * 60_000,
+});

@@ -13,8 +13,9 @@
  */
 import assert from "node:assert/strict";
 import * as net from "node:net";
-import { test } from "node:test";
+import { after, describe, test } from "node:test";
 import { Checker, resolveConnection, SshPool, type Context, type RemoteHost } from "../../provider";
+import { runTier } from "./tier";
 
 /** A TCP relay to `target`, whose every connection can be dropped at once. */
 export class CutRelay {
@@ -211,33 +212,53 @@ export async function runCutScenario<Out>(
   return { steps, failures };
 }
 
+/** Every way a step can be cut. */
+export const ALL_WAYS: readonly CutWhen[] = ["before", "during", "after"];
+/** How each step is cut: all three ways in the slow tier, `during` (the cut that leaves the most undecided) in the fast one. */
+export const TIERED_WAYS: readonly CutWhen[] = runTier() === "slow" ? ALL_WAYS : ["during"];
+
 /**
- * Declares one test per scenario of `kind`: it converges on the next run whichever step the cut hits, each way in
- * `ways`; its wall time goes to `times`. `relay` and `freshContext` are read when the test runs (after `before`).
+ * Declares the matrix of `kind` as a suite: one test per scenario (it converges on the next run whichever step the cut
+ * hits, each way in `ways`); at its end the table of every cut and each scenario's wall time are printed.
+ * `relay` and `freshContext` are read when a test runs (after the file's `before`).
  */
-export function cutMatrixTests<Out>(
+export function describeCutMatrix<Out>(
   kind: string,
   scenarios: readonly CutScenario<Out>[],
   o: {
     relay: () => CutRelay;
     freshContext: () => Context;
-    ways: readonly CutWhen[];
-    results: CutResult[];
-    times: string[];
+    /** @default TIERED_WAYS */
+    ways?: readonly CutWhen[];
+    /** The suite's deadline in ms. */
+    timeoutMs: number;
   },
 ): void {
-  for (const s of scenarios)
-    test(`${s.operation} converges on the next run, whichever step the cut hits`, async () => {
-      const started = Date.now();
-      const { steps, failures } = await runCutScenario(s, {
-        relay: o.relay(),
-        freshContext: o.freshContext,
-        ways: o.ways,
-        results: o.results,
+  const ways = o.ways ?? TIERED_WAYS;
+  describe(
+    `${kind} with the connection cut at every remote step (${ways.join(", ")})`,
+    { timeout: o.timeoutMs },
+    () => {
+      const results: CutResult[] = [];
+      const times: string[] = [];
+      after(() => {
+        if (results.length > 0) console.log(formatCutTable(kind, results));
+        for (const t of times) console.log(t);
       });
-      o.times.push(
-        `${kind} ${s.operation}: ${steps.length} steps × ${o.ways.length} cuts in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-      );
-      assert.deepEqual(failures, []);
-    });
+      for (const s of scenarios)
+        test(`${s.operation} converges on the next run, whichever step the cut hits`, async () => {
+          const started = Date.now();
+          const { steps, failures } = await runCutScenario(s, {
+            relay: o.relay(),
+            freshContext: o.freshContext,
+            ways,
+            results,
+          });
+          times.push(
+            `${kind} ${s.operation}: ${steps.length} steps × ${ways.length} cuts in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+          );
+          assert.deepEqual(failures, []);
+        });
+    },
+  );
 }
