@@ -6,7 +6,7 @@
 #   xen, vmlinuz, initrd.img        for QEMU -kernel/-initrd (taken from the rootfs so tools and modules match)
 #   dom0.img                        raw ext4 root filesystem (used read-only through a qcow2 overlay)
 #   id_ed25519[.pub]                the test client key, in root's authorized_keys
-#   ssh_host_ed25519_key.pub        the dom0's fixed host key; its fingerprint is in host-key-fingerprint
+#   ssh_host_ed25519_key.pub        the dom0's fixed host key (its fingerprint is in image.json)
 #   kit/                            the busybox guest kit (also in the image at /var/lib/xen-estate/kits/busybox)
 #   image.json                      what the harness reads
 # Cached: a second run with the same recipe files prints the directory at once.
@@ -19,7 +19,6 @@ xengz="$(ls "$R"/boot/xen-*-amd64.gz | sort -V | tail -1)"
 
 log "generating keys"
 lab_identity dom0
-ssh-keygen -lf "$work/ssh_host_ed25519_key.pub" | awk '{print $2}' >"$work/host-key-fingerprint"
 
 log "configuring the rootfs"
 echo '/dev/vda / ext4 rw,noatime,errors=remount-ro 0 0' >"$R/etc/fstab"
