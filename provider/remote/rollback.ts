@@ -44,10 +44,17 @@ export interface GuardedChange {
   label: string;
   files: readonly GuardedFile[];
   /**
-   * Shell run once the new files are in place, and again by the host after it put the previous ones back (so it
-   * must work from either set of files: reload sshd, load the rule file or remove the table when it is gone).
+   * Shell run once the new files are in place: checks that the new settings are in effect as declared, then makes
+   * the service use them (reload sshd, load the rule file). A failure restores the previous files at once.
    */
   activate: string;
+  /**
+   * Shell the host runs after it put the previous files back, on its own (no provider there to read an error): it
+   * must work from the previous files and check nothing about the new ones (a check of the new port there would
+   * fail and leave the service on the settings that cut the path). @default activate (when it works from either
+   * set of files, as loading a rule file or removing the table when it is gone does)
+   */
+  reactivate?: string;
   /** Seconds the host waits for the confirmation before it restores. */
   confirmSeconds: number;
   /** Activate (under the timer) even when every file already holds its content. @default false */
@@ -112,7 +119,7 @@ export function armAndApplyScript(change: GuardedChange, token: string): string 
       const q = shellQuote(f.path);
       return `if [ -e ${d}/${i}.prev ]; then cp -p -- ${d}/${i}.prev ${q}.xen-estate-restore && mv -f -- ${q}.xen-estate-restore ${q}; else rm -f -- ${q}; fi`;
     }),
-    `( ${change.activate}\n) >${d}/restore.log 2>&1 || echo "activate failed: $?" >>${d}/restore.log`,
+    `( ${change.reactivate ?? change.activate}\n) >${d}/restore.log 2>&1 || echo "activate failed: $?" >>${d}/restore.log`,
     `touch ${d}/restored`,
     `logger -t xen-estate ${shellQuote(`rolled back ${change.label}: no confirmation within ${secs} s`)} 2>/dev/null || true`,
   ].join("\n");
@@ -269,6 +276,7 @@ export async function applyWithRollback(
   say(`${change.label}: could not log in again (${why}); waiting for the host to restore the previous state`);
   const restoredBy = Date.now() + (change.confirmSeconds + 90) * 1000;
   let state = "unknown";
+  let restoreLog = "";
   while (Date.now() < restoredBy) {
     const pool = new SshPool();
     try {
@@ -278,6 +286,7 @@ export async function applyWithRollback(
         timeoutMs: 30_000,
       });
       state = r.stdout.trim();
+      if (state === "restored") restoreLog = r.stderr;
       if (state === "restored" || state === "gone") break;
     } catch {
       state = "unreachable";
@@ -286,6 +295,11 @@ export async function applyWithRollback(
     }
     await new Promise((r) => setTimeout(r, 3000));
   }
+  const failed = /^activate failed: .*$/m.exec(restoreLog);
+  if (state === "restored" && failed)
+    throw new Error(
+      `the new ${change.label} settings cut the SSH path (${opts.describe}: ${why}); the host put the previous files back after ${change.confirmSeconds} s but making the service use them failed (${failed[0]}): ${restoreLog.replace(/\s+/g, " ").trim().slice(0, 400)}`,
+    );
   if (state === "restored")
     throw new RefusedError(
       `the new ${change.label} settings cut the SSH path (${opts.describe}: ${why}); the host restored the previous ones by itself after ${change.confirmSeconds} s`,

@@ -32,6 +32,7 @@ import {
   renderSshdDropIn,
   renderSudoers,
   sshdActivateScript,
+  sshdReloadScript,
   SSHD_DROP_IN,
   sudoersPath,
   userProbeScript,
@@ -217,6 +218,7 @@ async function converge(
         mkdirs: true,
       })),
       activate: sshdActivateScript({ sshPort: i.sshPort, ...facts }),
+      reactivate: sshdReloadScript(facts),
       confirmSeconds: i.confirmSeconds,
     },
     {

@@ -43,14 +43,31 @@ export function renderAuthorizedKeys(p: AccessPlan): string {
  */
 export function sshdActivateScript(p: { sshPort: number; socketActivated: boolean }): string {
   return [
-    `mkdir -p /run/sshd`,
-    `sshd -t`,
+    ...SSHD_VALIDATE,
     `eff=$(sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>/dev/null || sshd -T)`,
     `ports=$(printf '%s\\n' "$eff" | awk '$1 == "port" {print $2}' | sort -u | paste -sd' ')`,
     `[ "$ports" = ${shellQuote(String(p.sshPort))} ] || { echo "sshd would listen on port(s) $ports, not ${p.sshPort} only: another file under /etc/ssh sets Port" >&2; exit 1; }`,
     `for kv in "permitrootlogin no" "passwordauthentication no" "x11forwarding no"; do`,
     `  printf '%s\\n' "$eff" | grep -qx "$kv" || { echo "sshd's effective setting is not '$kv': an earlier file under /etc/ssh sets it" >&2; exit 1; }`,
     `done`,
+    ...sshdReload(p),
+  ].join("\n");
+}
+
+/**
+ * Shell that makes sshd use whatever /etc/ssh holds now, checking only that it parses (`sshd -t`): what the host
+ * runs by itself after it put the previous drop-in back (the declared port's check above would fail there and
+ * leave sshd on the port that cut the path).
+ */
+export function sshdReloadScript(p: { socketActivated: boolean }): string {
+  return [...SSHD_VALIDATE, ...sshdReload(p)].join("\n");
+}
+
+/** sshd's privilege-separation directory (gone after a reboot without the service) and its own config check. */
+const SSHD_VALIDATE = [`mkdir -p /run/sshd`, `sshd -t`];
+
+function sshdReload(p: { socketActivated: boolean }): string[] {
+  return [
     ...(p.socketActivated
       ? [
           `if systemctl is-enabled --quiet ssh.socket 2>/dev/null; then`,
@@ -64,7 +81,7 @@ export function sshdActivateScript(p: { sshPort: number; socketActivated: boolea
           `if [ -d /run/systemd/system ]; then systemctl reload ssh.service || systemctl reload sshd.service`,
           `else kill -HUP "$(cat /run/sshd.pid)"; fi`,
         ]),
-  ].join("\n");
+  ];
 }
 
 /**
