@@ -153,6 +153,37 @@ describe("an sshd change under the host's rollback timer", { timeout: 180_000 },
     }
   });
 
+  test("the host's own restore runs the change's reactivation, and its failure is reported with what it printed", async () => {
+    const pool = new SshPool();
+    const label = `t-sshd-react-${process.pid}`;
+    try {
+      const host = pool.host(connect(sshd.host, sshd.port, sshd.hostKey.fingerprint));
+      await assert.rejects(
+        applyWithRollback(
+          host,
+          {
+            label,
+            files: [{ path: config, content: `${original}DenyUsers *\n` }],
+            activate: hup(),
+            // Reloads (so the old path opens again) and then fails, as a reload that complains would.
+            reactivate: `${hup()}; echo "reload complained" >&2; exit 3`,
+            confirmSeconds: 12,
+          },
+          { reconnect: connect(sshd.host, sshd.port, sshd.hostKey.fingerprint), describe: "root" },
+        ),
+        (err: Error) =>
+          !(err instanceof RefusedError) &&
+          /put the previous files back after 12 s but making the service use them failed \(activate failed: 3\).*reload complained/.test(
+            err.message,
+          ),
+      );
+      assert.equal(fs.readFileSync(config, "utf8"), original, "the old config is back");
+    } finally {
+      await pool.close();
+      dropRollbacks(label);
+    }
+  });
+
   test("a change whose activation fails is undone at once, without waiting for the timer", async () => {
     const pool = new SshPool();
     const label = `t-sshd-fail-${process.pid}`;

@@ -122,6 +122,13 @@ export interface SshdOptions {
   machineId?: string;
   /** Use this host key (a private key file; its `.pub` beside it) instead of generating one. */
   hostKeyFile?: string;
+  /**
+   * Run sshd the way a host's own sshd runs, for code that changes and reloads it: it reads /etc/ssh/sshd_config as
+   * its sessions see it (`wrap` must mount an /etc overlay whose upper directory is `upperEtc`, and a private /run:
+   * the pid is in /run/sshd.pid). That file is written into `upperEtc` before the start; it begins with the Include
+   * of /etc/ssh/sshd_config.d/*.conf, as Debian's does, and names no port: a drop-in there must (`Port <port>`).
+   */
+  systemConfig?: { upperEtc: string };
 }
 
 export interface Sshd {
@@ -167,11 +174,12 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   fs.writeFileSync(path.join(authDir, "keys"), opts.authorizedKeys.join("\n") + "\n", { mode: 0o644 });
   fs.chmodSync(dir, 0o755);
   const logFile = path.join(dir, "sshd.log");
+  const system = opts.systemConfig;
   const config = [
-    `Port ${port}`,
+    ...(system ? ["Include /etc/ssh/sshd_config.d/*.conf"] : [`Port ${port}`]),
     `ListenAddress ${listen}`,
     `HostKey ${hostKey.file}`,
-    `PidFile ${path.join(dir, "sshd.pid")}`,
+    `PidFile ${system ? "/run/sshd.pid" : path.join(dir, "sshd.pid")}`,
     `AuthorizedKeysFile ${path.join(authDir, "keys")}`,
     "StrictModes no",
     "UsePAM no",
@@ -185,8 +193,12 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
     "Subsystem sftp internal-sftp",
     ...(opts.extraConfig ?? []),
   ].join("\n");
-  const configFile = path.join(dir, "sshd_config");
-  fs.writeFileSync(configFile, config + "\n");
+  let configFile = path.join(dir, "sshd_config");
+  if (system) {
+    fs.mkdirSync(path.join(system.upperEtc, "ssh"), { recursive: true });
+    fs.writeFileSync(path.join(system.upperEtc, "ssh", "sshd_config"), config + "\n");
+    configFile = "/etc/ssh/sshd_config";
+  } else fs.writeFileSync(configFile, config + "\n");
   let argv = ["/usr/sbin/sshd", "-D", "-e", "-f", configFile];
   if (opts.machineId !== undefined) {
     const idFile = path.join(dir, "machine-id");

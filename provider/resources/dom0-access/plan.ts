@@ -86,7 +86,8 @@ function sshdReload(p: { socketActivated: boolean }): string[] {
 
 /**
  * Makes the admin user (in group sudo, with a home and bash) unless it exists, and its ~/.ssh. Prints
- * `created` or `exists`. Installs sudo first when it is missing.
+ * `created` or `exists`. Its password is `*`, as `adduser --disabled-password` makes it: no password opens it, and the
+ * account is not locked (useradd's default `!` is, and an sshd without PAM refuses a locked account's keys too). Installs sudo first when it is missing.
  */
 export function userScript(user: string): string {
   const u = shellQuote(user);
@@ -96,7 +97,7 @@ export function userScript(user: string): string {
     `  apt-get -q -y -o DPkg::Lock::Timeout=600 update >&2`,
     `  apt-get -q -y -o DPkg::Lock::Timeout=600 install sudo >&2`,
     `fi`,
-    `if id -u -- ${u} >/dev/null 2>&1; then echo exists; else useradd -m -s /bin/bash -G sudo -- ${u}; echo created; fi`,
+    `if id -u -- ${u} >/dev/null 2>&1; then echo exists; else useradd -m -s /bin/bash -G sudo -p '*' -- ${u}; echo created; fi`,
     `home=$(getent passwd -- ${u} | cut -d: -f6)`,
     `[ "$home" = ${shellQuote(`/home/${user}`)} ] || xe_refuse ${shellQuote(`${user}'s home is not /home/${user}: refusing to manage its keys elsewhere`)}`,
     `install -d -m 700 -o ${u} -g ${u} -- "$home/.ssh"`,
