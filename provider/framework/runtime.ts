@@ -18,6 +18,7 @@ import {
   type Credentials,
   type ResolvedConnection,
 } from "../ssh/connection";
+import { metered, type Meter } from "../ssh/meter";
 import { SshPool } from "../ssh/pool";
 import type { RemoteHost } from "../ssh/remote-host";
 import type { AnyKind, Context } from "./kind";
@@ -141,6 +142,11 @@ function notImportable(kind: AnyKind, id: string): Error {
   );
 }
 
+/** The debug line that ends every remote operation (benchmarks count round trips and handshakes per resource from it). */
+function costLine(op: string, m: Meter): string {
+  return `${op}: ${m.roundTrips} remote round trips, ${m.handshakes} SSH handshakes`;
+}
+
 /** The entry points the serialized provider closures call. */
 export const runtime = {
   check(
@@ -188,25 +194,30 @@ export const runtime = {
     const ctx = contextFor(kind, inputs, id);
     let partial: Record<string, unknown> | undefined;
     let hostId: string | undefined;
-    try {
-      hostId = await hostIdOf(ctx.host);
-      const outs = await kind.create(ctx, inputs, (p) => {
-        partial = { ...inputs, ...p };
-      });
-      return { id, outs: completeOuts(kind, inputs, outs, hostId) };
-    } catch (err) {
-      const e = scrubError(err, ctx);
-      if (partial) {
-        // Pulumi records a resource whose create threw an error carrying id and properties; the next `up`
-        // calls update, which converges from wherever the create stopped.
-        Object.assign(e, {
-          id,
-          properties: completeOuts(kind, inputs, partial, hostId),
-          reasons: [e.message],
-        });
-      }
-      throw e;
-    }
+    return metered(
+      async () => {
+        try {
+          hostId = await hostIdOf(ctx.host);
+          const outs = await kind.create(ctx, inputs, (p) => {
+            partial = { ...inputs, ...p };
+          });
+          return { id, outs: completeOuts(kind, inputs, outs, hostId) };
+        } catch (err) {
+          const e = scrubError(err, ctx);
+          if (partial) {
+            // Pulumi records a resource whose create threw an error carrying id and properties; the next `up`
+            // calls update, which converges from wherever the create stopped.
+            Object.assign(e, {
+              id,
+              properties: completeOuts(kind, inputs, partial, hostId),
+              reasons: [e.message],
+            });
+          }
+          throw e;
+        }
+      },
+      (m) => ctx.log.debug(costLine("create", m)),
+    );
   },
 
   async read(
@@ -218,15 +229,20 @@ export const runtime = {
     if (!oldProps || typeof oldProps !== "object" || !oldProps.connection) throw notImportable(kind, id);
     const props = upgradeState(kindName, oldProps);
     const ctx = contextFor(kind, props, id, props);
-    try {
-      await assertSameHost(ctx, kind, id, props.hostId);
-      const outs = await kind.read(ctx, id, props);
-      // An empty id tells the engine the object is gone, so refresh drops it and the next `up` recreates it.
-      if (!outs) return { id: "", props: {} };
-      return { id, props: completeOuts(kind, props, outs, props.hostId as string | undefined) };
-    } catch (err) {
-      throw scrubError(err, ctx);
-    }
+    return metered(
+      async () => {
+        try {
+          await assertSameHost(ctx, kind, id, props.hostId);
+          const outs = await kind.read(ctx, id, props);
+          // An empty id tells the engine the object is gone, so refresh drops it and the next `up` recreates it.
+          if (!outs) return { id: "", props: {} };
+          return { id, props: completeOuts(kind, props, outs, props.hostId as string | undefined) };
+        } catch (err) {
+          throw scrubError(err, ctx);
+        }
+      },
+      (m) => ctx.log.debug(costLine("read", m)),
+    );
   },
 
   async update(
@@ -238,26 +254,36 @@ export const runtime = {
     const kind: AnyKind = kindOf(kindName);
     const olds = upgradeState(kindName, oldState);
     const ctx = contextFor(kind, news, id, olds);
-    try {
-      await assertSameHost(ctx, kind, id, olds.hostId);
-      const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx.host));
-      const { changes: _c, deleteBeforeReplace: _d, ...plan } = planDiff(kindName, olds, news);
-      const outs = await kind.update(ctx, id, olds, news, plan);
-      return { outs: completeOuts(kind, news, outs, hostId) };
-    } catch (err) {
-      throw scrubError(err, ctx);
-    }
+    return metered(
+      async () => {
+        try {
+          await assertSameHost(ctx, kind, id, olds.hostId);
+          const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx.host));
+          const { changes: _c, deleteBeforeReplace: _d, ...plan } = planDiff(kindName, olds, news);
+          const outs = await kind.update(ctx, id, olds, news, plan);
+          return { outs: completeOuts(kind, news, outs, hostId) };
+        } catch (err) {
+          throw scrubError(err, ctx);
+        }
+      },
+      (m) => ctx.log.debug(costLine("update", m)),
+    );
   },
 
   async delete(kindName: string, id: string, oldProps: Record<string, unknown>): Promise<void> {
     const kind: AnyKind = kindOf(kindName);
     const props = upgradeState(kindName, oldProps);
     const ctx = contextFor(kind, props, id, props);
-    try {
-      await assertSameHost(ctx, kind, id, props.hostId);
-      await kind.delete(ctx, id, props);
-    } catch (err) {
-      throw scrubError(err, ctx);
-    }
+    return metered(
+      async () => {
+        try {
+          await assertSameHost(ctx, kind, id, props.hostId);
+          await kind.delete(ctx, id, props);
+        } catch (err) {
+          throw scrubError(err, ctx);
+        }
+      },
+      (m) => ctx.log.debug(costLine("delete", m)),
+    );
   },
 };

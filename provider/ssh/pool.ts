@@ -13,6 +13,7 @@ import { SshConnectError } from "../core/errors";
 import { Logger } from "../core/log";
 import { poolKey, ResolvedConnection, secretsOf } from "./connection";
 import { forwardOut, handshake, tcpConnect } from "./dial";
+import { count } from "./meter";
 import { RemoteHost } from "./remote-host";
 
 export interface PoolOptions {
@@ -179,6 +180,7 @@ export class SshPool {
     entry.client = client;
     entry.hostKey = hostKey;
     this.stats.handshakes++;
+    count("handshakes");
     refSocket(sock, false);
     return entry as PoolEntry;
   }

@@ -10,7 +10,14 @@ import { after, before, describe, test } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createStack, repoRoot, resourceChanges, RunResult, type PulumiStack } from "../engine/harness";
+import {
+  createStack,
+  diagnostics,
+  repoRoot,
+  resourceChanges,
+  RunResult,
+  type PulumiStack,
+} from "../engine/harness";
 import { generateKey, KeyPair, startSshd, Sshd } from "../support/sshd";
 
 const TYPE = "pulumi-nodejs:dynamic/xen-estate:RemoteFile";
@@ -91,6 +98,15 @@ describe("RemoteFile through the engine", { timeout: 30 * 60 * 1000 }, () => {
       [[TYPE, "create"]],
     );
     assert.equal(fs.readFileSync(file(), "utf8"), "hello from pulumi\n");
+    // The provider reports what the create cost (benchmarks read this line): one login, a few round trips.
+    const cost = diagnostics(up, "debug")
+      .map((d) =>
+        /\[RemoteFile [^\]]+\] create: (\d+) remote round trips, (\d+) SSH handshakes/.exec(d.message),
+      )
+      .find(Boolean);
+    assert.ok(cost, "the create's cost line is in the engine's event log");
+    assert.equal(Number(cost[2]), 1, "one SSH handshake");
+    assert.ok(Number(cost[1]) >= 2 && Number(cost[1]) <= 6, `round trips: ${cost[1]}`);
     const out = await stack.outputs();
     assert.equal(out.path, file());
     assert.match(String(out.sha256), /^[0-9a-f]{64}$/);
