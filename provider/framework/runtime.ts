@@ -18,7 +18,7 @@ import {
   type Credentials,
   type ResolvedConnection,
 } from "../ssh/connection";
-import { metered, type Meter } from "../ssh/meter";
+import { describeMeter, metered, type Meter } from "../ssh/meter";
 import { SshPool } from "../ssh/pool";
 import type { RemoteHost } from "../ssh/remote-host";
 import type { AnyKind, Context } from "./kind";
@@ -144,7 +144,7 @@ function notImportable(kind: AnyKind, id: string): Error {
 
 /** The debug line that ends every remote operation (benchmarks count round trips and handshakes per resource from it). */
 function costLine(op: string, m: Meter): string {
-  return `${op}: ${m.roundTrips} remote round trips, ${m.handshakes} SSH handshakes`;
+  return `${op}: ${describeMeter(m)}`;
 }
 
 /** The entry points the serialized provider closures call. */

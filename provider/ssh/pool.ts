@@ -13,7 +13,7 @@ import { SshConnectError } from "../core/errors";
 import { Logger } from "../core/log";
 import { poolKey, ResolvedConnection, secretsOf } from "./connection";
 import { forwardOut, handshake, tcpConnect } from "./dial";
-import { count } from "./meter";
+import { countHandshake } from "./meter";
 import { RemoteHost } from "./remote-host";
 
 export interface PoolOptions {
@@ -180,7 +180,7 @@ export class SshPool {
     entry.client = client;
     entry.hostKey = hostKey;
     this.stats.handshakes++;
-    count("handshakes");
+    countHandshake(`${conn.user}@${conn.host}:${conn.port}`);
     refSocket(sock, false);
     return entry as PoolEntry;
   }

@@ -15,7 +15,7 @@ import { shellQuote } from "../core/shell";
 import type { ResolvedConnection } from "./connection";
 import { ChannelRefusedError, runOnChannel, type ChannelResult } from "./channel";
 import type { SshPool } from "./pool";
-import { count } from "./meter";
+import { countRoundTrip } from "./meter";
 
 /**
  * The exit code by which remote scripts say "refused: doing this would lose data or clash". No tool the scripts
@@ -146,7 +146,7 @@ export class RemoteHost {
     const started = Date.now();
     let entry = await this.pool.acquire(this.conn, log);
     this.pool.stats.commands++;
-    count("roundTrips");
+    countRoundTrip();
     try {
       let result: ChannelResult | undefined;
       // A refused channel ran nothing: wait a little (the server frees closed sessions late) and open it again.

@@ -1,7 +1,7 @@
 /** The per-operation meter: operations running side by side each count their own round trips and handshakes. */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { count, metered, type Meter } from "../../provider/ssh/meter";
+import { countHandshake, countRoundTrip, describeMeter, metered, type Meter } from "../../provider/ssh/meter";
 
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 1));
 
@@ -13,15 +13,19 @@ describe("the meter", () => {
         async () => {
           for (let i = 0; i < Math.max(trips, logins); i++) {
             await tick();
-            if (i < trips) count("roundTrips");
-            if (i < logins) count("handshakes");
+            if (i < trips) countRoundTrip();
+            if (i < logins) countHandshake(`${name}@h:22`);
           }
           return name;
         },
         (m) => (seen[name] = m),
       );
     assert.deepEqual(await Promise.all([op("a", 5, 1), op("b", 2, 3)]), ["a", "b"]);
-    assert.deepEqual(seen, { a: { roundTrips: 5, handshakes: 1 }, b: { roundTrips: 2, handshakes: 3 } });
+    assert.deepEqual(seen, {
+      a: { roundTrips: 5, handshakes: 1, logins: { "a@h:22": 1 } },
+      b: { roundTrips: 2, handshakes: 3, logins: { "b@h:22": 3 } },
+    });
+    assert.equal(describeMeter(seen.b), "2 remote round trips, 3 SSH handshakes (b@h:22 3)");
   });
 
   test("an operation that throws still reports what it cost, and the error passes through", async () => {
@@ -29,7 +33,7 @@ describe("the meter", () => {
     await assert.rejects(
       metered(
         async () => {
-          count("roundTrips");
+          countRoundTrip();
           await tick();
           throw new Error("refused");
         },
@@ -37,16 +41,17 @@ describe("the meter", () => {
       ),
       /refused/,
     );
-    assert.deepEqual(cost, { roundTrips: 1, handshakes: 0 });
+    assert.deepEqual(cost, { roundTrips: 1, handshakes: 0, logins: {} });
   });
 
   test("counting outside an operation changes no meter", async () => {
-    count("roundTrips");
+    countRoundTrip();
+    countHandshake("x@h:22");
     let cost: Meter | undefined;
     await metered(
       () => Promise.resolve(undefined),
       (m) => (cost = m),
     );
-    assert.deepEqual(cost, { roundTrips: 0, handshakes: 0 });
+    assert.deepEqual(cost, { roundTrips: 0, handshakes: 0, logins: {} });
   });
 });
