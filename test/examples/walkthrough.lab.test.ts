@@ -9,24 +9,24 @@
  * back; a port the provider cannot reach is rolled back by the host itself. Last, destroy leaves the source's disk
  * as it was and the dom0 without guests or volumes.
  *
- * Two source addresses: eth0 is on one QEMU user network, where every forwarded connection comes from 10.0.2.2 (the
- * trusted source), eth1 on a second one, where they come from 10.0.3.2 (untrusted). Mail leaves through dma to the
- * lab's SMTP sink (10.0.2.102:25 → test/lab/smtpsink.ts).
- *
- * The lab's stand-ins for the real estate, all given through the example's own stack config: the server is reached
- * through QEMU's port forwards (`connectPort`), its public network is QEMU's user network (10.0.2.0/24, DHCP), apt
- * goes through the lab's package proxy, the migrated guest's "additional IP" is 10.0.2.60 on the bridge, the Linode
- * takes a key instead of a rescue password, and the NAT guest's image is the lab kit's root filesystem.
+ * The lab (bare server, source VPS, the example's stack config) is test/lab/walkthrough.ts's.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { createStack, diagnostics, resourceChanges, type PulumiStack } from "../engine/harness";
-import { startBareServer, timed as timedIn, type BareServer } from "../lab/bare-server";
-import { freePort, LAB_NET, LAB_SMTP } from "../lab/lab";
-import { SOURCE_GUEST_ADDRESS } from "../lab/shared";
-import { SourceVps } from "../lab/source";
+import { diagnostics, resourceChanges, type PulumiStack } from "../engine/harness";
+import { timed as timedIn, type BareServer } from "../lab/bare-server";
+import { freePort } from "../lab/lab";
+import type { SourceVps } from "../lab/source";
+import {
+  MIGRATED,
+  NAT,
+  operationCosts,
+  SSH_PORT,
+  startWalkthroughLab,
+  type WalkthroughLab,
+} from "../lab/walkthrough";
 import { sh } from "../support/disks";
 import { httpGet } from "../support/http";
 import { slowTier } from "../support/tier";
@@ -38,9 +38,6 @@ slowTier(
 );
 
 const T = "pulumi-nodejs:dynamic/xen-estate:";
-const SSH_PORT = 2222;
-const MIGRATED = { name: "linode1", ip: "10.0.2.60" };
-const NAT = { name: "app1", ip: "10.0.0.5", hostname: "app1.walkthrough.test" };
 
 function missingTools(): string | undefined {
   if (process.env.XEN_ESTATE_LAB === "0") return "XEN_ESTATE_LAB=0";
@@ -56,8 +53,8 @@ describe(
     timeout: 75 * 60_000,
   },
   () => {
+    let w: WalkthroughLab;
     let src: SourceVps;
-    let loop: string;
     let sourceHash: string;
     let bare: BareServer;
     let stack: PulumiStack;
@@ -74,106 +71,14 @@ describe(
       );
 
     before(async () => {
-      src = await SourceVps.start();
-      // The VPS's disk as its rescue system sees it: a read-only block device.
-      loop = sh(`losetup -f --show -r ${src.diskImage}`).trim();
-      sourceHash = sh(`sha256sum < ${src.diskImage}`);
-      bare = await timed("boot", () =>
-        startBareServer({
-          sshPort: SSH_PORT,
-          // dom0 1024 MiB; the migrated Debian 768 (its stock initramfs, FIELD-NOTES §10); the NAT guest 192.
-          memoryMiB: 3072,
-          kitFiles: ["vmlinuz", "initrd.gz", "rootfs-boot.tar.gz"],
-          forwards: [src.dom0Forward(SOURCE_GUEST_ADDRESS)],
-          secondNic: { forwardPorts: [22, SSH_PORT, 80] },
-          log,
-        }),
-      );
-      const lab = bare.lab;
-      const json = (v: unknown): { value: string } => ({ value: JSON.stringify(v) });
-      dom0Config = (change = {}) => ({
-        host: lab.host,
-        port: lab.port,
-        hostKey: lab.hostKey,
-        uplink: "eth0",
-        mac: "52:54:00:12:34:56",
-        address: "dhcp",
-        sshPort: SSH_PORT,
-        connectPort: lab.forwarded[String(SSH_PORT)],
-        // Every connection QEMU forwards comes from 10.0.2.2: the provider's and the test's own.
-        trustedSources: ["10.0.2.2/32"],
-        dom0MemMiB: 1024,
-        dom0Vcpus: 2,
-        volumeGroup: "vg0",
-        natNetwork: "10.0.0.0/24",
-        // The lab's image is fresh: an upgrade would only cost minutes of emulated dpkg.
-        upgrade: false,
-        aptProxy: LAB_NET.aptProxy,
-        xenArgs: "console=com1 com1=115200,8n1",
-        dom0KernelArgs: "console=hvc0 net.ifnames=0",
-        rebootTimeoutSeconds: 900,
-        monitoring: {
-          mailTo: "ops@example.org",
-          relay: { host: LAB_SMTP.address, port: 25 },
-          mailName: "dom0.walkthrough.test",
-        },
-        ...change,
-      });
-      stack = await createStack({
-        programDir: "examples/walkthrough",
-        linkPackage: true,
-        timeoutMs: 60 * 60_000,
-        config: {
-          dom0: json(dom0Config()),
-          dom0PrivateKey: { value: lab.privateKey, secret: true },
-          admin: json({ name: "ops", authorizedKeys: [bare.adminKey] }),
-          linode: json({
-            host: src.address,
-            port: 22,
-            user: "root",
-            hostKey: src.hostKey,
-            device: loop,
-            live: false,
-            dom0Host: SOURCE_GUEST_ADDRESS,
-            // The lab's sshd reads its own authorized_keys file.
-            authorizedKeysFile: `${src.stateDir}/authorized_keys`,
-          }),
-          linodePrivateKey: { value: src.privateKey, secret: true },
-          migrated: json({
-            name: MIGRATED.name,
-            ip: MIGRATED.ip,
-            mac: "00:16:3e:99:00:60",
-            gateway: "10.0.2.2",
-            prefix: 24,
-            size: "1536MiB",
-            snapshotSize: "256MiB",
-            memoryMiB: 768,
-            nameservers: ["10.0.2.3"],
-            bootTimeoutSeconds: 900,
-          }),
-          nat: json({
-            name: NAT.name,
-            ip: NAT.ip,
-            rootSize: "64MiB",
-            memoryMiB: 192,
-            image: `${LAB_NET.kitDir}/rootfs-boot.tar.gz`,
-            hostnames: [NAT.hostname],
-            port: 80,
-          }),
-          frontend: json({ cacheSize: "64MiB" }),
-        },
-      });
+      w = await startWalkthroughLab({ log, timed });
+      ({ src, sourceHash, bare, stack } = w);
+      dom0Config = (change) => w.dom0Config(change);
     });
 
     after(async () => {
       log(`timings (s): ${JSON.stringify(timings)}`);
-      try {
-        await stack?.remove();
-        await bare?.stop();
-      } finally {
-        if (loop) sh(`losetup -d ${loop} || true`);
-        await src?.stop();
-      }
+      await w?.stop();
     });
 
     test("before up, SSH works from the second network too (so a later refusal is the firewall's)", async () => {
@@ -295,9 +200,11 @@ describe(
       assert.match(testMail.message, /\/dev\/md/);
     });
 
-    test("a second up changes nothing", async () => {
+    test("a second up changes nothing and runs nothing on any host", async () => {
       const up = await timed("second up", () => stack.up());
       assert.deepEqual(resourceChanges(up), []);
+      // No resource operation ran (each ends with its cost line): no SSH connection, no remote command.
+      assert.deepEqual(operationCosts(up), []);
     });
 
     test("refresh finds an edited sshd drop-in and a flushed firewall; up puts both back", async () => {

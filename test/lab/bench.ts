@@ -12,8 +12,26 @@
  *   estate_second_up     seconds for an `up` that finds nothing to change
  *   lab_stop             seconds to stop the lab
  * Run by `npm run bench` (all figures) or `npm run bench -- lab`.
+ *
+ * The walkthrough's figures (`npm run bench -- walkthrough`, ≈ 40 min: it boots the bare server and the source VPS,
+ * see test/lab/walkthrough.ts), from the provider's cost line at the end of each resource operation
+ * (provider/ssh/meter.ts) and the hosts' own sshd logs:
+ *   walkthrough_up                  seconds for the `up` from a bare server to the whole estate
+ *   walkthrough_up_handshakes.<host>   SSH logins the provider made to that host during it (dom0, source)
+ *   walkthrough_up_handshakes_vs_one_per_resource   all of them against one login per remote resource (same run)
+ *   walkthrough_up_round_trips.<Kind>.<id>   remote commands of each resource's create
+ *   walkthrough_second_up           seconds for an `up` that finds nothing to change
+ *   walkthrough_second_up_handshakes, walkthrough_second_up_round_trips   what it cost (goal: 0)
+ *   walkthrough_preview_ssh_connections   logins the dom0's and the source's sshd accepted during a `preview`
+ *                                   that plans a change (goal: 0)
+ *   walkthrough_preview_operations  resource operations the provider ran during it (goal: 0)
+ *   walkthrough_destroy             seconds for `destroy`
  */
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { createStack, repoRoot, resourceChanges } from "../engine/harness";
+import { timed } from "./bare-server";
+import { operationCosts, startWalkthroughLab, type OperationCost } from "./walkthrough";
 import { Lab, buildImage } from "./lab";
 import { destroyKitGuest, kitGuestConfig, waitForKitHttp } from "./kit";
 
@@ -97,6 +115,91 @@ async function benchEstate(
     await stack.destroy();
   } finally {
     await stack.remove();
+  }
+}
+
+/** The walkthrough's figures; see the file's header. */
+export async function runWalkthroughBench(
+  print: (line: string) => void = (l) => console.log(l),
+): Promise<void> {
+  const emit = (name: string, value: number, unit: string): void => print(`bench ${name} ${value} ${unit}`);
+  const timings: Record<string, number> = {};
+  const w = await startWalkthroughLab({
+    log: () => undefined,
+    timed: (name, f) => timed(timings, () => undefined, name, f),
+  });
+  try {
+    emit("walkthrough_lab_boot", timings.boot ?? 0, "s");
+    /** Which machine a login went to: the source VPS by its address, anything else is the dom0's forwards. */
+    const hostOf = (login: string): string =>
+      login.split("@")[1]!.startsWith(`${w.src.address}:`) ? "source" : "dom0";
+    const byHost = (costs: OperationCost[]): Record<string, number> => {
+      const n: Record<string, number> = { dom0: 0, source: 0 };
+      for (const c of costs) for (const [l, k] of Object.entries(c.logins)) n[hostOf(l)]! += k;
+      return n;
+    };
+    const sum = (costs: OperationCost[], f: (c: OperationCost) => number): number =>
+      costs.reduce((a, c) => a + f(c), 0);
+
+    let t = Date.now();
+    const up = await w.stack.up();
+    emit("walkthrough_up", Math.round((Date.now() - t) / 100) / 10, "s");
+    const costs = operationCosts(up);
+    for (const [host, n] of Object.entries(byHost(costs)))
+      emit(`walkthrough_up_handshakes.${host}`, n, "count");
+    const remote = costs.filter((c) => c.op === "create").length;
+    emit(
+      "walkthrough_up_handshakes_vs_one_per_resource",
+      Math.round((sum(costs, (c) => c.handshakes) / Math.max(1, remote)) * 1000) / 1000,
+      "ratio",
+    );
+    for (const c of costs.filter((c) => c.op === "create"))
+      emit(`walkthrough_up_round_trips.${c.kind}.${c.id.replace(/\s+/g, "_")}`, c.roundTrips, "count");
+
+    t = Date.now();
+    const second = await w.stack.up();
+    emit("walkthrough_second_up", Math.round((Date.now() - t) / 100) / 10, "s");
+    const secondCosts = operationCosts(second);
+    emit(
+      "walkthrough_second_up_handshakes",
+      sum(secondCosts, (c) => c.handshakes),
+      "count",
+    );
+    emit(
+      "walkthrough_second_up_round_trips",
+      sum(secondCosts, (c) => c.roundTrips),
+      "count",
+    );
+
+    // Counted by the servers themselves: the dom0's sshd (its journal; the count's own login is taken off) and the
+    // source's (its log file).
+    const dom0Logins = async (): Promise<number> =>
+      Number(
+        (
+          await w.bare.asAdmin(
+            "journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true",
+          )
+        ).trim(),
+      );
+    const sourceLogins = (): number =>
+      (fs.readFileSync(path.join(w.src.stateDir, "sshd.log"), "utf8").match(/Accepted publickey/g) ?? [])
+        .length;
+    const d0 = await dom0Logins();
+    const s0 = sourceLogins();
+    // A preview that plans a change (the frontend's cache size), so every resource is checked and diffed.
+    await w.stack.setConfig("frontend", JSON.stringify({ cacheSize: "96MiB" }));
+    const preview = await w.stack.preview();
+    emit("walkthrough_preview_operations", operationCosts(preview).length, "count");
+    await w.stack.setConfig("frontend", JSON.stringify({ cacheSize: "64MiB" }));
+    const d1 = await dom0Logins();
+    emit("walkthrough_preview_ssh_connections", d1 - d0 - 1 + (sourceLogins() - s0), "count");
+
+    t = Date.now();
+    await w.bare.asAdmin("rm -f /root/.ssh/source-key /root/.ssh/guest-known-hosts");
+    await w.stack.destroy();
+    emit("walkthrough_destroy", Math.round((Date.now() - t) / 100) / 10, "s");
+  } finally {
+    await w.stop();
   }
 }
 
