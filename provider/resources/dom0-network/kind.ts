@@ -27,7 +27,7 @@ import { sha256 } from "../../remote/files";
 import {
   INTERFACES,
   INTERFACES_VALIDATE,
-  NETPLAN_VALIDATE,
+  netplanValidate,
   probeScript,
   renderNetworkFiles,
   SYSCTL_SCRIPT,
@@ -212,7 +212,7 @@ async function apply(ctx: Context, i: Dom0NetworkInputs): Promise<Dom0NetworkOut
     );
   await writeOwnedFiles(ctx, i.files, {
     [INTERFACES]: { validate: INTERFACES_VALIDATE },
-    [i.netplanFile]: { mode: "600", validate: NETPLAN_VALIDATE },
+    [i.netplanFile]: { mode: "600", validate: netplanValidate(i.netplanFile) },
   });
   await ctx.host.script(SYSCTL_SCRIPT, { summary: "apply the sysctls" });
   return { ...i, networkDigest: digest(i) };

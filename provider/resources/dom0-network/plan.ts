@@ -64,8 +64,23 @@ export const SYSCTL_SCRIPT = [`modprobe br_netfilter`, `sysctl -q -p ${SYSCTL} >
 
 /** The check of a new interfaces file: ifupdown parses it (`%s` is the temp file). */
 export const INTERFACES_VALIDATE = "ifquery --interfaces=%s --list >/dev/null";
-/** The check of a new netplan file. */
-export const NETPLAN_VALIDATE = "netplan generate --root-dir / >/dev/null";
+/**
+ * The check of a new netplan file `file` (`%s` is the temp file): netplan generates the configuration from a copy of
+ * /etc/netplan in a scratch root, where the new content has the file's own name. (netplan reads only `*.yaml`, so
+ * generating from / would never read the temp file beside the old one: a broken file would pass.) A file netplan
+ * cannot parse, or that the others make invalid, is refused before it replaces the old one.
+ */
+export function netplanValidate(file: string): string {
+  const name = file.slice(file.lastIndexOf("/") + 1);
+  return [
+    `d=$(mktemp -d)`,
+    `trap 'rm -rf -- "$d"' EXIT`,
+    `mkdir -p -- "$d/etc/netplan"`,
+    `for f in /etc/netplan/*.yaml; do if [ -f "$f" ]; then cp -p -- "$f" "$d/etc/netplan/"; fi; done`,
+    `cp -p -- %s "$d/etc/netplan/"${shellQuote(name)}`,
+    `netplan generate --root-dir "$d"`,
+  ].join("\n");
+}
 
 /** Prints `bridge PORTS…` (the bridge's member interfaces, or `bridge absent`) and `sysctl KEY VALUE` lines. */
 export function probeScript(bridge: string): string {
