@@ -20,6 +20,7 @@
  *   walkthrough_up_handshakes.<host>   SSH logins the provider made to that host during it (dom0, source)
  *   walkthrough_up_handshakes_vs_one_per_resource   all of them against one login per remote resource (same run)
  *   walkthrough_up_round_trips.<Kind>.<id>   remote commands of each resource's create
+ *   walkthrough_up_handshakes_of.<Kind>.<id> the logins it made (only those that made any)
  *   walkthrough_second_up           seconds for an `up` that finds nothing to change
  *   walkthrough_second_up_handshakes, walkthrough_second_up_round_trips   what it cost (goal: 0)
  *   walkthrough_preview_ssh_connections   logins the dom0's and the source's sshd accepted during a `preview`
@@ -153,8 +154,11 @@ export async function runWalkthroughBench(
       Math.round((sum(costs, (c) => c.handshakes) / Math.max(1, remote)) * 1000) / 1000,
       "ratio",
     );
-    for (const c of costs.filter((c) => c.op === "create"))
-      emit(`walkthrough_up_round_trips.${c.kind}.${c.id.replace(/\s+/g, "_")}`, c.roundTrips, "count");
+    for (const c of costs.filter((c) => c.op === "create")) {
+      const name = `${c.kind}.${c.id.replace(/\s+/g, "_")}`;
+      emit(`walkthrough_up_round_trips.${name}`, c.roundTrips, "count");
+      if (c.handshakes > 0) emit(`walkthrough_up_handshakes_of.${name}`, c.handshakes, "count");
+    }
 
     t = Date.now();
     const second = await w.stack.up();

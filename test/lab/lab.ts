@@ -98,10 +98,16 @@ export async function buildImage(
       lines.forEach(log);
     });
     p.on("error", reject);
-    p.on("exit", (code) => {
+    // "close", not "exit": the process can exit before its stdout is read to the end, and the directory is the
+    // last line of that stdout (a cached image's script prints it and exits at once: seen once as an empty answer).
+    p.on("close", (code) => {
       if (partial) log(partial);
-      if (code === 0) resolve(out.trim().split("\n").pop()!);
-      else reject(new Error(`${script} exited ${code}`));
+      const printed = out.trim().split("\n").pop() ?? "";
+      if (code === 0 && printed) resolve(printed);
+      else
+        reject(
+          new Error(`${script} exited ${code}${code === 0 ? " without printing the image's directory" : ""}`),
+        );
     });
   });
   const meta = JSON.parse(fs.readFileSync(path.join(dir, "image.json"), "utf8")) as Omit<
