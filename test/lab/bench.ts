@@ -36,6 +36,9 @@ import { operationCosts, startWalkthroughLab, type OperationCost } from "./walkt
 import { Lab, buildImage } from "./lab";
 import { destroyKitGuest, kitGuestConfig, waitForKitHttp } from "./kit";
 
+/** Milliseconds as seconds with one decimal, as every figure here prints them. */
+const secs = (ms: number): number => Math.round(ms / 100) / 10;
+
 export interface LabBenchFigure {
   name: string;
   value: number;
@@ -50,7 +53,6 @@ export async function runLabBench(
     figures.push({ name, value, unit });
     print(`bench ${name} ${value} ${unit}`);
   };
-  const secs = (ms: number): number => Math.round(ms / 100) / 10;
 
   let t = Date.now();
   const image = await buildImage("dom0", { log: () => undefined });
@@ -74,7 +76,7 @@ export async function runLabBench(
     t = Date.now();
     await destroyKitGuest(lab, guest.name, guest.lv);
     emit("lab_xl_destroy", secs(Date.now() - t), "s");
-    await benchEstate(lab, emit, secs);
+    await benchEstate(lab, emit);
   } finally {
     t = Date.now();
     await lab.stop();
@@ -87,7 +89,6 @@ export async function runLabBench(
 async function benchEstate(
   lab: Lab,
   emit: (name: string, value: number, unit: string) => void,
-  secs: (ms: number) => number,
 ): Promise<void> {
   const stack = await createStack({
     programDir: repoRoot(),
@@ -144,7 +145,7 @@ export async function runWalkthroughBench(
 
     let t = Date.now();
     const up = await w.stack.up();
-    emit("walkthrough_up", Math.round((Date.now() - t) / 100) / 10, "s");
+    emit("walkthrough_up", secs(Date.now() - t), "s");
     const costs = operationCosts(up);
     for (const [host, n] of Object.entries(byHost(costs)))
       emit(`walkthrough_up_handshakes.${host}`, n, "count");
@@ -162,7 +163,7 @@ export async function runWalkthroughBench(
 
     t = Date.now();
     const second = await w.stack.up();
-    emit("walkthrough_second_up", Math.round((Date.now() - t) / 100) / 10, "s");
+    emit("walkthrough_second_up", secs(Date.now() - t), "s");
     const secondCosts = operationCosts(second);
     emit(
       "walkthrough_second_up_handshakes",
@@ -201,7 +202,7 @@ export async function runWalkthroughBench(
     t = Date.now();
     await w.bare.asAdmin("rm -f /root/.ssh/source-key /root/.ssh/guest-known-hosts");
     await w.stack.destroy();
-    emit("walkthrough_destroy", Math.round((Date.now() - t) / 100) / 10, "s");
+    emit("walkthrough_destroy", secs(Date.now() - t), "s");
   } finally {
     await w.stop();
   }

@@ -139,18 +139,17 @@ export async function startWalkthroughLab(o: {
         frontend: json({ cacheSize: "64MiB" }),
       },
     });
-    const machine = started;
     return {
       src,
       loop,
       sourceHash,
-      bare: machine,
+      bare: started,
       stack,
       dom0Config,
       stop: async () => {
         try {
           await stack.remove();
-          await machine.stop();
+          await started.stop();
         } finally {
           sh(`losetup -d ${loop} || true`);
           await src.stop();

@@ -24,6 +24,7 @@ import {
   type Dom0AccessOutputs,
 } from "../../provider";
 import { checked } from "../support/checked";
+import { stopRollbackSleepers } from "../support/rollback";
 import {
   freePort,
   generateKey,
@@ -113,18 +114,8 @@ describe("Dom0Access on a host's own sshd", { timeout: 240_000 }, () => {
   after(async () => {
     for (const p of pools) await p.close();
     await sshd?.stop();
-    // A rollback sleeper left by a failed test: its pid is in its directory.
-    const rollbacks = path.join(base, "var-lib", "rollback");
-    for (const d of fs.existsSync(rollbacks) ? fs.readdirSync(rollbacks) : []) {
-      const timer = path.join(rollbacks, d, "timer");
-      const pid = fs.existsSync(timer) ? /^pid (\d+)$/m.exec(fs.readFileSync(timer, "utf8"))?.[1] : undefined;
-      if (pid)
-        try {
-          process.kill(Number(pid), "SIGTERM");
-        } catch {
-          /* already gone */
-        }
-    }
+    // A rollback sleeper left by a failed test.
+    stopRollbackSleepers(path.join(base, "var-lib", "rollback"));
     fs.rmSync(base, { recursive: true, force: true });
   });
 

@@ -34,6 +34,7 @@ import { checked } from "../support/checked";
 import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { generateKey, inMountNamespace, startSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
 import { makeVethNamespace, removeVethNamespace } from "../support/netns";
+import { stopRollbackSleepers } from "../support/rollback";
 
 const run = promisify(execFile);
 const sh = (cmd: string): Promise<{ stdout: string }> => run("bash", ["-c", cmd]);
@@ -104,17 +105,8 @@ after(async () => {
   for (const p of pools) await p.close();
   await relay?.stop();
   await sshd?.stop();
-  // A rollback sleeper left by a failed cell: each one's pid is in its directory.
-  for (const d of fs.existsSync(rollbacks()) ? fs.readdirSync(rollbacks()) : []) {
-    const timer = path.join(rollbacks(), d, "timer");
-    const pid = fs.existsSync(timer) ? /^pid (\d+)$/m.exec(fs.readFileSync(timer, "utf8"))?.[1] : undefined;
-    if (pid)
-      try {
-        process.kill(Number(pid), "SIGTERM");
-      } catch {
-        /* already gone */
-      }
-  }
+  // A rollback sleeper left by a failed cell.
+  stopRollbackSleepers(rollbacks());
   await sh(`ip netns del ${ns} 2>/dev/null; ip link del ${hostIf} 2>/dev/null; true`);
   fs.rmSync(base, { recursive: true, force: true });
 });

@@ -13,6 +13,7 @@ import * as path from "node:path";
 import { checkInputs, type Dom0NetworkInputs } from "../../provider";
 import { netplanValidate } from "../../provider/resources/dom0-network/plan";
 import { KIND_INPUTS } from "../support/kind-inputs";
+import { inMountNamespace } from "../support/sshd";
 
 const FILE = "/etc/netplan/50-xe.yaml";
 const missing =
@@ -43,18 +44,10 @@ describe("the netplan check of a new Dom0Network file", { skip: missing }, () =>
     const tmp = path.join(etcNetplan, `.50-xe.yaml.xen-estate.${process.pid}`);
     fs.writeFileSync(tmp, content, { mode: 0o600 });
     const validate = netplanValidate(FILE).split("%s").join('"$1"');
+    const [unshare, ...wrap] = inMountNamespace([`mount --bind ${etcNetplan} /etc/netplan`]);
     const r = spawnSync(
-      "unshare",
-      [
-        "-m",
-        "--propagation",
-        "private",
-        "bash",
-        "-c",
-        `mount --bind "$0" /etc/netplan && ${validate}`,
-        etcNetplan,
-        `/etc/netplan/${path.basename(tmp)}`,
-      ],
+      unshare!,
+      [...wrap, "bash", "-c", validate, "xe-validate", `/etc/netplan/${path.basename(tmp)}`],
       { encoding: "utf8" },
     );
     fs.rmSync(tmp);
