@@ -4,17 +4,20 @@
 //   node test/run-tests.mjs unit ssh          only those suites
 //   node test/run-tests.mjs --slow            every tier: the slow duplicates as well
 //   node test/run-tests.mjs --build --lint --docs   `npm test`: build first; lint and the API docs with the suites
+//   node test/run-tests.mjs --serial lab ssh  the lab lane after the host lane, not beside it
 // A test file's suite is the last word before `.test.js`: `test/resources/lvm-volume.lab.test.ts` is the lab
 // suite's test of provider/resources/lvm-volume. Test files mirror the source tree, so one resource's unit, ssh,
 // engine and lab tests sit side by side. Suites: unit (pure logic), ssh (real sshd), engine (real Pulumi CLI),
 // lab (QEMU + Xen).
 //
 // Schedule (DEVELOPERS.md): after the build, two lanes run side by side. The host lane runs lint, the API docs,
-// unit, ssh and engine. The lab lane boots the first lab machine meanwhile (QEMU is busy booting while the others run; no lab
-// test runs before the host lane is done, so no lab deadline meets a machine slowed by other suites), then runs
-// each lab file that declared that machine (test/lab/shared.ts) on it, one after another, and boots the next
-// machine. A file that leaves its machine dirty fails, and the next file gets a freshly booted machine. Lab files
-// that declare no machine run last, with no machine of the runner's running (they boot their own, if any).
+// unit, ssh and engine. The lab lane runs at the same time (one emulated machine at a time): it boots each lab
+// machine the files declared (test/lab/shared.ts), runs every file that declared it on it, one after another, and
+// boots the next; a file that leaves its machine dirty fails, and the next file gets a freshly booted machine. Lab
+// files that declare no machine (the walkthrough boots its own bare server) run last, with no machine of the
+// runner's running. Neither lane's suites may depend on the machine being idle: a deadline is set for a busy
+// machine or replaced by a readiness check (DEVELOPERS.md, "Deadlines and flakes"). `--serial` runs the lanes one
+// after the other instead (host lane first), to measure what the overlap saves or to rule it out.
 // Files declaring `slowTier(…)` (test/support/tier.ts) run only with --slow.
 // XEN_ESTATE_TIMINGS=FILE: append the table's rows to FILE (for .ci/run) instead of printing the table.
 import { spawn, spawnSync } from "node:child_process";
@@ -27,7 +30,7 @@ import { appendRows, formatTable } from "./timings.mjs";
 const root = new URL("..", import.meta.url).pathname;
 const dist = join(root, "dist", "test");
 const order = ["unit", "ssh", "engine", "lab"];
-const FLAGS = ["--build", "--lint", "--docs", "--slow"];
+const FLAGS = ["--build", "--lint", "--docs", "--slow", "--serial"];
 const args = process.argv.slice(2);
 for (const a of args.filter((a) => a.startsWith("-")))
   if (!FLAGS.includes(a)) {
@@ -199,6 +202,7 @@ const hostLane = (async () => {
 // The lab lane.
 const labLane = (async () => {
   if (groups.length === 0 && unshared.length === 0) return;
+  if (flags.has("--serial")) await hostLane;
   const require = createRequire(import.meta.url);
   const shared = groups.length > 0 ? require(join(dist, "lab", "shared.js")) : undefined;
   const state = mkdtempSync(join(tmpdir(), "xen-estate-lab-run-"));
@@ -236,9 +240,7 @@ const labLane = (async () => {
           }),
         );
       };
-      const first = i === 0;
-      note(await boot(first ? "beside the host lane" : `for ${g.files.length} file(s)`));
-      if (first) await hostLane;
+      note(await boot(`for ${g.files.length} file(s)`));
       for (const f of g.files) {
         if (!machine && !note(await boot("again: the last file did not leave it clean"))) {
           rows.push({
@@ -273,7 +275,6 @@ const labLane = (async () => {
       }
       if (machine) await stop();
     }
-    if (groups.length === 0) await hostLane;
     if (unshared.length > 0)
       note(
         await timed(
