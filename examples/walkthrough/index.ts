@@ -109,7 +109,11 @@ interface NatConfig {
   rootSize: string;
   swapSize?: string;
   memoryMiB: number;
+  /** The ceiling `memoryMiB` can be raised to later without a restart (ballooning); default `memoryMiB`. */
+  maxMemoryMiB?: number;
   vcpus?: number;
+  /** How long a clean shutdown may take before the guest is destroyed, in seconds (default 120). */
+  shutdownTimeoutSeconds?: number;
   /** A root-filesystem tarball on the dom0; without it, debootstrap from `mirror`. */
   image?: string;
   suite?: string;
@@ -227,7 +231,9 @@ const natGuest = new XenGuest(nat.name, {
   rootSize: nat.rootSize,
   ...(nat.swapSize ? { swapSize: nat.swapSize } : {}),
   memoryMiB: nat.memoryMiB,
+  ...(nat.maxMemoryMiB !== undefined ? { maxMemoryMiB: nat.maxMemoryMiB } : {}),
   ...(nat.vcpus !== undefined ? { vcpus: nat.vcpus } : {}),
+  ...(nat.shutdownTimeoutSeconds !== undefined ? { shutdownTimeoutSeconds: nat.shutdownTimeoutSeconds } : {}),
   type: "pv",
   boot: { bootloader: "pvgrub2" },
   install: {
@@ -268,5 +274,7 @@ export const dom0Running = dom0.running;
 export const dom0LastReboot = dom0.lastReboot;
 export const migrationPhase = linodeGuest.phase;
 export const migratedDisk = linodeGuest.rootPath;
+/** What the last copy moved: bytes of data, bytes already there, bytes on the wire, seconds. */
+export const migrationLastTransfer = linodeGuest.migration.lastTransfer;
 export const natGuestHostKey = natGuest.sshHostKey;
 export const frontendVcl = frontend.activeVcl;

@@ -9,6 +9,8 @@
  *   await bare.stop()
  *
  * Each file that uses it changes the machine beyond undoing (installs Xen, reboots it), so each boots its own.
+ * The main job (`npm run estate`) starts one detached under a fixed instance name and attaches to it on later runs
+ * (`attachBareServer`), so a second `up` meets the machine the first one left.
  */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -18,6 +20,7 @@ import { execFileSync } from "node:child_process";
 import {
   buildImage,
   Lab,
+  labCacheDir,
   LAB_NET,
   runSystemSsh,
   systemSshArgs,
@@ -40,6 +43,13 @@ export interface BareServerOptions {
   /** More guest ports of eth0 forwarded (besides `sshPort`). */
   forwardPorts?: number[];
   log: (line: string) => void;
+  /** The machine's instance name (its state directory). @default `bare-<pid>` */
+  instance?: string;
+  /**
+   * Keep the machine running after this process exits (the main job); its scratch files (known_hosts, the SMTP
+   * sink's file) then live beside its state, not in a temporary directory. @default false
+   */
+  detach?: boolean;
 }
 
 export interface BareServer {
@@ -65,15 +75,24 @@ export interface BareServer {
   stop(): Promise<void>;
 }
 
+/** Where a detached bare server keeps its scratch files. */
+const filesOf = (instance: string): string => path.join(labCacheDir(), "run", `${instance}.files`);
+
 /** Boots the bare server and gives it what installimage leaves; see the file's header. */
 export async function startBareServer(o: BareServerOptions): Promise<BareServer> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-bare-"));
+  let dir: string;
+  if (o.detach && o.instance) {
+    dir = filesOf(o.instance);
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+  } else dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-bare-"));
   const sinkFile = path.join(dir, "mail.jsonl");
   fs.writeFileSync(sinkFile, "");
-  const admin = o.admin ?? "ops";
   let lab: Lab;
   try {
     lab = await Lab.start("bare", {
+      ...(o.instance ? { instance: o.instance } : {}),
+      ...(o.detach ? { detach: true } : {}),
       memoryMiB: o.memoryMiB ?? 2048,
       reboot: true,
       extraDisksGiB: [8],
@@ -97,7 +116,8 @@ export async function startBareServer(o: BareServerOptions): Promise<BareServer>
   );
   await lab.ssh(
     [
-      "mdadm --create /dev/md0 --level=1 --raid-devices=2 --metadata=1.2 --run /dev/vdb /dev/vdc",
+      // Both disks are blank (zeros), so the mirrors already agree: no resync competing with the tests for the disk.
+      "mdadm --create /dev/md0 --level=1 --raid-devices=2 --metadata=1.2 --assume-clean --run /dev/vdb /dev/vdc",
       "pvcreate -q /dev/md0 && vgcreate -q vg0 /dev/md0",
       "mdadm --detail --scan >> /etc/mdadm/mdadm.conf",
       `mkdir -p ${LAB_NET.kitDir}`,
@@ -107,8 +127,31 @@ export async function startBareServer(o: BareServerOptions): Promise<BareServer>
   const kit = path.join((await buildImage("dom0", { log: o.log })).dir, "kit");
   for (const f of o.kitFiles ?? ["vmlinuz", "initrd.gz"])
     await lab.ssh(`cat > ${LAB_NET.kitDir}/${f}`, { input: fs.readFileSync(path.join(kit, f)) });
-  const adminKey = execFileSync("ssh-keygen", ["-y", "-f", lab.privateKeyFile], { encoding: "utf8" }).trim();
+  return bareServerHandle(lab, dir, o);
+}
 
+/**
+ * The bare server a detached start left running under `instance`, or undefined when none runs; `o` holds what it
+ * was started with (its new sshd port, its admin).
+ */
+export function attachBareServer(
+  instance: string,
+  o: Pick<BareServerOptions, "sshPort" | "admin">,
+): BareServer | undefined {
+  const lab = Lab.attach(instance);
+  const dir = filesOf(instance);
+  if (!lab?.isRunning() || !fs.existsSync(path.join(dir, "known_hosts"))) return undefined;
+  return bareServerHandle(lab, dir, o);
+}
+
+function bareServerHandle(
+  lab: Lab,
+  dir: string,
+  o: Pick<BareServerOptions, "sshPort" | "admin">,
+): BareServer {
+  const admin = o.admin ?? "ops";
+  const knownHosts = path.join(dir, "known_hosts");
+  const adminKey = execFileSync("ssh-keygen", ["-y", "-f", lab.privateKeyFile], { encoding: "utf8" }).trim();
   const sshVia: BareServer["sshVia"] = (hostPort, user, command, timeoutMs = 60_000, input) =>
     runSystemSsh(
       systemSshArgs({
@@ -124,7 +167,7 @@ export async function startBareServer(o: BareServerOptions): Promise<BareServer>
   return {
     lab,
     dir,
-    sinkFile,
+    sinkFile: path.join(dir, "mail.jsonl"),
     knownHosts,
     adminKey,
     sshVia,

@@ -5,15 +5,11 @@
  *   lab_xl_create        seconds for `xl create` of the busybox kit guest (LV disk + vif on xenbr0)
  *   lab_guest_http       seconds from `xl create` returning to the guest answering HTTP from dom0
  *   lab_xl_destroy       seconds for `xl destroy` + `lvremove`
- *   estate_up            seconds for `pulumi up` of the example estate (7 resources on one dom0) from nothing
- *   estate_up_handshakes_per_host   SSH logins the dom0's sshd accepted during that up (goal: 1)
- *   estate_up_handshakes_vs_one_per_resource   the same against the baseline of one connection per remote
- *                        resource, counted in the same run (lower is better; 1/resources is the floor)
- *   estate_second_up     seconds for an `up` that finds nothing to change
  *   lab_stop             seconds to stop the lab
  * Run by `npm run bench` (all figures) or `npm run bench -- lab`.
  *
- * The walkthrough's figures (`npm run bench -- walkthrough`, ≈ 40 min: it boots the bare server and the source VPS,
+ * The example's figures (`pulumi up` of the whole estate, SSH logins per host against one per resource, a no-op
+ * `up`) are the walkthrough's (`npm run bench -- walkthrough`, ≈ 40 min: it boots the bare server and the source VPS,
  * see test/lab/walkthrough.ts), from the provider's cost line at the end of each resource operation
  * (provider/ssh/meter.ts) and the hosts' own sshd logs:
  *   walkthrough_up                  seconds for the `up` from a bare server to the whole estate
@@ -30,7 +26,6 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { createStack, repoRoot, resourceChanges } from "../engine/harness";
 import { timed } from "./bare-server";
 import { operationCosts, startWalkthroughLab, type OperationCost } from "./walkthrough";
 import { Lab, buildImage } from "./lab";
@@ -76,48 +71,12 @@ export async function runLabBench(
     t = Date.now();
     await destroyKitGuest(lab, guest.name, guest.lv);
     emit("lab_xl_destroy", secs(Date.now() - t), "s");
-    await benchEstate(lab, emit);
   } finally {
     t = Date.now();
     await lab.stop();
     emit("lab_stop", secs(Date.now() - t), "s");
   }
   return figures;
-}
-
-/** `pulumi up` of the example estate, counting the SSH logins the dom0's sshd accepted meanwhile. */
-async function benchEstate(
-  lab: Lab,
-  emit: (name: string, value: number, unit: string) => void,
-): Promise<void> {
-  const stack = await createStack({
-    programDir: repoRoot(),
-    linkPackage: true,
-    config: lab.stackConfig(),
-  });
-  try {
-    const before = await lab.acceptedLogins();
-    let t = Date.now();
-    const up = await stack.up();
-    emit("estate_up", secs(Date.now() - t), "s");
-    // The second count logs in once itself.
-    const handshakes = (await lab.acceptedLogins()) - before - 1;
-    const remote = resourceChanges(up).filter(
-      (s) => s.op === "create" && !s.type.includes(":components:"),
-    ).length;
-    emit("estate_up_handshakes_per_host", handshakes, "count");
-    emit(
-      "estate_up_handshakes_vs_one_per_resource",
-      Math.round((handshakes / remote) * 1000) / 1000,
-      "ratio",
-    );
-    t = Date.now();
-    await stack.up();
-    emit("estate_second_up", secs(Date.now() - t), "s");
-    await stack.destroy();
-  } finally {
-    await stack.remove();
-  }
 }
 
 /** The walkthrough's figures; see the file's header. */

@@ -275,6 +275,16 @@ export class SourceVps implements SourceVpsState {
     return r.stdout;
   }
 
+  /** True while this instance's sshd runs (its pid file names a live process). */
+  isRunning(): boolean {
+    try {
+      const pid = Number(fs.readFileSync(path.join(this.stateDir, "sshd.pid"), "utf8").trim());
+      return pid > 0 && fs.existsSync(`/proc/${pid}`);
+    } catch {
+      return false;
+    }
+  }
+
   /** A `Lab.start({ forwards })` entry that makes this VPS reachable from a dom0 at `guestAddress`:22. */
   dom0Forward(guestAddress = "10.0.2.101"): { guestAddress: string; guestPort: number; target: string } {
     return { guestAddress, guestPort: 22, target: `${this.address}:${this.port}` };

@@ -17,7 +17,7 @@
  */
 import { createStack, diagnostics, type PulumiStack, type RunResult } from "../engine/harness";
 import { sh } from "../support/disks";
-import { startBareServer, type BareServer } from "./bare-server";
+import { startBareServer, type BareServer, type BareServerOptions } from "./bare-server";
 import { LAB_NET, LAB_SMTP } from "./lab";
 import { SOURCE_GUEST_ADDRESS } from "./shared";
 import { SourceVps } from "./source";
@@ -38,9 +38,114 @@ export interface WalkthroughLab {
   bare: BareServer;
   stack: PulumiStack;
   /** The example's `dom0` config for the lab, with `change` applied. */
-  dom0Config(change?: Record<string, unknown>): Record<string, unknown>;
+  dom0Config: (change?: Record<string, unknown>) => Record<string, unknown>;
+  /** The example's `nat` config for the lab, with `change` applied. */
+  natConfig: (change?: Record<string, unknown>) => Record<string, unknown>;
   /** Removes the stack, stops the machine and the source VPS. */
   stop(): Promise<void>;
+}
+
+/** The bare server as the walkthrough boots it: dom0, the migrated Debian and the NAT guest fit its memory. */
+export function walkthroughBareOptions(src: SourceVps): Omit<BareServerOptions, "log"> {
+  return {
+    sshPort: SSH_PORT,
+    // dom0 1024 MiB; the migrated Debian 768 (its stock initramfs, FIELD-NOTES §10); the NAT guests 192 and less.
+    memoryMiB: 3072,
+    kitFiles: ["vmlinuz", "initrd.gz", "rootfs-boot.tar.gz"],
+    forwards: [src.dom0Forward(SOURCE_GUEST_ADDRESS)],
+    secondNic: { forwardPorts: [22, SSH_PORT, 80] },
+  };
+}
+
+/** The example's stack config for the lab: the bare server, the source VPS (its disk as `loop`), the guests. */
+export interface WalkthroughConfig {
+  /** Every key of the example's config, as createStack and `pulumi config set` take them. */
+  config: Record<string, { value: string; secret?: boolean }>;
+  /** The example's `dom0` config for the lab, with `change` applied. */
+  dom0Config: (change?: Record<string, unknown>) => Record<string, unknown>;
+  /** The example's `nat` config (the NAT guest and its host names) for the lab, with `change` applied. */
+  natConfig: (change?: Record<string, unknown>) => Record<string, unknown>;
+}
+
+export function walkthroughConfig(bare: BareServer, src: SourceVps, loop: string): WalkthroughConfig {
+  const lab = bare.lab;
+  const json = (v: unknown): { value: string } => ({ value: JSON.stringify(v) });
+  const dom0Config = (change: Record<string, unknown> = {}): Record<string, unknown> => ({
+    host: lab.host,
+    port: lab.port,
+    hostKey: lab.hostKey,
+    uplink: "eth0",
+    mac: "52:54:00:12:34:56",
+    address: "dhcp",
+    sshPort: SSH_PORT,
+    connectPort: lab.forwarded[String(SSH_PORT)],
+    // Every connection QEMU forwards comes from 10.0.2.2: the provider's and the test's own.
+    trustedSources: ["10.0.2.2/32"],
+    dom0MemMiB: 1024,
+    dom0Vcpus: 2,
+    volumeGroup: "vg0",
+    natNetwork: "10.0.0.0/24",
+    // The lab's image is fresh: an upgrade would only cost minutes of emulated dpkg.
+    upgrade: false,
+    aptProxy: LAB_NET.aptProxy,
+    xenArgs: "console=com1 com1=115200,8n1",
+    dom0KernelArgs: "console=hvc0 net.ifnames=0",
+    rebootTimeoutSeconds: 900,
+    monitoring: {
+      mailTo: "ops@example.org",
+      relay: { host: LAB_SMTP.address, port: 25 },
+      mailName: "dom0.walkthrough.test",
+    },
+    ...change,
+  });
+  const natConfig = (change: Record<string, unknown> = {}): Record<string, unknown> => ({
+    name: NAT.name,
+    ip: NAT.ip,
+    rootSize: "64MiB",
+    memoryMiB: 192,
+    // Room to raise its memory live; the lab's busybox image ignores a shutdown request, so do not wait for it long.
+    maxMemoryMiB: 256,
+    shutdownTimeoutSeconds: 10,
+    image: `${LAB_NET.kitDir}/rootfs-boot.tar.gz`,
+    hostnames: [NAT.hostname],
+    port: 80,
+    ...change,
+  });
+  return {
+    dom0Config,
+    natConfig,
+    config: {
+      dom0: json(dom0Config()),
+      dom0PrivateKey: { value: lab.privateKey, secret: true },
+      admin: json({ name: "ops", authorizedKeys: [bare.adminKey] }),
+      linode: json({
+        host: src.address,
+        port: 22,
+        user: "root",
+        hostKey: src.hostKey,
+        device: loop,
+        live: false,
+        dom0Host: SOURCE_GUEST_ADDRESS,
+        // The lab's sshd reads its own authorized_keys file.
+        authorizedKeysFile: `${src.stateDir}/authorized_keys`,
+      }),
+      linodePrivateKey: { value: src.privateKey, secret: true },
+      migrated: json({
+        name: MIGRATED.name,
+        ip: MIGRATED.ip,
+        mac: "00:16:3e:99:00:60",
+        gateway: "10.0.2.2",
+        prefix: 24,
+        size: "1536MiB",
+        snapshotSize: "256MiB",
+        memoryMiB: 768,
+        nameservers: ["10.0.2.3"],
+        bootTimeoutSeconds: 900,
+      }),
+      nat: json(natConfig()),
+      frontend: json({ cacheSize: "64MiB" }),
+    },
+  };
 }
 
 export async function startWalkthroughLab(o: {
@@ -53,91 +158,14 @@ export async function startWalkthroughLab(o: {
   try {
     loop = sh(`losetup -f --show -r ${src.diskImage}`).trim();
     const sourceHash = sh(`sha256sum < ${src.diskImage}`);
-    const started = await o.timed("boot", () =>
-      startBareServer({
-        sshPort: SSH_PORT,
-        // dom0 1024 MiB; the migrated Debian 768 (its stock initramfs, FIELD-NOTES §10); the NAT guest 192.
-        memoryMiB: 3072,
-        kitFiles: ["vmlinuz", "initrd.gz", "rootfs-boot.tar.gz"],
-        forwards: [src.dom0Forward(SOURCE_GUEST_ADDRESS)],
-        secondNic: { forwardPorts: [22, SSH_PORT, 80] },
-        log: o.log,
-      }),
-    );
-    bare = started;
-    const lab = started.lab;
-    const json = (v: unknown): { value: string } => ({ value: JSON.stringify(v) });
-    const dom0Config = (change: Record<string, unknown> = {}): Record<string, unknown> => ({
-      host: lab.host,
-      port: lab.port,
-      hostKey: lab.hostKey,
-      uplink: "eth0",
-      mac: "52:54:00:12:34:56",
-      address: "dhcp",
-      sshPort: SSH_PORT,
-      connectPort: lab.forwarded[String(SSH_PORT)],
-      // Every connection QEMU forwards comes from 10.0.2.2: the provider's and the test's own.
-      trustedSources: ["10.0.2.2/32"],
-      dom0MemMiB: 1024,
-      dom0Vcpus: 2,
-      volumeGroup: "vg0",
-      natNetwork: "10.0.0.0/24",
-      // The lab's image is fresh: an upgrade would only cost minutes of emulated dpkg.
-      upgrade: false,
-      aptProxy: LAB_NET.aptProxy,
-      xenArgs: "console=com1 com1=115200,8n1",
-      dom0KernelArgs: "console=hvc0 net.ifnames=0",
-      rebootTimeoutSeconds: 900,
-      monitoring: {
-        mailTo: "ops@example.org",
-        relay: { host: LAB_SMTP.address, port: 25 },
-        mailName: "dom0.walkthrough.test",
-      },
-      ...change,
-    });
+    bare = await o.timed("boot", () => startBareServer({ ...walkthroughBareOptions(src), log: o.log }));
+    const started = bare;
+    const { config, dom0Config, natConfig } = walkthroughConfig(started, src, loop);
     const stack = await createStack({
       programDir: "examples/walkthrough",
       linkPackage: true,
       timeoutMs: 60 * 60_000,
-      config: {
-        dom0: json(dom0Config()),
-        dom0PrivateKey: { value: lab.privateKey, secret: true },
-        admin: json({ name: "ops", authorizedKeys: [started.adminKey] }),
-        linode: json({
-          host: src.address,
-          port: 22,
-          user: "root",
-          hostKey: src.hostKey,
-          device: loop,
-          live: false,
-          dom0Host: SOURCE_GUEST_ADDRESS,
-          // The lab's sshd reads its own authorized_keys file.
-          authorizedKeysFile: `${src.stateDir}/authorized_keys`,
-        }),
-        linodePrivateKey: { value: src.privateKey, secret: true },
-        migrated: json({
-          name: MIGRATED.name,
-          ip: MIGRATED.ip,
-          mac: "00:16:3e:99:00:60",
-          gateway: "10.0.2.2",
-          prefix: 24,
-          size: "1536MiB",
-          snapshotSize: "256MiB",
-          memoryMiB: 768,
-          nameservers: ["10.0.2.3"],
-          bootTimeoutSeconds: 900,
-        }),
-        nat: json({
-          name: NAT.name,
-          ip: NAT.ip,
-          rootSize: "64MiB",
-          memoryMiB: 192,
-          image: `${LAB_NET.kitDir}/rootfs-boot.tar.gz`,
-          hostnames: [NAT.hostname],
-          port: 80,
-        }),
-        frontend: json({ cacheSize: "64MiB" }),
-      },
+      config,
     });
     return {
       src,
@@ -146,6 +174,7 @@ export async function startWalkthroughLab(o: {
       bare: started,
       stack,
       dom0Config,
+      natConfig,
       stop: async () => {
         try {
           await stack.remove();
