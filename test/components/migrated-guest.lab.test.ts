@@ -15,10 +15,10 @@ import type { SourceVps } from "../lab/source";
 import { sh } from "../support/disks";
 import { slowTier } from "../support/tier";
 
-// Slow tier: it passes whole with its release check (22.5 min alone, ≈ 11 on the shared machine), which would take
-// CI from ≈ 54 to ≈ 65 minutes, over the 60-minute goal (DEVELOPERS.md).
+// Slow tier: the walkthrough's lab file proves the same on every run (a copy cut at half its data and resumed with
+// only the missing chunks, the migrated disk booting under Xen with the source's data, the source unchanged).
 slowTier(
-  "the migration is proven on every run by test/resources/linode-migration.engine.test.ts (copy, resume, refresh and destroy through the engine between real sshds) and test/resources/linode-migration.ssh.test.ts (transfer, resume, verification, fixups on loop devices)",
+  "test/examples/walkthrough.lab.test.ts migrates the source VPS through the engine on every run: the copy cut at half its data and resumed with only the chunks that did not land, the guest booted under Xen through pvgrub2 with the source's data, root on /dev/xvda and its new address, the source's disk unchanged after destroy",
 );
 
 // The shared dom0, with a fresh source VPS of this file's own at 10.0.2.101:22 inside it.

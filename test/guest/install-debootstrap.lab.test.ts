@@ -18,7 +18,9 @@ import { slowTier } from "../support/tier";
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
 const IP = "10.0.0.7";
-slowTier("the image install in test/examples/estate.lab.test.ts proves the unattended install on every run");
+slowTier(
+  "the NAT guest's image install in test/examples/walkthrough.lab.test.ts proves the unattended install on every run",
+);
 // Three guests at once: the Debian guest needs 768 MiB to unpack the dom0's stock initrd.
 const machine = labMachine("dom0", { memoryMiB: 3072 });
 

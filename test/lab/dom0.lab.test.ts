@@ -9,6 +9,11 @@ import { LAB_NET, Lab } from "./lab";
 import { destroyKitGuest, kitAnswer, kitGuestConfig, waitForKitHttp } from "./kit";
 import { labMachine } from "./shared";
 import { SourceVps } from "./source";
+import { slowTier } from "../support/tier";
+
+slowTier(
+  "the dom0 image boots only for slow-tier files now; what they rely on (Xen 4.17, vg0, a bridge, a PV guest on an LV answering HTTP, the source VPS reachable, packages only through the lab's proxy) is what test/examples/walkthrough.lab.test.ts proves on the bare server it turns into a dom0",
+);
 
 function missingTools(): string | undefined {
   if (process.env.XEN_ESTATE_LAB === "0") return "XEN_ESTATE_LAB=0";

@@ -14,6 +14,11 @@ import {
 } from "../engine/harness";
 import { Lab } from "../lab/lab";
 import { labMachine } from "../lab/shared";
+import { slowTier } from "../support/tier";
+
+slowTier(
+  "test/examples/walkthrough.lab.test.ts creates two NAT guests at once beside the walkthrough's own on every run (each rule once, the shared pieces kept for the one left), puts a flushed NAT back after refresh, and its destroy proves the last guest takes the pieces with it",
+);
 
 const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 const machine = labMachine("dom0");

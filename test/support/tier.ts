@@ -4,7 +4,7 @@
  * whole matrices beside one case of each kind, soak runs). A file joins the slow tier by saying so at its top
  * level, naming the fast test that proves the same feature on every run:
  *
- *   slowTier("the image install in test/examples/estate.lab.test.ts proves install on every run");
+ *   slowTier("the NAT guest's image install in test/examples/walkthrough.lab.test.ts proves install on every run");
  *
  * A file that scales itself (one cut in the fast tier, the whole matrix in the slow one) asks `runTier()`.
  * test/run-tests.mjs reads these declarations before it runs anything (test/support/plan.ts).
