@@ -74,23 +74,48 @@ function finish(code) {
   process.exit(code);
 }
 
-/** Runs a command with the terminal; resolves true when it exits 0. */
-function run(cmd, argv, env = {}) {
+/**
+ * Runs a command with the terminal; resolves true when it exits 0. With `prefix`, each line it prints starts with
+ * it (the lab lane's lines among the host lane's, both printing at once).
+ */
+function run(cmd, argv, env = {}, prefix = "") {
   return new Promise((resolve) => {
-    const p = spawn(cmd, argv, { stdio: "inherit", cwd: root, env: { ...process.env, ...env } });
+    const p = spawn(cmd, argv, {
+      stdio: prefix ? ["ignore", "pipe", "pipe"] : "inherit",
+      cwd: root,
+      env: { ...process.env, ...env },
+    });
+    if (prefix)
+      for (const [from, to] of [
+        [p.stdout, process.stdout],
+        [p.stderr, process.stderr],
+      ]) {
+        let rest = "";
+        from.setEncoding("utf8");
+        from.on("data", (chunk) => {
+          const lines = (rest + chunk).split("\n");
+          rest = lines.pop();
+          for (const l of lines) to.write(`${prefix}${l}\n`);
+        });
+        from.on("end", () => rest && to.write(`${prefix}${rest}\n`));
+      }
     p.on("error", (e) => {
       console.error(`${cmd}: ${e.message}`);
       resolve(false);
     });
-    p.on("exit", (code) => resolve(code === 0));
+    p.on("close", (code) => resolve(code === 0));
   });
 }
 
-const nodeTest = (files, env = {}) =>
-  run(process.execPath, ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files], {
-    XEN_ESTATE_TEST_TIER: tier,
-    ...env,
-  });
+const nodeTest = (files, env = {}, prefix = "") =>
+  run(
+    process.execPath,
+    ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
+    { XEN_ESTATE_TEST_TIER: tier, ...env },
+    prefix,
+  );
+/** The prefix of the lab lane's lines, unless the lanes run one after the other. */
+const LAB = flags.has("--serial") ? "" : "[lab] ";
 
 const source = (file) =>
   relative(root, file)
@@ -256,10 +281,11 @@ const labLane = (async () => {
         rmSync(report, { force: true });
         note(
           await timed(`lab: ${source(f)}`, () =>
-            nodeTest([f], {
-              XEN_ESTATE_LAB_SHARED: JSON.stringify(machine.shared),
-              XEN_ESTATE_LAB_REPORT: report,
-            }),
+            nodeTest(
+              [f],
+              { XEN_ESTATE_LAB_SHARED: JSON.stringify(machine.shared), XEN_ESTATE_LAB_REPORT: report },
+              LAB,
+            ),
           ),
         );
         let clean = false;
@@ -279,7 +305,7 @@ const labLane = (async () => {
       note(
         await timed(
           "lab: files without a shared machine",
-          () => nodeTest(unshared),
+          () => nodeTest(unshared, {}, LAB),
           unshared.map(source).join(" "),
         ),
       );

@@ -322,7 +322,12 @@ export async function createStack(opts: PulumiStackOptions): Promise<PulumiStack
   if (!existsSync(path.join(programDir, "Pulumi.yaml"))) {
     throw new Error(`no Pulumi.yaml in ${programDir}`);
   }
-  if (opts.linkPackage) await linkSelf(programDir, root);
+  if (opts.linkPackage) {
+    await linkSelf(programDir, root);
+    // The dynamic-provider process resolves `xen-estate` from the node_modules above the @pulumi/pulumi it runs
+    // from: the repository's, unless the program has its own.
+    if (!existsSync(path.join(programDir, "node_modules", "@pulumi", "pulumi"))) await linkSelf(root, root);
+  }
   const name = opts.stackName ?? `t-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const bin = await pulumiBinDir();

@@ -22,7 +22,7 @@ import {
   type PulumiStack,
   type RunResult,
 } from "../engine/harness";
-import { repoPath, repoRoot } from "../support/repo";
+import { repoPath } from "../support/repo";
 
 const PROGRAM = "examples/walkthrough";
 /** The CI stack's passphrase, public on purpose (see the file's header). */
@@ -65,12 +65,6 @@ function planned(result: RunResult): { custom: string[]; components: string[] } 
   };
 }
 
-/** The dynamic-provider process resolves `xen-estate` from the node_modules above @pulumi/pulumi (the repo's). */
-function linkSelf(): void {
-  const link = path.join(repoRoot(), "node_modules", "xen-estate");
-  if (!fs.existsSync(link)) fs.symlinkSync("..", link, "dir");
-}
-
 describe(
   "the walkthrough previewed from its CI stack with no host reachable",
   { timeout: 20 * 60_000 },
@@ -88,11 +82,11 @@ describe(
     };
 
     before(async () => {
-      linkSelf();
       logDir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-walk-dials-"));
       dialLog = path.join(logDir, "dials.log");
       stack = await createStack({
         programDir: PROGRAM,
+        linkPackage: true,
         wrapper: LOOPBACK_ONLY,
         // The provider processes inherit the engine's environment: each records its dials here.
         env: { PULUMI_CONFIG_PASSPHRASE: CI_PASSPHRASE, [DIAL_LOG_ENV]: dialLog },
