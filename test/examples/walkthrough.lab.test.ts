@@ -97,7 +97,13 @@ describe(
     let stack: PulumiStack;
     const timings: Record<string, number> = {};
     const log = (l: string): void => console.log(`# ${l}`);
-    const timed = <R>(name: string, f: () => Promise<R>): Promise<R> => timedIn(timings, log, name, f);
+    /** Every engine run of the file (its output and event log), for the secrets sweep at the end. */
+    const runs: RunResult[] = [];
+    const timed = async <R>(name: string, f: () => Promise<R>): Promise<R> => {
+      const r = await timedIn(timings, log, name, f);
+      if (r && typeof r === "object" && "events" in r) runs.push(r as unknown as RunResult);
+      return r;
+    };
     const asAdmin: BareServer["asAdmin"] = (command, input) => bare.asAdmin(command, input);
     /** A command in the migrated guest, over SSH from the dom0 with the source's key and host key pinned. */
     const inMigrated = (command: string): Promise<string> =>
@@ -161,25 +167,28 @@ describe(
         upDone = true;
       });
       // The dom0 answers its admin only once Dom0Access made it, and not while it reboots into Xen: until the copy
-      // runs, a failing look is no answer yet.
-      while (!upDone && cutAt === 0) {
-        await new Promise((r) => setTimeout(r, 2000));
-        let landed = 0;
-        try {
-          const journal = await asAdmin(`cat ${MIGRATION_STATE}/journal 2>/dev/null || true`);
-          landed = journal.split("\n").filter((l) => l.includes(" ") && !l.endsWith(ZERO)).length;
-        } catch {
-          continue;
+      // runs, a failing look is no answer yet. Whatever happens here, the up is awaited before the test ends, so a
+      // failure of the test never leaves the engine running (and the stack locked) under the next one.
+      try {
+        while (!upDone && cutAt === 0) {
+          await new Promise((r) => setTimeout(r, 2000));
+          let landed = 0;
+          try {
+            const journal = await asAdmin(`cat ${MIGRATION_STATE}/journal 2>/dev/null || true`);
+            landed = journal.split("\n").filter((l) => l.includes(" ") && !l.endsWith(ZERO)).length;
+          } catch {
+            continue;
+          }
+          if (landed < half) continue;
+          // The dom0's ssh to the source dies, as when the link drops: found by this copy's own key path on an ssh
+          // command line (the probe's own shells carry the pattern too, but they are not ssh).
+          const killed = await asAdmin(
+            `pid=$(pgrep -o -f -- '^ssh .*migration-vg0_${MIGRATED.name}-root/key') && kill -9 "$pid" && echo killed || true`,
+          );
+          if (killed.trim() === "killed") cutAt = landed;
         }
-        if (landed < half) continue;
-        // The dom0's ssh to the source dies, as when the link drops: its pid, found by this copy's own key path.
-        const pid = (await asAdmin(`pgrep -f -- 'migration-vg0_${MIGRATED.name}-root/key' || true`))
-          .trim()
-          .split("\n")[0];
-        if (pid) {
-          await asAdmin(`kill -9 ${pid}`);
-          cutAt = landed;
-        }
+      } finally {
+        await up.catch(() => undefined);
       }
       const first = await up;
       assert.ok(cutAt > 0, `the copy was cut; the up said: ${(first.stdout + first.stderr).slice(-3000)}`);
@@ -346,6 +355,13 @@ describe(
       assert.deepEqual(resourceChanges(up), []);
       // No resource operation ran (each ends with its cost line): no SSH connection, no remote command.
       assert.deepEqual(operationCosts(up), []);
+    });
+
+    test("from here on, the dom0 records every command line it runs (for the secrets sweep before destroy)", async () => {
+      await asAdmin(
+        "nohup setsid bash -c 'while :; do ps -eo args; sleep 0.5; done' > /root/xe-argv.log 2>/dev/null < /dev/null & echo $! > /root/xe-argv.pid",
+      );
+      assert.match(await asAdmin("sleep 1; head -c 200 /root/xe-argv.log"), /\S/);
     });
 
     test("one up changes memory live, grows the volume the guest holds and adds a host name under traffic", async () => {
@@ -550,8 +566,38 @@ describe(
       assert.deepEqual(resourceChanges(await timed("after lockout up", () => stack.up())), []);
     });
 
+    test("no line of a private key the program used is in any engine output, event or state, or anywhere on the dom0", async () => {
+      // The test's own copy of the source's key (to log in to the migrated guest) goes first: it is no leak.
+      await asAdmin(
+        "kill $(cat /root/xe-argv.pid) && rm -f /root/xe-argv.pid /root/.ssh/source-key /root/.ssh/guest-known-hosts",
+      );
+      const needles = [bare.lab.privateKey, src.privateKey].flatMap((k) =>
+        k
+          .split("\n")
+          .map((l) => l.trim())
+          .filter((l) => l.length > 20 && !l.startsWith("-----")),
+      );
+      assert.ok(needles.length >= 4, "both keys have body lines to look for");
+      assert.ok(runs.length >= 8, `the runs above were recorded (${runs.length})`);
+      const engine = [
+        ...runs.map((r) => `${r.stdout}\n${r.stderr}\n${JSON.stringify(r.events)}`),
+        JSON.stringify(await stack.exportState()),
+        JSON.stringify(await stack.outputs()),
+      ].join("\n");
+      for (const n of needles)
+        assert.ok(!engine.includes(n), "a line of a private key in the engine's output or state");
+      // On the dom0: every command line it ran since the sampler started, its journal, and every file where a
+      // provider writes, keeps or backs up anything (grep -F -f: the needles never reach its command line).
+      const hits = await asAdmin(
+        "cat > /root/xe-needles && { journalctl -o cat --no-pager 2>/dev/null > /root/xe-journal.log || true; } && " +
+          "grep -rlF -f /root/xe-needles /root/xe-argv.log /root/xe-journal.log /etc /tmp /var/tmp /var/backups /var/lib/xen-estate /var/log /home /root/.ssh 2>/dev/null || true; " +
+          "rm -f /root/xe-needles /root/xe-journal.log /root/xe-argv.log",
+        `${needles.join("\n")}\n`,
+      );
+      assert.equal(hits.trim(), "", `a line of a private key in: ${hits}`);
+    });
+
     test("destroy leaves the dom0 without guests, volumes, NAT or Varnish, and the source's disk as it was", async () => {
-      await asAdmin("rm -f /root/.ssh/source-key /root/.ssh/guest-known-hosts");
       const destroy = await timed("destroy", () => stack.destroy());
       assert.equal(destroy.code, 0);
       assert.equal((await asAdmin("xl list | awk 'NR > 1 {print $1}'")).trim(), "Domain-0");
@@ -573,6 +619,10 @@ describe(
       );
       assert.equal((await asAdmin(`ls ${MIGRATION_STATE} 2>/dev/null || true`)).trim(), "");
       assert.equal(sh(`sha256sum < ${src.diskImage}`), sourceHash, "the source's disk is unchanged");
+      const said = `${destroy.stdout}\n${destroy.stderr}\n${JSON.stringify(destroy.events)}`;
+      for (const k of [bare.lab.privateKey, src.privateKey])
+        for (const line of k.split("\n").filter((l) => l.length > 20 && !l.startsWith("-----")))
+          assert.ok(!said.includes(line.trim()), "a line of a private key in destroy's output");
     });
   },
 );
