@@ -743,15 +743,25 @@ export class Lab implements LabState {
     fs.writeFileSync(path.join(this.stateDir, "state.json"), JSON.stringify(this.state(), null, 2));
   }
 
-  /** True while this instance's QEMU process is alive (and really is ours). */
+  /**
+   * True while this instance's QEMU process is alive (and really is ours): its command line names the instance, or
+   * it is still the wrapper's child between fork and exec (same process group; on a busy machine that moment is
+   * long enough for a first look to land in it).
+   */
   isRunning(): boolean {
     if (!alive(this.qemuPid)) return false;
     try {
-      return (
+      if (this.qemuPid === this.pgid) return true;
+      if (
         fs
           .readFileSync(`/proc/${this.qemuPid}/cmdline`, "utf8")
-          .includes(`\0xen-estate-lab-${this.instance}\0`) || this.qemuPid === this.pgid
-      );
+          .includes(`\0xen-estate-lab-${this.instance}\0`)
+      )
+        return true;
+      // /proc/PID/stat: "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses, so split after the last ")".
+      const stat = fs.readFileSync(`/proc/${this.qemuPid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return Number(fields[2]) === this.pgid && fields[0] !== "Z";
     } catch {
       return false;
     }
