@@ -404,7 +404,9 @@ describe(
         20 * 60_000,
         async () => (await bootId()) !== before,
       );
-      log(`dom0 reboot: SSH again after ${Math.round((Date.now() - t0) / 1000)} s`);
+      log(
+        `dom0 reboot: SSH again after ${Math.round((Date.now() - t0) / 1000)} s; ${(await asAdmin("dmesg | grep -m1 'tsc: Detected' || true")).trim()}`,
+      );
       assert.match(await asAdmin("xl info"), /^xen_minor\s+: 17$/m, "back under Xen");
       // The guests start from /etc/xen/auto (xendomains); a guest answers once its own boot is done.
       await until("both guests run and the NAT guest answers through Varnish", 15 * 60_000, async () => {

@@ -15,6 +15,7 @@
  * source), eth1 on a second one, where they come from 10.0.3.2 (untrusted). Mail leaves through dma to the lab's
  * SMTP sink (10.0.2.102:25 → test/lab/smtpsink.ts).
  */
+import * as fs from "node:fs";
 import { createStack, diagnostics, type PulumiStack, type RunResult } from "../engine/harness";
 import { sh } from "../support/disks";
 import { startBareServer, type BareServer, type BareServerOptions } from "./bare-server";
@@ -89,7 +90,10 @@ export function walkthroughConfig(bare: BareServer, src: SourceVps, loop: string
     upgrade: false,
     aptProxy: LAB_NET.aptProxy,
     xenArgs: "console=com1 com1=115200,8n1",
-    dom0KernelArgs: "console=hvc0 net.ifnames=0",
+    // tsc_early_khz: under emulation the dom0 kernel's TSC rate from Xen's pvclock was once 20 times too high after
+    // a reboot on a busy machine (`tsc: Detected 42846 MHz`), and every udelay of its boot took 20 times as long.
+    // QEMU's TCG clocks the guest's TSC at this machine's own rate, so the kernel is told that rate.
+    dom0KernelArgs: `console=hvc0 net.ifnames=0${hostTscKhz() ? ` tsc_early_khz=${hostTscKhz()}` : ""}`,
     rebootTimeoutSeconds: 900,
     monitoring: {
       mailTo: "ops@example.org",
@@ -228,4 +232,14 @@ export function operationCosts(run: RunResult): OperationCost[] {
     });
   }
   return out;
+}
+
+/** This machine's TSC rate in kHz (the rate QEMU's TCG gives the lab's guests), from /proc/cpuinfo; 0 if unknown. */
+function hostTscKhz(): number {
+  try {
+    const m = /^cpu MHz\s*:\s*([0-9.]+)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"));
+    return m ? Math.round(Number(m[1]) * 1000) : 0;
+  } catch {
+    return 0;
+  }
 }
