@@ -179,6 +179,7 @@ describe(
       );
       const half = Math.ceil(used / CHUNK / 2);
       let upDone = false;
+      let sentAt = 0;
       const up = timed("first up (cut)", () => stack.up({ expectFailure: true })).finally(() => {
         upDone = true;
       });
@@ -198,15 +199,23 @@ describe(
           if (landed < half) continue;
           // The dom0's ssh to the source dies, as when the link drops: found by this copy's own key path on an ssh
           // command line (the probe's own shells carry the pattern too, but they are not ssh).
-          const killed = await asAdmin(
-            `pid=$(pgrep -o -f -- '^ssh .*migration-vg0_${MIGRATED.name}-root/key') && kill -9 "$pid" && echo killed || true`,
-          );
-          if (killed.trim() === "killed") cutAt = landed;
+          try {
+            const killed = await asAdmin(
+              `pid=$(pgrep -o -f -- '^ssh .*migration-vg0_${MIGRATED.name}-root/key') && kill -9 "$pid" && echo killed || true`,
+            );
+            if (killed.trim() === "killed") cutAt = landed;
+          } catch {
+            // A dom0 busy enough not to answer in time may still have run the kill: the up's own words tell (its
+            // ssh to the source died of SIGKILL, exit 137).
+            sentAt = landed;
+          }
         }
       } finally {
         await up.catch(() => undefined);
       }
       const first = await up;
+      if (cutAt === 0 && sentAt > 0 && /ssh to the source exited 137/.test(first.stdout + first.stderr))
+        cutAt = sentAt;
       assert.ok(cutAt > 0, `the copy was cut; the up said: ${(first.stdout + first.stderr).slice(-3000)}`);
       assert.notEqual(first.code, 0, "the cut copy failed the up");
       assert.match(first.stdout + first.stderr, /the copy stopped .*what landed is kept/);
