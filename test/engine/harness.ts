@@ -512,6 +512,24 @@ export function resourceChanges(result: RunResult | EngineEvent[]): Step[] {
   );
 }
 
+/**
+ * When each resource of this type was being created, as [start, end] engine timestamps (seconds): from its
+ * resourcePreEvent to its resOutputsEvent, one span per URN. Overlapping spans mean creates ran side by side.
+ */
+export function createSpans(events: EngineEvent[], type: string): [number, number][] {
+  const spans = new Map<string, [number, number]>();
+  for (const e of events) {
+    const pre = e.resourcePreEvent?.metadata;
+    const m = pre ?? e.resOutputsEvent?.metadata;
+    if (!m || m.type !== type || m.op !== "create" || e.timestamp === undefined) continue;
+    const span = spans.get(m.urn) ?? [e.timestamp, e.timestamp];
+    if (pre) span[0] = e.timestamp;
+    else span[1] = e.timestamp;
+    spans.set(m.urn, span);
+  }
+  return [...spans.values()];
+}
+
 /** Engine diagnostics (diagnosticEvent), optionally only those of one severity ("error", "warning", "info"...). */
 export function diagnostics(
   result: RunResult | EngineEvent[],

@@ -26,11 +26,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
+  createSpans,
   createStack,
   diagnostics,
   repoRoot,
   resourceChanges,
-  type EngineEvent,
   type PulumiStack,
   type RunResult,
 } from "../engine/harness";
@@ -83,21 +83,6 @@ const ops = (run: RunResult): string[] =>
     .filter((s) => s.type.startsWith(T))
     .map((s) => `${s.type.slice(T.length)} ${s.op}`)
     .sort();
-
-/** [start, end] seconds of each create of `type` in an up's event log. */
-function createSpans(events: EngineEvent[], type: string): [number, number][] {
-  const spans = new Map<string, [number, number]>();
-  for (const e of events) {
-    const pre = e.resourcePreEvent?.metadata;
-    const m = pre ?? e.resOutputsEvent?.metadata;
-    if (!m || m.type !== type || m.op !== "create" || e.timestamp === undefined) continue;
-    const span = spans.get(m.urn) ?? [e.timestamp, e.timestamp];
-    if (pre) span[0] = e.timestamp;
-    else span[1] = e.timestamp;
-    spans.set(m.urn, span);
-  }
-  return [...spans.values()];
-}
 
 describe(
   "the walkthrough, from a bare server to a dom0 with a migrated VPS, a NAT guest and Varnish",

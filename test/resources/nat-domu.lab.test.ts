@@ -5,13 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import {
-  createStack,
-  repoRoot,
-  resourceChanges,
-  type EngineEvent,
-  type PulumiStack,
-} from "../engine/harness";
+import { createSpans, createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
 import { Lab } from "../lab/lab";
 import { labMachine } from "../lab/shared";
 import { slowTier } from "../support/tier";
@@ -34,22 +28,6 @@ describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 
       masquerade: rules.split("\n").filter((l) => l.includes("-j MASQUERADE")).length,
       forward: rules.split("\n").filter((l) => l.startsWith("-A FORWARD")).length,
     };
-  }
-
-  /** [start, end] seconds of each NatDomU create in an up's event log. */
-  function createSpans(events: EngineEvent[]): [number, number][] {
-    const spans = new Map<string, [number, number]>();
-    for (const e of events) {
-      const pre = e.resourcePreEvent?.metadata;
-      const done = e.resOutputsEvent?.metadata;
-      const m = pre ?? done;
-      if (!m || m.type !== NAT || m.op !== "create" || e.timestamp === undefined) continue;
-      const span = spans.get(m.urn) ?? [e.timestamp, e.timestamp];
-      if (pre) span[0] = e.timestamp;
-      else span[1] = e.timestamp;
-      spans.set(m.urn, span);
-    }
-    return [...spans.values()];
   }
 
   before(async () => {
@@ -75,7 +53,7 @@ describe("NAT guests created in parallel on the lab dom0", { timeout: 30 * 60 * 
   test("three guests created at once: each answers, and each NAT rule exists exactly once", async () => {
     const up = await stack.up();
     assert.equal(resourceChanges(up).filter((s) => s.type === NAT && s.op === "create").length, 3);
-    const spans = createSpans(up.events);
+    const spans = createSpans(up.events, NAT);
     assert.equal(spans.length, 3);
     assert.ok(
       Math.max(...spans.map((s) => s[0])) < Math.min(...spans.map((s) => s[1])),
