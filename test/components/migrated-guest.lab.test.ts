@@ -11,7 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
 import type { Lab } from "../lab/lab";
 import { labMachine, SOURCE_GUEST_ADDRESS } from "../lab/shared";
-import type { SourceVps } from "../lab/source";
+import { cutCopyCommand, type SourceVps } from "../lab/source";
 import { sh } from "../support/disks";
 import { slowTier } from "../support/tier";
 
@@ -98,14 +98,8 @@ describe(
         await new Promise((r) => setTimeout(r, 1000));
         const landed = await landedData();
         if (landed >= half) {
-          // The dom0's ssh to the source dies, as when the link drops: its pid, found by this copy's own key path.
-          const pid = (await lab.ssh(`pgrep -f -- 'migration-vg0_linode1-root/key' || true`))
-            .trim()
-            .split("\n")[0];
-          if (pid) {
-            await lab.ssh(`kill -9 ${pid}`);
-            cutAt = landed;
-          }
+          // The dom0's ssh to the source dies, as when the link drops.
+          if ((await lab.ssh(cutCopyCommand("vg0_linode1-root"))).trim() === "killed") cutAt = landed;
         }
       }
       const cut = await first;

@@ -36,7 +36,7 @@ import {
 } from "../engine/harness";
 import { timed as timedIn, type BareServer } from "../lab/bare-server";
 import { freePort } from "../lab/lab";
-import type { SourceVps } from "../lab/source";
+import { cutCopyCommand, type SourceVps } from "../lab/source";
 import {
   MIGRATED,
   NAT,
@@ -185,9 +185,7 @@ describe(
           // The dom0's ssh to the source dies, as when the link drops: found by this copy's own key path on an ssh
           // command line (the probe's own shells carry the pattern too, but they are not ssh).
           try {
-            const killed = await asAdmin(
-              `pid=$(pgrep -o -f -- '^ssh .*migration-vg0_${MIGRATED.name}-root/key') && kill -9 "$pid" && echo killed || true`,
-            );
+            const killed = await asAdmin(cutCopyCommand(`vg0_${MIGRATED.name}-root`));
             if (killed.trim() === "killed") cutAt = landed;
           } catch {
             // A dom0 busy enough not to answer in time may still have run the kill: the up's own words tell (its

@@ -16,6 +16,8 @@
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { shellQuote } from "../../provider/core/shell";
+import { keyDir } from "../../provider/resources/linode-migration/scripts";
 import {
   LabCommandError,
   SshResult,
@@ -326,4 +328,14 @@ export function downSources(): string[] {
     v.stopSync();
     return v.instance;
   });
+}
+
+/**
+ * A root command for the dom0 that kills the ssh of the migration into `targetKey` (`vg0_linode1-root`), as when
+ * the link drops, and prints `killed` when it did. Only an ssh command line matches: the shells that run this probe
+ * carry the key path on theirs too.
+ */
+export function cutCopyCommand(targetKey: string): string {
+  const pattern = shellQuote(`^ssh .*${keyDir(targetKey)}/key`);
+  return `pid=$(pgrep -o -f -- ${pattern}) && kill -9 "$pid" && echo killed || true`;
 }
