@@ -56,6 +56,26 @@ export function lvmVolumeLabCases(t: () => Dom0Target): void {
     return r.inputs as Record<string, unknown>;
   }
 
+  /** A BridgedDomU's checked inputs: a small PV guest on the lab kit's kernel, with these fields over the defaults. */
+  async function checkedGuest(over: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const r = await runtime.check(
+      "BridgedDomU",
+      {},
+      {
+        connection: t().connection,
+        credentials: t().credentials,
+        xenEstateVersion: VERSION,
+        memoryMiB: 128,
+        type: "pv",
+        boot: { kernel: `${LAB_NET.kitDir}/vmlinuz` },
+        disks: [{ path: "/dev/vg0/data1", vdev: "xvda" }],
+        ...over,
+      },
+    );
+    assert.deepEqual(r.failures ?? [], []);
+    return r.inputs as Record<string, unknown>;
+  }
+
   before(() => {
     pool = new SshPool();
     setSharedPool(pool);
@@ -200,24 +220,12 @@ export function lvmVolumeLabCases(t: () => Dom0Target): void {
     await t().root(
       `printf '%s\\n' 'name = "squatter"' 'vif = [ "mac=00:16:3e:77:00:01,bridge=xenbr0" ]' > /etc/xen/squatter.cfg`,
     );
-    const r = await runtime.check(
-      "BridgedDomU",
-      {},
-      {
-        connection: t().connection,
-        credentials: t().credentials,
-        xenEstateVersion: VERSION,
-        name: "newcomer",
-        memoryMiB: 128,
-        type: "pv",
-        boot: { kernel: `${LAB_NET.kitDir}/vmlinuz` },
-        disks: [{ path: "/dev/vg0/data1", vdev: "xvda" }],
-        ip: "10.99.0.77",
-        mac: "00:16:3e:77:00:01",
-      },
-    );
-    assert.deepEqual(r.failures ?? [], []);
-    await assert.rejects(runtime.create("BridgedDomU", r.inputs as Record<string, unknown>), (e: unknown) => {
+    const guest = await checkedGuest({
+      name: "newcomer",
+      ip: "10.99.0.77",
+      mac: "00:16:3e:77:00:01",
+    });
+    await assert.rejects(runtime.create("BridgedDomU", guest), (e: unknown) => {
       assert.ok(e instanceof RefusedError);
       assert.match(
         e.message,
@@ -234,26 +242,14 @@ export function lvmVolumeLabCases(t: () => Dom0Target): void {
     await t().root(
       `printf '%s\\n' '# Managed by xen-estate for guest "owned"' '# xen-estate-owner other-project/prod/owned' 'name = "owned"' > /etc/xen/owned.cfg`,
     );
-    const r = await runtime.check(
-      "BridgedDomU",
-      {},
-      {
-        connection: t().connection,
-        credentials: t().credentials,
-        xenEstateVersion: VERSION,
-        name: "owned",
-        owner: "estate/test/owned",
-        memoryMiB: 128,
-        type: "pv",
-        boot: { kernel: `${LAB_NET.kitDir}/vmlinuz` },
-        disks: [{ path: "/dev/vg0/data1", vdev: "xvda" }],
-        ip: "10.99.0.78",
-        mac: "00:16:3e:77:00:02",
-      },
-    );
-    assert.deepEqual(r.failures ?? [], []);
+    const guest = await checkedGuest({
+      name: "owned",
+      owner: "estate/test/owned",
+      ip: "10.99.0.78",
+      mac: "00:16:3e:77:00:02",
+    });
     await assert.rejects(
-      runtime.create("BridgedDomU", r.inputs as Record<string, unknown>),
+      runtime.create("BridgedDomU", guest),
       (e: unknown) => e instanceof RefusedError && /belongs to other-project\/prod\/owned/.test(e.message),
     );
     assert.match(await t().root("cat /etc/xen/owned.cfg"), /other-project\/prod\/owned/, "left as it was");
@@ -264,25 +260,14 @@ export function lvmVolumeLabCases(t: () => Dom0Target): void {
     await t().root(
       `printf '%s\\n' 'name = "holder"' 'disk = [ "format=raw, vdev=xvda, access=rw, target=/dev/vg0/data1" ]' > /etc/xen/holder.cfg`,
     );
-    const r = await runtime.check(
-      "BridgedDomU",
-      {},
-      {
-        connection: t().connection,
-        credentials: t().credentials,
-        xenEstateVersion: VERSION,
-        name: "second",
-        memoryMiB: 128,
-        type: "pv",
-        boot: { kernel: `${LAB_NET.kitDir}/vmlinuz` },
-        disks: [{ path: "/dev/mapper/vg0-data1", vdev: "xvda" }],
-        ip: "10.99.0.79",
-        mac: "00:16:3e:77:00:03",
-      },
-    );
-    assert.deepEqual(r.failures ?? [], []);
+    const guest = await checkedGuest({
+      name: "second",
+      disks: [{ path: "/dev/mapper/vg0-data1", vdev: "xvda" }],
+      ip: "10.99.0.79",
+      mac: "00:16:3e:77:00:03",
+    });
     await assert.rejects(
-      runtime.create("BridgedDomU", r.inputs as Record<string, unknown>),
+      runtime.create("BridgedDomU", guest),
       /disk \/dev\/mapper\/vg0-data1 is already used by the guest config \/etc\/xen\/holder\.cfg/,
     );
     assert.equal(await t().rootExit("test -e /etc/xen/second.cfg"), 1, "no config was written");
