@@ -225,5 +225,6 @@ describeCutMatrix("LvmVolume (LVM simulated)", scenarios(), {
   relay: () => relay,
   freshContext,
   ways: ALL_WAYS,
+  steps: "every",
   timeoutMs: 20 * 60_000,
 });

@@ -166,5 +166,6 @@ describeCutMatrix("RemoteFile", scenarios, {
   relay: () => relay,
   freshContext,
   ways: ALL_WAYS,
+  steps: "every",
   timeoutMs: 30 * 60_000,
 });
