@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: every figure on one line, `bench <name> <value> <unit>`, so runs can be compared.
- *   node dist/test/bench/index.js [planning] [migration] [lab] [walkthrough]
+ *   node dist/test/bench/index.js [planning] [migration] [lab] [load] [walkthrough]
  */
 import { benchPlanning } from "./planning";
 
@@ -21,6 +21,11 @@ async function main(): Promise<void> {
     // The lab's figures (image build, boot, xl create) need QEMU; see test/lab/README.md.
     const { runLabBench } = await import("../lab/bench");
     await runLabBench((line) => process.stdout.write(`${line}\n`));
+  }
+  if (all || wanted.includes("load")) {
+    // Ten guests created, changed and destroyed at once on a lab dom0, against one (≈ 30 min; test/lab/load.ts).
+    const { runLoadBench } = await import("../lab/bench");
+    await runLoadBench((line) => process.stdout.write(`${line}\n`));
   }
   if (all || wanted.includes("walkthrough")) {
     // The whole walkthrough in the lab (≈ 40 min: the bare server's Xen install and reboot); see test/lab/bench.ts.

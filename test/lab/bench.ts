@@ -30,6 +30,17 @@ import { timed } from "./bare-server";
 import { operationCosts, startWalkthroughLab, type OperationCost } from "./walkthrough";
 import { Lab, buildImage } from "./lab";
 import { destroyKitGuest, kitGuestConfig, waitForKitHttp } from "./kit";
+import {
+  LOAD_CHANGE,
+  LOAD_CREATE,
+  LOAD_LAB_MEMORY_MIB,
+  destroyAll,
+  loadProblems,
+  loadStack,
+  upAs,
+  type LoadPhase,
+  type LoadShape,
+} from "./load";
 
 /** Milliseconds as seconds with one decimal, as every figure here prints them. */
 const secs = (ms: number): number => Math.round(ms / 100) / 10;
@@ -172,4 +183,55 @@ if (require.main === module) {
     console.error(e);
     process.exit(1);
   });
+}
+
+/**
+ * Load on one host (`npm run bench -- load`): the phases of test/lab/load.ts (create, change, destroy) with one
+ * guest, then with ten, on one lab dom0; each phase's seconds and the ten's against the one's:
+ *   load.<one|ten>.<create|change|destroy>.seconds   wall time of the phase's `up` or `destroy`
+ *   load.ten.<phase>.vs-one                          ten guests' time over one guest's (10 would be no overlap)
+ * The host is checked after every phase as the lab test checks it; a phase that leaves it inconsistent fails the
+ * bench instead of printing a figure.
+ */
+export async function runLoadBench(print: (line: string) => void = (l) => console.log(l)): Promise<void> {
+  const emit = (name: string, value: number, unit: string): void => print(`bench ${name} ${value} ${unit}`);
+  const lab = await Lab.start("dom0", {
+    instance: `bench-load-${process.pid}`,
+    memoryMiB: LOAD_LAB_MEMORY_MIB,
+    log: () => undefined,
+  });
+  try {
+    const times: Record<string, Record<string, number>> = {};
+    for (const [label, count] of [
+      ["one", 1],
+      ["ten", 10],
+    ] as const) {
+      const stack = await loadStack(lab, count, LOAD_CREATE);
+      try {
+        const phases: [string, () => Promise<LoadPhase>, LoadShape | null][] = [
+          ["create", () => upAs(stack, LOAD_CREATE), LOAD_CREATE],
+          ["change", () => upAs(stack, LOAD_CHANGE), LOAD_CHANGE],
+          ["destroy", () => destroyAll(stack), null],
+        ];
+        for (const [phase, run, shape] of phases) {
+          const p = await run();
+          const problems = await loadProblems(lab, count, shape);
+          if (problems.length > 0 || p.lockWaits.length > 0)
+            throw new Error(`load ${label} ${phase}: ${[...problems, ...p.lockWaits].join("; ")}`);
+          (times[label] ??= {})[phase] = p.seconds;
+          emit(`load.${label}.${phase}.seconds`, Math.round(p.seconds * 10) / 10, "s");
+        }
+      } finally {
+        await stack.remove();
+      }
+    }
+    for (const phase of ["create", "change", "destroy"])
+      emit(
+        `load.ten.${phase}.vs-one`,
+        Math.round((times.ten![phase]! / times.one![phase]!) * 100) / 100,
+        "ratio",
+      );
+  } finally {
+    await lab.stop();
+  }
 }
