@@ -17,8 +17,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Value } from "google-protobuf/google/protobuf/struct_pb";
-import { checkInputs, shellQuote, VERSION } from "../../provider";
+import { shellQuote, VERSION } from "../../provider";
 import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
+import { failuresOf } from "../support/checked";
 import { CANARY_DIR, CANARY_PREFIX, spliced, type HostileValue } from "../support/hostile";
 import { slowTier } from "../support/tier";
 import { LAB_NET, type Lab } from "./lab";
@@ -31,7 +32,7 @@ slowTier(
 const machine = labMachine("dom0");
 /** Where the files of this test live on the dom0 (removed after). */
 const FILES = "/tmp/xe-hostile-lab";
-/** At most this many resources per input (canary pieces first, then pieces not used yet), to bound the lab time. */
+/** At most this many resources per input (canary pieces first), to bound the lab time. */
 const PER_INPUT = 6;
 
 /** The lab machine's facts `check` needs (its connection). */
@@ -59,13 +60,13 @@ function asWritten(v: string): string {
 
 /** Whether the engine's own check accepts `args` for `kind` on `lab`'s dom0. */
 function accepted(lab: LabConnection, kind: string, args: Record<string, unknown>): boolean {
-  const { failures } = checkInputs(kind, {
+  const raw = {
     connection: { host: lab.host, port: lab.port, hostKey: lab.hostKey },
     credentials: { privateKey: lab.privateKey },
     xenEstateVersion: VERSION,
     ...args,
-  });
-  return failures.length === 0;
+  };
+  return failuresOf(kind, raw).length === 0;
 }
 
 /**
@@ -83,17 +84,19 @@ function acceptedValues(
   return ok.sort((a, b) => canary(a) - canary(b));
 }
 
-/** One value carrying as many of `values` as check accepts at once (pieces joined after `valid`), and the rest. */
+/**
+ * One value carrying as many of the input's accepted hostile values ({@link acceptedValues}) as check accepts at once
+ * (their pieces joined after `valid`), and the ids of those it carries.
+ */
 function packed(
   lab: LabConnection,
   kind: string,
   valid: string,
-  values: HostileValue[],
   at: (v: string) => Record<string, unknown>,
 ): { value: string; ids: string[] } {
   let value = valid;
   const ids: string[] = [];
-  for (const h of values) {
+  for (const h of acceptedValues(lab, kind, valid, at)) {
     const next = value + h.value.slice(valid.length);
     if (accepted(lab, kind, at(next))) {
       value = next;
@@ -117,8 +120,7 @@ export function declare(lab: LabConnection): Declared[] {
   // A file's content: every accepted piece in one file, plain and secret.
   for (const sensitive of [false, true]) {
     const p = `${FILES}/content-${sensitive ? "secret" : "plain"}.txt`;
-    const values = acceptedValues(lab, "RemoteFile", "key = value\n", (v) => file(p, v, sensitive));
-    const { value, ids } = packed(lab, "RemoteFile", "key = value\n", values, (v) => file(p, v, sensitive));
+    const { value, ids } = packed(lab, "RemoteFile", "key = value\n", (v) => file(p, v, sensitive));
     out.push({
       kind: "RemoteFile",
       name: `content-${sensitive ? "secret" : "plain"}`,
@@ -188,20 +190,8 @@ export function declare(lab: LabConnection): Declared[] {
     disks: [{ path: "/dev/vg0/xehg-disk", vdev: "xvda" }],
     shutdownTimeoutSeconds: 10,
   });
-  const c = packed(
-    lab,
-    "NatDomU",
-    cmdline,
-    acceptedValues(lab, "NatDomU", cmdline, (v) => guest(v, owner)),
-    (v) => guest(v, owner),
-  );
-  const o = packed(
-    lab,
-    "NatDomU",
-    owner,
-    acceptedValues(lab, "NatDomU", owner, (v) => guest(c.value, v)),
-    (v) => guest(c.value, v),
-  );
+  const c = packed(lab, "NatDomU", cmdline, (v) => guest(v, owner));
+  const o = packed(lab, "NatDomU", owner, (v) => guest(c.value, v));
   out.push({
     kind: "NatDomU",
     name: "guest",

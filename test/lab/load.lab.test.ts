@@ -15,6 +15,7 @@ import {
   LOAD_CHANGE,
   LOAD_CREATE,
   LOAD_LAB_MEMORY_MIB,
+  NAT_TYPE,
   destroyAll,
   expectedOps,
   loadProblems,
@@ -62,7 +63,7 @@ describe(`${COUNT} guests on one dom0 at once`, { timeout: 90 * 60_000 }, () => 
     const p = await upAs(stack, LOAD_CREATE);
     report("create", p);
     assert.deepEqual(p.ops, expectedOps("create", COUNT));
-    const spans = createSpans(p.run.events, "pulumi-nodejs:dynamic/xen-estate:NatDomU");
+    const spans = createSpans(p.run.events, NAT_TYPE);
     assert.equal(spans.length, COUNT);
     assert.ok(
       Math.max(...spans.map((s) => s[0])) < Math.min(...spans.map((s) => s[1])),

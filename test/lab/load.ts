@@ -11,9 +11,8 @@
 import { createStack, repoRoot, resourceChanges, type PulumiStack, type RunResult } from "../engine/harness";
 import type { Lab } from "./lab";
 
-const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
-const LVM = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
-const VARNISH = "pulumi-nodejs:dynamic/xen-estate:VarnishFrontend";
+/** The engine's type of the program's guests (its other kinds are LvmVolume and VarnishFrontend). */
+export const NAT_TYPE = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 
 /** What each phase declares for every guest. */
 export interface LoadShape {
@@ -194,11 +193,6 @@ export async function loadProblems(lab: Lab, count: number, shape: LoadShape | n
 
 /** The steps a phase should have made, as {@link LoadPhase.ops} counts them. */
 export function expectedOps(phase: "create" | "change" | "destroy", count: number): Record<string, number> {
-  const kinds = [
-    [NAT, count],
-    [LVM, count],
-    [VARNISH, 1],
-  ] as const;
-  const op = phase === "change" ? "update" : phase === "create" ? "create" : "delete";
-  return Object.fromEntries(kinds.map(([t, n]) => [`${op} ${t.split(":").pop()!}`, n]));
+  const op = { create: "create", change: "update", destroy: "delete" }[phase];
+  return { [`${op} NatDomU`]: count, [`${op} LvmVolume`]: count, [`${op} VarnishFrontend`]: 1 };
 }
