@@ -5,6 +5,7 @@
 import { RemoteCommandError } from "../core/errors";
 import { shellQuote } from "../core/shell";
 import type { Context } from "../framework/kind";
+import { withHostLock, XL_CREATE_LOCK } from "../remote/lock";
 import type { RunResult } from "../ssh/remote-host";
 import type { GuestInputs } from "./args";
 import { autostartPath, configPath, XEN_CONFIG_DIR } from "./paths";
@@ -35,12 +36,30 @@ export async function domainState(ctx: Context, name: string): Promise<number | 
   return Number(m[1]);
 }
 
+/** How long an `xl create` waits for the other guests' starts on the host before it fails, in seconds. */
+const XL_CREATE_WAIT_SECONDS = 900;
+
+/**
+ * `xl create` holding {@link XL_CREATE_LOCK} (one start at a time per host). xl leaves a process behind that
+ * watches the domain for its whole life; it must not inherit the lock's descriptor, or the lock would be held
+ * until the guest stops.
+ */
+export function createDomainScript(name: string): string {
+  return withHostLock(
+    `xl create -q ${shellQuote(configPath(name))} 7>&-`,
+    XL_CREATE_WAIT_SECONDS,
+    XL_CREATE_LOCK,
+    7,
+  );
+}
+
+/** Starts the guest and waits until xl reports it running; returns its domain id. */
 export async function startDomain(ctx: Context, g: GuestInputs): Promise<number> {
   ctx.log.info(`starting ${g.name}`);
   const create = (): Promise<RunResult> =>
-    ctx.host.script(`xl create -q ${shellQuote(configPath(g.name))}`, {
+    ctx.host.script(createDomainScript(g.name), {
       summary: `xl create ${g.name}`,
-      timeoutMs: 600_000,
+      timeoutMs: (XL_CREATE_WAIT_SECONDS + 600) * 1000,
     });
   try {
     await create();

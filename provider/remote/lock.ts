@@ -7,6 +7,12 @@ import { shellQuote } from "../core/shell";
 
 /** The per-host lock taken around edits of shared files. */
 export const HOST_LOCK = "/run/lock/xen-estate.lock";
+/**
+ * The lock every `xl create` on a host takes. libxl gives each hotplug script (block, vif) a fixed deadline; ten
+ * guests starting at once queue ten block scripts behind one another on a busy dom0 and the last ones run out of
+ * time, so starts take turns while the rest of the guests' work (installs, configs) still runs side by side.
+ */
+export const XL_CREATE_LOCK = "/run/lock/xen-estate-xl-create.lock";
 /** Exit code of a lock wait that ran out (sysexits' EX_TEMPFAIL). */
 export const LOCK_TIMEOUT_EXIT = 75;
 
