@@ -17,7 +17,20 @@ lab_copy_base "the source VPS"
 lab_identity source
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/marker"
 
-# A plain VPS: no Xen in it.
+# A plain VPS as providers ship them: no Xen, no compiler (Varnish brought it into the base), no documentation or
+# translations, and the kernel's modules for virtual hardware only (Xen's and virtio's front ends, block, md and
+# dm, filesystems, networking, crypto); the initramfs in /boot is the base's, untouched. What is left is a Debian
+# userland of about 350 MiB: the walkthrough's copies carry the data a small VPS holds, not a workstation's.
+# The packages' maintainer scripts would stop services in the chroot: policy-rc.d forbids that (as build-bare.sh).
+printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
+chmod +x "$R/usr/sbin/policy-rc.d"
+chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 purge --auto-remove \
+  varnish 'xen-*' grub-xen-host grub-xen-bin debootstrap gcc-12 cpp-12 binutils libc6-dev >/dev/null 2>&1
+rm -f "$R/usr/sbin/policy-rc.d"
+rm -rf "$R"/usr/share/doc/* "$R"/usr/share/man/* "$R"/usr/share/info/* "$R"/usr/share/locale/*
+mods="$R/usr/lib/modules/$kver/kernel"
+rm -rf "$mods"/sound "$mods"/drivers/{gpu,media,infiniband,usb,scsi,iio,staging,hid,hwmon,platform,net/ethernet,net/wireless,net/usb,net/can,net/wwan,bluetooth,input,mmc,mtd,thunderbolt,nfc,isdn,leds,power,rtc,spi,i2c,pinctrl,gnss,firewire,ata,pcmcia,edac,crypto,misc,video}
+chroot "$R" depmod "$kver"
 rm -f "$R"/boot/xen-* "$R"/etc/systemd/network/*
 # Linode: whole-disk ext4 on /dev/sda, swap on /dev/sdb (FIELD-NOTES §5).
 printf '/dev/sda / ext4 errors=remount-ro 0 1\n/dev/sdb none swap sw 0 0\n' >"$R/etc/fstab"
