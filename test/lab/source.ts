@@ -18,6 +18,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { shellQuote } from "../../provider/core/shell";
 import { keyDir } from "../../provider/resources/linode-migration/scripts";
+import { SESSION_ENV } from "../support/sshd";
 import {
   LabCommandError,
   SshResult,
@@ -211,6 +212,7 @@ export class SourceVps implements SourceVpsState {
           `UseDNS no`,
           `PidFile ${path.join(stateDir, "sshd.pid")}`,
           `Subsystem sftp internal-sftp`,
+          SESSION_ENV,
           "",
         ].join("\n"),
       );

@@ -15,6 +15,12 @@ import { Checker, resolveConnection, RemoteHost, SshPool } from "../../provider"
 
 const run = promisify(execFile);
 
+/**
+ * The sshd_config line every test sshd carries so that its sessions do not run this machine's ~/.bashrc (see
+ * {@link startSshd}); the lab's source VPS uses it too.
+ */
+export const SESSION_ENV = "SetEnv SHLVL=1";
+
 export interface KeyPair {
   privateKey: string;
   publicKey: string;
@@ -191,6 +197,10 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
     "LogLevel VERBOSE",
     "MaxStartups 100:30:200",
     "Subsystem sftp internal-sftp",
+    // Sessions start as on a host whose root has no dotfiles: bash, run by sshd as a top-level shell, sources
+    // ~/.bashrc, and this machine's (pyenv, cargo) costs seconds per command under load and puts pyenv's python
+    // first on PATH. A shell level of 1 makes the session's bash a nested one, which does not.
+    SESSION_ENV,
     ...(opts.extraConfig ?? []),
   ].join("\n");
   let configFile = path.join(dir, "sshd_config");
