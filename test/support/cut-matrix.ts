@@ -47,6 +47,9 @@ export class CutRelay {
         s.on("close", () => this.sockets.delete(s));
         s.on("error", () => undefined);
       }
+      // An upstream that refuses or goes away takes its client with it, as a refused or closed TCP path does.
+      upstream.on("close", () => client.destroy());
+      client.on("close", () => upstream.destroy());
       client.pipe(upstream);
       upstream.pipe(client);
     });
@@ -67,12 +70,17 @@ export class CutRelay {
 
   /**
    * A host over a fresh pool (what a new `pulumi up` process has) that dials the target through this relay, pinned to
-   * `hostKey` and failing fast (one dial attempt of at most 5 s: a cut path is an error at once, not a wait).
+   * `hostKey` and failing fast (one dial attempt of at most 5 s: a cut path is an error at once, not a wait; `over`
+   * allows more, for a server that may be restarting when the next run dials).
    */
-  freshHost(hostKey: string, privateKey: string): RemoteHost {
+  freshHost(
+    hostKey: string,
+    privateKey: string,
+    over: { user?: string; dialErrorLimit?: number } = {},
+  ): RemoteHost {
     const conn = resolveConnection(
       new Checker(),
-      { host: "127.0.0.1", port: this.port, hostKey, dialErrorLimit: 1, perDialTimeout: 5 },
+      { host: "127.0.0.1", port: this.port, hostKey, dialErrorLimit: 1, perDialTimeout: 5, ...over },
       { privateKey },
     )!;
     const pool = new SshPool();

@@ -9,7 +9,11 @@
  *   effective port and settings) and reloaded, then the provider logs in through a NEW connection on the new port
  *   as the admin; if that fails, the host puts the old drop-in back by itself and the update fails.
  * - once applied, the host is reached as the admin on the new port ({@link Kind.reachedBy}); the outputs say how.
+ * - a create whose declared login (root) is refused goes on as the admin on `connectPort`: an earlier run was cut
+ *   after the hardening took effect (confirmed, or still waiting for its confirmation, which the host's own timer
+ *   then undoes while this run waits), so the host is reached as this resource would leave it.
  */
+import { SshConnectError } from "../../core/errors";
 import { Checker, UNKNOWN, USER_NAME } from "../../core/validate";
 import {
   checkOnDelete,
@@ -25,6 +29,7 @@ import type { CommonInputs, Context, Kind } from "../../framework/kind";
 import { renderedFiles } from "../../framework/plan";
 import { applyWithRollback } from "../../remote/rollback";
 import type { Credentials } from "../../ssh/connection";
+import { SshPool } from "../../ssh/pool";
 import {
   authorizedKeysPath,
   lockoutProblem,
@@ -156,8 +161,25 @@ export const dom0AccessKind: Kind<Dom0AccessInputs, Dom0AccessOutputs> = {
   id: (i) => `${i.connection.host}:access`,
 
   async create(ctx, i, progress) {
-    const applied = await converge(ctx, i, (a) => progress({ applied: a }));
-    return { ...i, applied };
+    const record = (a: { port: number; user: string }): void => progress({ applied: a });
+    try {
+      return { ...i, applied: await converge(ctx, i, record) };
+    } catch (err) {
+      // Refused before anything ran (the first step is the first login): an earlier run's hardening stands.
+      if (!(err instanceof SshConnectError) || err.kind !== "auth") throw err;
+      const admin = { ...ctx.conn, port: i.connectPort, user: i.adminUser };
+      if (admin.user === ctx.conn.user && admin.port === ctx.conn.port) throw err;
+      ctx.log.warn(
+        `${ctx.conn.user} is refused on port ${ctx.conn.port}: sshd's hardening from an earlier run stands (confirmed, or waiting for its confirmation); going on as ${i.adminUser} on port ${i.connectPort}`,
+      );
+      const pool = new SshPool();
+      try {
+        const host = pool.host(admin, ctx.log);
+        return { ...i, applied: await converge({ ...ctx, host, conn: host.conn }, i, record) };
+      } finally {
+        await pool.close();
+      }
+    }
   },
 
   async read(ctx, _id, outs) {
