@@ -6,7 +6,8 @@
  * The steps are enumerated from an uncut run (every `script`/`refusable`/`exec` call is a step), not sampled. Each
  * step is cut three ways:
  * - `before`: the TCP path is dropped before the step's command is sent; nothing of it runs;
- * - `during`: the path is dropped right after the command was sent; it may have run in part, fully or not at all;
+ * - `during`: the path is dropped right after the command was sent; it may have run in part, fully or not at all
+ *   (a step that ends sooner loses its answer all the same: the run never goes on past it);
  * - `after`: the command runs to its end and the path is dropped before its answer arrives.
  * The path is a real TCP relay in front of a real sshd ({@link CutRelay}); dropping it kills the remote session, and
  * it stays down (new connections are dropped at once) until the operation has failed, as a real outage would.
@@ -117,8 +118,15 @@ export function cuttingContext(
       }
       if (cut.when === "during") {
         const p = real(text, opts);
-        setTimeout(() => relay.down(), 30);
-        return p;
+        const timer = setTimeout(() => relay.down(), 30);
+        try {
+          await p;
+        } finally {
+          clearTimeout(timer);
+        }
+        // A step quicker than the timer still loses its answer: the run never goes on past the step it cut.
+        relay.down();
+        throw new Error(`connection lost during step ${n} (${steps[n - 1]}), before its answer`);
       }
       await real(text, opts);
       relay.down();

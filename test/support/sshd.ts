@@ -21,6 +21,8 @@ const run = promisify(execFile);
  */
 export const SESSION_ENV = "SetEnv SHLVL=1";
 
+const isSetEnv = (line: string): boolean => /^\s*SetEnv\s/i.test(line);
+
 export interface KeyPair {
   privateKey: string;
   publicKey: string;
@@ -181,6 +183,7 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   fs.chmodSync(dir, 0o755);
   const logFile = path.join(dir, "sshd.log");
   const system = opts.systemConfig;
+  const extra = opts.extraConfig ?? [];
   const config = [
     ...(system ? ["Include /etc/ssh/sshd_config.d/*.conf"] : [`Port ${port}`]),
     `ListenAddress ${listen}`,
@@ -199,9 +202,10 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
     "Subsystem sftp internal-sftp",
     // Sessions start as on a host whose root has no dotfiles: bash, run by sshd as a top-level shell, sources
     // ~/.bashrc, and this machine's (pyenv, cargo) costs seconds per command under load and puts pyenv's python
-    // first on PATH. A shell level of 1 makes the session's bash a nested one, which does not.
-    SESSION_ENV,
-    ...(opts.extraConfig ?? []),
+    // first on PATH. A shell level of 1 makes the session's bash a nested one, which does not. sshd uses the first
+    // SetEnv line only, so the caller's variables join it.
+    [SESSION_ENV, ...extra.filter(isSetEnv).map((l) => l.replace(/^\s*SetEnv\s+/i, ""))].join(" "),
+    ...extra.filter((l) => !isSetEnv(l)),
   ].join("\n");
   let configFile = path.join(dir, "sshd_config");
   if (system) {
