@@ -48,7 +48,9 @@ export function sshdActivateScript(p: { sshPort: number; socketActivated: boolea
     `ports=$(printf '%s\\n' "$eff" | awk '$1 == "port" {print $2}' | sort -u | paste -sd' ')`,
     `[ "$ports" = ${shellQuote(String(p.sshPort))} ] || { echo "sshd would listen on port(s) $ports, not ${p.sshPort} only: another file under /etc/ssh sets Port" >&2; exit 1; }`,
     `for kv in "permitrootlogin no" "passwordauthentication no" "x11forwarding no"; do`,
-    `  printf '%s\\n' "$eff" | grep -qx "$kv" || { echo "sshd's effective setting is not '$kv': an earlier file under /etc/ssh sets it" >&2; exit 1; }`,
+    // A here-string, not a pipe: under pipefail, grep -q leaving early kills printf with SIGPIPE on sshd -T's
+    // 4 KB and the pipeline fails although the line is there.
+    `  grep -qx -- "$kv" <<<"$eff" || { echo "sshd's effective setting is not '$kv': an earlier file under /etc/ssh sets it" >&2; exit 1; }`,
     `done`,
     ...sshdReload(p),
   ].join("\n");

@@ -633,7 +633,8 @@ export function fixupsScript(p: FixupPlan): string {
     `  elif [ -x "$mnt/usr/bin/lsinitramfs" ]; then listed=$(chroot "$mnt" lsinitramfs "\${img#"$mnt"}" 2>/dev/null || true); fi`,
     `  for mod in xen-blkfront xen-netfront; do`,
     `    if grep -qs "/$mod.ko" "$mnt/lib/modules/$ver/modules.builtin"; then continue; fi`,
-    `    if printf '%s\\n' "$listed" | grep -q "/$mod\\.ko"; then continue; fi`,
+    // A here-string, not a pipe: under pipefail, grep -q leaving early on a long listing kills printf with SIGPIPE.
+    `    if grep -q -- "/$mod\\.ko" <<<"$listed"; then continue; fi`,
     `    missing="$missing $mod"`,
     `  done`,
     `  [ -n "$missing" ] || continue`,
