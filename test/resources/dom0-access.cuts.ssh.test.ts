@@ -26,11 +26,12 @@ import {
   type Context,
   type Dom0AccessInputs,
   type Dom0AccessOutputs,
+  type RemoteHost,
 } from "../../provider";
 import { authorizedKeysPath, sudoersPath } from "../../provider/resources/dom0-access/plan";
 import { checked } from "../support/checked";
 import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
-import { stopRollbackSleepers } from "../support/rollback";
+import { settleRollbacks, stopRollbackSleepers } from "../support/rollback";
 import { freePort, generateKey, inMountNamespace, startSshd, type KeyPair, type Sshd } from "../support/sshd";
 
 const ADMIN = "xecutops";
@@ -81,23 +82,22 @@ after(async () => {
   fs.rmSync(base, { recursive: true, force: true });
 });
 
+/** A new login as `user` at `host:port` (straight to sshd, or the relay), over `pool`, failing fast. */
+function login(pool: SshPool, user: string, host: string, p: number): RemoteHost {
+  return pool.host(
+    resolveConnection(
+      new Checker(),
+      { host, port: p, user, hostKey: sshd.hostKey.fingerprint, dialErrorLimit: 1, perDialTimeout: 5 },
+      { privateKey: key.privateKey },
+    )!,
+  );
+}
+
 /** Runs `script` as `user` logged in straight to sshd (not through the relay), over a pool closed afterwards. */
 async function direct(user: string, script: string): Promise<string> {
   const pool = new SshPool();
   try {
-    const conn = resolveConnection(
-      new Checker(),
-      {
-        host: sshd.host,
-        port,
-        user,
-        hostKey: sshd.hostKey.fingerprint,
-        dialErrorLimit: 1,
-        perDialTimeout: 5,
-      },
-      { privateKey: key.privateKey },
-    )!;
-    return (await pool.host(conn).script(script, { summary: "look or reset" })).stdout;
+    return (await login(pool, user, sshd.host, port).script(script, { summary: "look or reset" })).stdout;
   } finally {
     await pool.close();
   }
@@ -132,19 +132,7 @@ function inputs(): Dom0AccessInputs {
 async function logsIn(user: string): Promise<boolean> {
   const pool = new SshPool();
   try {
-    const conn = resolveConnection(
-      new Checker(),
-      {
-        host: "127.0.0.1",
-        port: relay.port,
-        user,
-        hostKey: sshd.hostKey.fingerprint,
-        dialErrorLimit: 1,
-        perDialTimeout: 5,
-      },
-      { privateKey: key.privateKey },
-    )!;
-    const r = await pool.host(conn).script("id -u", { summary: "log in" });
+    const r = await login(pool, user, "127.0.0.1", relay.port).script("id -u", { summary: "log in" });
     return r.stdout.trim() === "0";
   } catch {
     return false;
@@ -153,28 +141,9 @@ async function logsIn(user: string): Promise<boolean> {
   }
 }
 
-/** Waits until no rollback of this host is pending (each one restored or confirmed by then), then takes them away. */
-async function settleRollbacks(): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const pending = fs.existsSync(rollbacks())
-      ? fs
-          .readdirSync(rollbacks())
-          .filter(
-            (d) =>
-              !fs.existsSync(path.join(rollbacks(), d, "restored")) &&
-              !fs.existsSync(path.join(rollbacks(), d, "confirmed")),
-          )
-      : [];
-    if (pending.length === 0 || Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  fs.rmSync(rollbacks(), { recursive: true, force: true });
-}
-
 /** The server as it was before xen-estate: sshd on its port with root allowed, no admin, no files of ours. */
 async function resetBare(): Promise<void> {
-  await settleRollbacks();
+  await settleRollbacks(rollbacks());
   // sshd back as it was, by root while it may log in, else by the admin through sudo (root is refused then)...
   const unharden = [`printf 'Port %s\\n' ${port} > ${SSHD_DROP_IN}`, `kill -HUP "$(cat /run/sshd.pid)"`].join(
     "\n",

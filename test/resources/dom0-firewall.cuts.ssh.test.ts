@@ -34,7 +34,7 @@ import { checked } from "../support/checked";
 import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { generateKey, inMountNamespace, startSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
 import { makeVethNamespace, removeVethNamespace } from "../support/netns";
-import { stopRollbackSleepers } from "../support/rollback";
+import { settleRollbacks, stopRollbackSleepers } from "../support/rollback";
 
 const run = promisify(execFile);
 const sh = (cmd: string): Promise<{ stdout: string }> => run("bash", ["-c", cmd]);
@@ -147,28 +147,9 @@ const inNs = (cmd: string): Promise<{ stdout: string }> => sh(`ip netns exec ${n
 /** Whether a TCP connection from `from` to the sshd is accepted within 2 s (a dropped SYN times out). */
 const sshOpens = (from: string): Promise<boolean> => tcpOpens(inside, sshd.port, from, 2000);
 
-/** Waits for every rollback of this test's host to be done (restored or confirmed) and takes it away. */
-async function settleRollbacks(): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const pending = fs.existsSync(rollbacks())
-      ? fs
-          .readdirSync(rollbacks())
-          .filter(
-            (d) =>
-              !fs.existsSync(path.join(rollbacks(), d, "restored")) &&
-              !fs.existsSync(path.join(rollbacks(), d, "confirmed")),
-          )
-      : [];
-    if (pending.length === 0 || Date.now() > deadline) break;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  fs.rmSync(rollbacks(), { recursive: true, force: true });
-}
-
 /** The host with no firewall of ours: no table, no file. */
 async function resetBare(): Promise<void> {
-  await settleRollbacks();
+  await settleRollbacks(rollbacks());
   await admin.script(
     `nft delete table inet xen_estate 2>/dev/null || true; rm -f -- ${RULES_FILE} ${UNIT_FILE}; rm -rf -- /var/backups/xen-estate`,
   );

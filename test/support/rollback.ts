@@ -18,3 +18,25 @@ export function stopRollbackSleepers(rollbackRoot: string): void {
       }
   }
 }
+
+/**
+ * Waits (up to 60 s) until no change under `rollbackRoot` is pending (each one restored or confirmed by the host by
+ * then), then takes the directory away, so the next run starts with none.
+ */
+export async function settleRollbacks(rollbackRoot: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const pending = fs.existsSync(rollbackRoot)
+      ? fs
+          .readdirSync(rollbackRoot)
+          .filter(
+            (d) =>
+              !fs.existsSync(path.join(rollbackRoot, d, "restored")) &&
+              !fs.existsSync(path.join(rollbackRoot, d, "confirmed")),
+          )
+      : [];
+    if (pending.length === 0 || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  fs.rmSync(rollbackRoot, { recursive: true, force: true });
+}
