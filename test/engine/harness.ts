@@ -530,6 +530,36 @@ export function createSpans(events: EngineEvent[], type: string): [number, numbe
   return [...spans.values()];
 }
 
+/**
+ * The `limit` longest resource steps of a run that changed something, longest first, as "Type op N s" (engine
+ * timestamps from each step's resourcePreEvent to its resOutputsEvent or resOpFailedEvent): where a long `up` went.
+ */
+export function slowestSteps(result: RunResult | EngineEvent[], limit = 6): string[] {
+  const events = Array.isArray(result) ? result : result.events;
+  const open = new Map<string, { label: string; at: number }>();
+  const done: { label: string; seconds: number }[] = [];
+  for (const e of events) {
+    if (e.timestamp === undefined) continue;
+    const pre = e.resourcePreEvent?.metadata;
+    if (pre && !e.resourcePreEvent?.planning && pre.op !== "same" && !isDefaultProvider(pre.urn)) {
+      open.set(pre.urn, {
+        label: `${pre.type.split(":").pop()} ${pre.urn.split("::").pop()} ${pre.op}`,
+        at: e.timestamp,
+      });
+      continue;
+    }
+    const end = (e.resOutputsEvent ?? e.resOpFailedEvent)?.metadata;
+    const began = end && open.get(end.urn);
+    if (!began) continue;
+    open.delete(end.urn);
+    done.push({ label: began.label, seconds: e.timestamp - began.at });
+  }
+  return done
+    .sort((a, b) => b.seconds - a.seconds)
+    .slice(0, limit)
+    .map((d) => `${d.label} ${Math.round(d.seconds)} s`);
+}
+
 /** Engine diagnostics (diagnosticEvent), optionally only those of one severity ("error", "warning", "info"...). */
 export function diagnostics(
   result: RunResult | EngineEvent[],

@@ -32,7 +32,7 @@ import { authorizedKeysPath, sudoersPath } from "../../provider/resources/dom0-a
 import { checked } from "../support/checked";
 import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { settleRollbacks, stopRollbackSleepers } from "../support/rollback";
-import { freePort, generateKey, inMountNamespace, startSshd, type KeyPair, type Sshd } from "../support/sshd";
+import { freePort, generateKey, startHostOwnSshd, type KeyPair, type Sshd } from "../support/sshd";
 
 const ADMIN = "xecutops";
 
@@ -46,30 +46,9 @@ const rollbacks = (): string => path.join(base, "var-lib", "rollback");
 
 before(async () => {
   base = fs.mkdtempSync("/dev/shm/xecut-access-");
-  for (const d of ["etc-upper", "etc-work", "var-lib", "backups", "lock", "home"])
-    fs.mkdirSync(path.join(base, d), { mode: 0o755 });
   key = await generateKey(base, "client");
   port = await freePort();
-  fs.mkdirSync(path.join(base, "etc-upper", "ssh", "sshd_config.d"), { recursive: true });
-  // The drop-in the server had before xen-estate: its port only (Dom0Access' file replaces it).
-  fs.writeFileSync(
-    path.join(base, "etc-upper", "ssh", "sshd_config.d", "00-xen-estate.conf"),
-    `Port ${port}\n`,
-  );
-  sshd = await startSshd({
-    authorizedKeys: [key.publicKey],
-    port,
-    systemConfig: { upperEtc: path.join(base, "etc-upper") },
-    wrap: inMountNamespace([
-      `mount -t overlay xecut-access-etc -o lowerdir=/etc,upperdir=${base}/etc-upper,workdir=${base}/etc-work /etc`,
-      `mount -t tmpfs xecut-access-run /run`,
-      `mkdir -p /run/sshd /run/lock`,
-      `mount --bind ${base}/lock /run/lock`,
-      `mount --bind ${base}/home /home`,
-      `mount --bind ${base}/var-lib /var/lib/xen-estate`,
-      `mount --bind ${base}/backups /var/backups`,
-    ]),
-  });
+  sshd = await startHostOwnSshd(base, { authorizedKeys: [key.publicKey], port });
   relay = new CutRelay(sshd.host, sshd.port);
   await relay.start();
 });

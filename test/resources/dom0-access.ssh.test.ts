@@ -25,15 +25,7 @@ import {
 } from "../../provider";
 import { checked } from "../support/checked";
 import { stopRollbackSleepers } from "../support/rollback";
-import {
-  freePort,
-  generateKey,
-  inMountNamespace,
-  startSshd,
-  tcpOpens,
-  type KeyPair,
-  type Sshd,
-} from "../support/sshd";
+import { freePort, generateKey, startHostOwnSshd, tcpOpens, type KeyPair, type Sshd } from "../support/sshd";
 
 describe("the sshd drop-in", () => {
   test("validates with sshd -t and wins over later files: port, no root, no passwords, no X11", () => {
@@ -85,30 +77,10 @@ describe("Dom0Access on a host's own sshd", { timeout: 240_000 }, () => {
 
   before(async () => {
     base = fs.mkdtempSync("/dev/shm/xe-access-");
-    for (const d of ["etc-upper", "etc-work", "var-lib", "backups", "lock", "home"])
-      fs.mkdirSync(path.join(base, d), { mode: 0o755 });
     key = await generateKey(base, "client");
     oldPort = await freePort();
-    // The port the server had before xen-estate: a drop-in of its own (Dom0Access' file replaces it).
-    fs.mkdirSync(path.join(base, "etc-upper", "ssh", "sshd_config.d"), { recursive: true });
-    fs.writeFileSync(
-      path.join(base, "etc-upper", "ssh", "sshd_config.d", "00-xen-estate.conf"),
-      `Port ${oldPort}\n`,
-    );
-    sshd = await startSshd({
-      authorizedKeys: [key.publicKey],
-      port: oldPort,
-      systemConfig: { upperEtc: path.join(base, "etc-upper") },
-      wrap: inMountNamespace([
-        `mount -t overlay xe-access-etc -o lowerdir=/etc,upperdir=${base}/etc-upper,workdir=${base}/etc-work /etc`,
-        `mount -t tmpfs xe-access-run /run`,
-        `mkdir -p /run/sshd /run/lock`,
-        `mount --bind ${base}/lock /run/lock`,
-        `mount --bind ${base}/home /home`,
-        `mount --bind ${base}/var-lib /var/lib/xen-estate`,
-        `mount --bind ${base}/backups /var/backups`,
-      ]),
-    });
+    // The port the server had before xen-estate, in a drop-in of its own (Dom0Access' file replaces it).
+    sshd = await startHostOwnSshd(base, { authorizedKeys: [key.publicKey], port: oldPort });
   });
 
   after(async () => {

@@ -168,6 +168,41 @@ export function inMountNamespace(commands: readonly string[]): string[] {
   ];
 }
 
+/**
+ * A real sshd that runs as a host's own does, for the concerns that change sshd itself (Dom0Access): it reads
+ * /etc/ssh/sshd_config (an overlay of this machine's /etc in a private mount namespace, whose changes land in
+ * `base`/etc-upper), its pid is /run/sshd.pid (a private /run), and /home, /run/lock, /var/lib/xen-estate and
+ * /var/backups are directories of `base`. It listens on `port`, which a drop-in of the host's own
+ * (`sshd_config.d/00-xen-estate.conf`, the file Dom0Access replaces) declares. `base` is made here; the caller
+ * removes it after {@link Sshd.stop}.
+ */
+export async function startHostOwnSshd(
+  base: string,
+  opts: { authorizedKeys: string[]; port: number },
+): Promise<Sshd> {
+  for (const d of ["etc-upper", "etc-work", "var-lib", "backups", "lock", "home"])
+    fs.mkdirSync(path.join(base, d), { recursive: true, mode: 0o755 });
+  fs.mkdirSync(path.join(base, "etc-upper", "ssh", "sshd_config.d"), { recursive: true });
+  fs.writeFileSync(
+    path.join(base, "etc-upper", "ssh", "sshd_config.d", "00-xen-estate.conf"),
+    `Port ${opts.port}\n`,
+  );
+  return startSshd({
+    authorizedKeys: opts.authorizedKeys,
+    port: opts.port,
+    systemConfig: { upperEtc: path.join(base, "etc-upper") },
+    wrap: inMountNamespace([
+      `mount -t overlay xe-host-etc -o lowerdir=/etc,upperdir=${base}/etc-upper,workdir=${base}/etc-work /etc`,
+      `mount -t tmpfs xe-host-run /run`,
+      `mkdir -p /run/sshd /run/lock`,
+      `mount --bind ${base}/lock /run/lock`,
+      `mount --bind ${base}/home /home`,
+      `mount --bind ${base}/var-lib /var/lib/xen-estate`,
+      `mount --bind ${base}/backups /var/backups`,
+    ]),
+  });
+}
+
 /** Starts a real sshd with a fresh host key. */
 export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-sshd-"));
