@@ -68,6 +68,7 @@ export { GUEST_CHANGES } from "./guest/changes";
 export { checkGuestBase, checkIp, checkMac, checkCidr } from "./guest/check";
 export { renderGuestConfig, guestGrubConfig, guestFstab } from "./guest/render";
 export {
+  installGuest,
   installScript,
   settingsScript,
   DebootstrapProgress,

@@ -19,7 +19,7 @@ const NAT = "pulumi-nodejs:dynamic/xen-estate:NatDomU";
 const LV = "pulumi-nodejs:dynamic/xen-estate:LvmVolume";
 const IP = "10.0.0.7";
 slowTier(
-  "the NAT guest's image install in test/examples/walkthrough.lab.test.ts proves the unattended install on every run",
+  "test/guest/install-debootstrap.ssh.test.ts runs the same debootstrap install from a mirror on every run (natively, onto a loop device), and test/examples/walkthrough.lab.test.ts boots guests through pvgrub2 under Xen",
 );
 // Three guests at once: the Debian guest needs 768 MiB to unpack the dom0's stock initrd.
 const machine = labMachine("dom0", { memoryMiB: 3072 });
