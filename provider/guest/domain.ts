@@ -41,12 +41,22 @@ const XL_CREATE_WAIT_SECONDS = 900;
 
 /**
  * `xl create` holding {@link XL_CREATE_LOCK} (one start at a time per host). xl leaves a process behind that
- * watches the domain for its whole life; it must not inherit the lock's descriptor, or the lock would be held
- * until the guest stops.
+ * watches the domain for its whole life and carries out its `on_poweroff`, `on_reboot` and `on_crash`; it must not
+ * inherit the lock's descriptor, or the lock would be held until the guest stops. Under systemd it runs in a scope
+ * of its own, stopped only after xendomains: started from an SSH login it would live in that login's scope, which
+ * systemd stops first when the dom0 shuts down, so the guests xendomains then powers off would never be reaped
+ * (xendomains waits out its deadline for them) and a guest that reboots itself would stay down.
  */
 export function createDomainScript(name: string): string {
+  const create = `xl create -q ${shellQuote(configPath(name))} 7>&-`;
   return withHostLock(
-    `xl create -q ${shellQuote(configPath(name))} 7>&-`,
+    [
+      `if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null; then`,
+      `  systemd-run --quiet --scope --description=${shellQuote(`xl watching guest ${name}`)} --property=Before=xendomains.service ${create}`,
+      `else`,
+      `  ${create}`,
+      `fi`,
+    ].join("\n"),
     XL_CREATE_WAIT_SECONDS,
     XL_CREATE_LOCK,
     7,

@@ -31,6 +31,7 @@ import {
   diagnostics,
   repoRoot,
   resourceChanges,
+  slowestSteps,
   type PulumiStack,
   type RunResult,
 } from "../engine/harness";
@@ -102,7 +103,11 @@ describe(
     const runs: RunResult[] = [];
     const timed = async <R>(name: string, f: () => Promise<R>): Promise<R> => {
       const r = await timedIn(timings, log, name, f);
-      if (r && typeof r === "object" && "events" in r) runs.push(r as unknown as RunResult);
+      if (r && typeof r === "object" && "events" in r) {
+        runs.push(r as unknown as RunResult);
+        const slow = slowestSteps(r as unknown as RunResult);
+        if (slow.length > 0) log(`${name}, longest steps: ${slow.join("; ")}`);
+      }
       return r;
     };
     const asAdmin: BareServer["asAdmin"] = (command, input) => bare.asAdmin(command, input);
@@ -388,6 +393,14 @@ describe(
         assert.fail(`${what}: not within ${deadlineMs / 60_000} min (last look: ${last})`);
       };
       const before = await bootId();
+      // Each guest's xl watcher (it reaps the guest when it powers off) lives outside the admin's logins, whose
+      // scopes systemd stops first at shutdown: in a scope of its own that stops after xendomains.
+      const watchers = await asAdmin(
+        "for p in $(pgrep -f '[b]in/xl create '); do printf '%s %s\\n' \"$(tr '\\0' ' ' < /proc/$p/cmdline)\" \"$(cat /proc/$p/cgroup)\"; done",
+      );
+      for (const g of [MIGRATED.name, NAT.name])
+        assert.match(watchers, new RegExp(`/${g}\\.cfg .*/system\\.slice/run-\\w+\\.scope$`, "m"), watchers);
+      assert.doesNotMatch(watchers, /user\.slice|session-/, watchers);
       const t0 = Date.now();
       // The command returns before the reboot starts, so its SSH session ends cleanly.
       await asAdmin("systemd-run --quiet --on-active=2 systemctl reboot");
@@ -399,6 +412,15 @@ describe(
       log(
         `dom0 reboot: SSH again after ${Math.round((Date.now() - t0) / 1000)} s; ${(await asAdmin("dmesg | grep -m1 'tsc: Detected' || true")).trim()}`,
       );
+      // The shutdown stopped both guests and went on: xendomains did not wait out its deadline for a guest that
+      // had powered off but was never reaped.
+      const stop = await asAdmin(
+        "journalctl -b -1 -o short-monotonic --no-pager -u xendomains.service | tail -n 20",
+      );
+      log(`dom0 reboot: xendomains at the shutdown:\n${stop}`);
+      assert.doesNotMatch(stop, /timed out|Failed with result/, stop);
+      for (const g of [MIGRATED.name, NAT.name])
+        assert.match(stop, new RegExp(`Waiting for Xen domain ${g} \\(\\d+\\) to shut down\\.*done`), stop);
       assert.match(await asAdmin("xl info"), /^xen_minor\s+: 17$/m, "back under Xen");
       // The guests start from /etc/xen/auto (xendomains); a guest answers once its own boot is done.
       await until("both guests run and the NAT guest answers through Varnish", 15 * 60_000, async () => {
@@ -647,9 +669,10 @@ describe(
       const needles = [bare.lab.privateKey, src.privateKey].flatMap(bodyLines).filter((l) => !common.has(l));
       assert.ok(needles.length >= 4, "both keys have body lines to look for");
       assert.ok(runs.length >= 8, `the runs above were recorded (${runs.length})`);
+      const state = await stack.exportState();
       const engine = [
         ...runs.map((r) => `${r.stdout}\n${r.stderr}\n${JSON.stringify(r.events)}`),
-        JSON.stringify(await stack.exportState()),
+        JSON.stringify(state),
         JSON.stringify(await stack.outputs()),
       ].join("\n");
       for (const n of needles)

@@ -192,7 +192,7 @@ function answer(script: string, w: World): string {
     return w.fresh ? "config absent" : `config owner ${line}`;
   }
   if (script.includes('print "domid", $2, $5')) return w.running ? "domid 7 -b----" : "absent";
-  if (/^xl create -q /m.test(script)) {
+  if (/^\s*xl create -q /m.test(script)) {
     w.running = true;
     return "";
   }
