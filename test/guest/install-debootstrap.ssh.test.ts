@@ -8,13 +8,11 @@
  * `xl` and xenstore are not here (no Xen): the install asks xenstore which guest holds the disk only when it can.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
-  checkInputs,
   DEBOOTSTRAP_BASE,
   fingerprintOf,
   guestGrubConfig,
@@ -29,12 +27,12 @@ import {
 } from "../../provider";
 import { handleConnection } from "../lab/aptproxy";
 import { labCacheDir } from "../lab/lab";
+import { checked } from "../support/checked";
+import { mountedAt, sh } from "../support/disks";
 import { startLocalHost, type Sshd } from "../support/sshd";
 
 const guestKey =
   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@example";
-const sh = (cmd: string): string =>
-  execFileSync("bash", ["-euo", "pipefail", "-c", cmd], { encoding: "utf8" });
 
 let dir: string;
 let mnt: string;
@@ -47,7 +45,7 @@ let host: RemoteHost;
 const progress: string[] = [];
 
 function guest(): GuestInputs {
-  const { inputs, failures } = checkInputs("NatDomU", {
+  return checked<GuestInputs>("NatDomU", {
     connection: { host: "dom0", hostKey: "SHA256:" + "A".repeat(43) },
     xenEstateVersion: VERSION,
     name: "deb9",
@@ -61,22 +59,10 @@ function guest(): GuestInputs {
       authorizedKeys: [guestKey],
     },
   });
-  assert.deepEqual(
-    failures.map((f) => f.message),
-    [],
-  );
-  return inputs as unknown as GuestInputs;
 }
 
 /** Runs `body` with the guest's disk mounted at `mnt`. */
-function onDisk<T>(body: () => T): T {
-  sh(`mount ${loop} ${mnt}`);
-  try {
-    return body();
-  } finally {
-    sh(`umount ${mnt}`);
-  }
-}
+const onDisk = <T>(body: () => T): T => mountedAt(loop, mnt, body);
 
 before(async () => {
   dir = fs.mkdtempSync(path.join("/var/tmp", "xe-debootstrap-"));

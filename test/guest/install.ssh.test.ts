@@ -5,12 +5,10 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import {
-  checkInputs,
   fingerprintOf,
   GuestInputs,
   INSTALL_MARKER,
@@ -22,6 +20,8 @@ import {
   VERSION,
   withHostLock,
 } from "../../provider";
+import { checked } from "../support/checked";
+import { mountedAt, sh } from "../support/disks";
 import { startLocalHost, Sshd } from "../support/sshd";
 import { withStubs, writeStubs } from "../support/stub-commands";
 
@@ -36,14 +36,11 @@ let imageHostKey: string;
 const guestKey =
   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@example";
 
-const sh = (cmd: string): string =>
-  execFileSync("bash", ["-euo", "pipefail", "-c", cmd], { encoding: "utf8" });
-
 function guest(
   disk: string,
   boot: Record<string, unknown> = { kernel: "/boot/vmlinuz", cmdline: "root=/dev/xvda" },
 ): GuestInputs {
-  const { inputs, failures } = checkInputs("NatDomU", {
+  return checked<GuestInputs>("NatDomU", {
     connection: { host: "dom0", hostKey: "SHA256:" + "A".repeat(43) },
     xenEstateVersion: VERSION,
     name: "app9",
@@ -53,22 +50,10 @@ function guest(
     disks: [{ path: disk, vdev: "xvda" }],
     install: { image, nameservers: ["192.0.2.53"], authorizedKeys: [guestKey] },
   });
-  assert.deepEqual(
-    failures.map((f) => f.message),
-    [],
-  );
-  return inputs as unknown as GuestInputs;
 }
 
 /** Runs `body` with the loop device mounted at `mnt`. */
-function onDisk<T>(body: () => T): T {
-  sh(`mount ${loop} ${mnt}`);
-  try {
-    return body();
-  } finally {
-    sh(`umount ${mnt}`);
-  }
-}
+const onDisk = <T>(body: () => T): T => mountedAt(loop, mnt, body);
 
 function freshFilesystem(type = "ext4"): void {
   sh(type === "swap" ? `mkswap -q ${loop}` : `wipefs -qa ${loop}; mkfs.ext4 -q -F ${loop}`);

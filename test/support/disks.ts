@@ -17,6 +17,16 @@ export function sh(cmd: string): string {
   return execFileSync("bash", ["-euo", "pipefail", "-c", cmd], { encoding: "utf8", maxBuffer: 64 * MiB });
 }
 
+/** Runs `body` with `device` mounted at `dir`, unmounting it afterwards whatever `body` did. */
+export function mountedAt<T>(device: string, dir: string, body: () => T): T {
+  sh(`mount ${device} ${dir}`);
+  try {
+    return body();
+  } finally {
+    sh(`umount ${dir}`);
+  }
+}
+
 /** `mib` MiB of pseudo-random bytes (AES-CTR keystream: fast, incompressible) into `file`, at byte `offsetMiB`. */
 export function randomInto(file: string, mib: number, seed: string, offsetMiB = 0): void {
   // openssl dies of SIGPIPE when dd has enough: not a failure.
