@@ -173,8 +173,8 @@ export function inMountNamespace(commands: readonly string[]): string[] {
  * /etc/ssh/sshd_config (an overlay of this machine's /etc in a private mount namespace, whose changes land in
  * `base`/etc-upper), its pid is /run/sshd.pid (a private /run), and /home, /run/lock, /var/lib/xen-estate and
  * /var/backups are directories of `base`. It listens on `port`, which a drop-in of the host's own
- * (`sshd_config.d/00-xen-estate.conf`, the file Dom0Access replaces) declares. `base` is made here; the caller
- * removes it after {@link Sshd.stop}.
+ * (`sshd_config.d/00-xen-estate.conf`, the file Dom0Access replaces) declares. `base` must exist; its directories
+ * are made here, and the caller removes it after {@link Sshd.stop}.
  */
 export async function startHostOwnSshd(
   base: string,
