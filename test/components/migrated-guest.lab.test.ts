@@ -8,10 +8,10 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
+import { createStack, repoRoot, resourceChanges, slowestSteps, type PulumiStack } from "../engine/harness";
 import type { Lab } from "../lab/lab";
 import { labMachine, SOURCE_GUEST_ADDRESS } from "../lab/shared";
-import { cutCopyCommand, type SourceVps } from "../lab/source";
+import { bootReport, cutCopyCommand, type SourceVps } from "../lab/source";
 import { sh } from "../support/disks";
 import { slowTier } from "../support/tier";
 
@@ -113,6 +113,7 @@ describe(
       );
 
       const up = await stack.up();
+      console.log(`resuming up, longest steps: ${slowestSteps(up).join("; ")}`);
       assert.deepEqual(
         resourceChanges(up)
           .filter((s) => s.type !== "xen-estate:components:MigratedGuest")
@@ -155,6 +156,14 @@ describe(
       assert.match(await inGuest("ip -4 -o addr show eth0"), /inet 10\.99\.0\.60\/24/);
       assert.equal((await inGuest("hostname")).trim(), "linode1");
       assert.match(await inGuest("cat /proc/cmdline"), /console=hvc0/);
+    });
+
+    test("the guest's first boot is clean: no unit failed, no job waited out a deadline", async () => {
+      const boot = await bootReport(inGuest);
+      console.log(`the migrated guest's boot, from inside it:\n${boot.timing}`);
+      assert.deepEqual(boot.timeouts, [], "no job timed out and no dependency failed");
+      assert.deepEqual(boot.failed, [], "no unit failed");
+      assert.equal(boot.state, "running");
     });
 
     test("a second up changes nothing", async () => {

@@ -341,3 +341,45 @@ export function cutCopyCommand(targetKey: string): string {
   const pattern = shellQuote(`^ssh .*${keyDir(targetKey)}/key`);
   return `pid=$(pgrep -o -f -- ${pattern}) && kill -9 "$pid" && echo killed || true`;
 }
+
+/** How a migrated guest's boot went, read inside it once systemd says the boot is over. */
+export interface BootReport {
+  /** `systemctl is-system-running --wait`: `running`, or `degraded` when a unit failed. */
+  state: string;
+  /** The units that failed (`systemctl --failed`). */
+  failed: string[];
+  /** The boot journal's lines saying a job timed out or a dependency failed (each cost the boot a deadline). */
+  timeouts: string[];
+  /** Where the time went: `systemd-analyze`, the critical chain to sshd, the ten slowest units. */
+  timing: string;
+}
+
+/**
+ * Runs a bash script in a guest through `inGuest` (a command there as root, over SSH from the dom0): the script
+ * travels base64-encoded, so no shell on the way (the dom0's, the guest's login shell) expands anything in it.
+ */
+export function guestScript(inGuest: (command: string) => Promise<string>, script: string): Promise<string> {
+  return inGuest(`echo ${Buffer.from(script).toString("base64")} | base64 -d | bash`);
+}
+
+/** Reads a guest's boot from inside it, in one SSH call: `inGuest` runs a command there as root. */
+export async function bootReport(inGuest: (command: string) => Promise<string>): Promise<BootReport> {
+  const script = [
+    `echo "state $(timeout 300 systemctl is-system-running --wait 2>&1 || true)"`,
+    `systemctl --failed --no-legend --plain 2>&1 | sed 's/^/failed /'`,
+    `journalctl -b -q --no-pager -o short-monotonic 2>&1 | grep -E 'Timed out|timed out|Dependency failed' | sed 's/^/timeout /' || true`,
+    `{ systemd-analyze; systemd-analyze critical-chain ssh.service; systemd-analyze blame | head -n 10; } 2>&1 | sed 's/^/timing /'`,
+  ].join("\n");
+  const out = await guestScript(inGuest, script);
+  const lines = (tag: string): string[] =>
+    out
+      .split("\n")
+      .filter((l) => l.startsWith(`${tag} `))
+      .map((l) => l.slice(tag.length + 1));
+  return {
+    state: lines("state").join(" ").trim(),
+    failed: lines("failed").filter((l) => l.trim() !== ""),
+    timeouts: lines("timeout"),
+    timing: lines("timing").join("\n"),
+  };
+}
