@@ -8,8 +8,9 @@
  * plain `ssh … dd | dd` straight into the target; LinodeMigration's transfer (through its provider entry points);
  * and the resume after the transfer was cut at half its data. Figures: each time, each ratio to the walkthrough,
  * LinodeMigration's ratio to the physical limit (its bytes on the wire after compression over the link rate), the
- * resume's time and the share of the data it sent. Both ends share this machine's cores: a real dom0 and VPS each
- * have their own, so the figures here are the pessimistic side.
+ * resume's time and the share of the data it sent, and first what the shaped link itself carries (one TCP stream,
+ * one ssh session, against its rate), which tells the method's cost from the link's. Both ends share this machine's
+ * cores: a real dom0 and VPS each have their own, so the figures here are the pessimistic side.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -29,6 +30,7 @@ import {
 import { labCacheDir, repoRoot } from "../lab/lab";
 import { Disks, randomInto, sh } from "../support/disks";
 import { parseRate, ShapedLink } from "../support/link";
+import { shellQuote } from "../../provider/core/shell";
 import { generateKey, startSshd } from "../support/sshd";
 
 const MiB = 2 ** 20;
@@ -103,8 +105,15 @@ export async function benchMigration(
   const dom0 = await startSshd({ authorizedKeys: [key.publicKey] });
   const pool = new SshPool();
   setSharedPool(pool);
-  // The resource's own messages (progress lines) are not the benchmark's output.
-  setLogSink(() => undefined);
+  // The resource's own messages (progress lines) are not the benchmark's output; XEN_ESTATE_BENCH_TRACE names a
+  // file that gets them, each with the milliseconds since the bench began (where a transfer's time goes).
+  const trace = process.env.XEN_ESTATE_BENCH_TRACE;
+  const began = Date.now();
+  setLogSink(
+    trace
+      ? (_severity, message) => fs.appendFileSync(trace, `${Date.now() - began} ${message}\n`)
+      : () => undefined,
+  );
   try {
     const srcDev = disks.loop(img, true);
     const tgtFile = path.join(dir, "target.img");
@@ -118,6 +127,22 @@ export async function benchMigration(
     fs.writeFileSync(kh, `${link.nsAddress} ${source.hostKey.publicKey.split(" ").slice(0, 2).join(" ")}\n`);
     const ssh = (opts: string) =>
       `ssh -F /dev/null ${opts} -i ${key.file} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${kh} root@${link.nsAddress}`;
+
+    // 0. What the shaped link itself carries: one TCP stream, then one ssh session (its cipher and framing), each
+    // of zeros the source does not read from a disk. They tell the method's cost from the link's.
+    const CAL = 512 * MiB;
+    log("the link: one TCP stream, then one ssh session");
+    const port = 40000 + (process.pid % 20000);
+    const tcp = Number(
+      sh(
+        `ip netns exec ${link.netns} python3 -c ${shellQuote(SEND_ZEROS)} ${link.nsAddress} ${port} ${CAL} & ` +
+          `python3 -c ${shellQuote(RECEIVE)} ${link.nsAddress} ${port}; wait`,
+      ).trim(),
+    );
+    const sshCal = timed(`${ssh("")} "head -c ${CAL} /dev/zero" > /dev/null`);
+    const rate = parseRate(RATE) / 8;
+    print("migration.link.tcp.vs-rate", round(CAL / tcp / rate, 3), "ratio");
+    print("migration.link.ssh.vs-rate", round(CAL / sshCal / rate, 3), "ratio");
 
     // 1. The walkthrough: ssh -C … dd | dd into an image, then the image into the target.
     let tgt = fresh();
@@ -242,6 +267,34 @@ export async function benchMigration(
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** Listens on ADDRESS:PORT (argv) in the source's namespace, sends N zero bytes (argv) to the first client. */
+const SEND_ZEROS = [
+  "import socket, sys",
+  "s = socket.create_server((sys.argv[1], int(sys.argv[2])))",
+  "c, _ = s.accept()",
+  "n = int(sys.argv[3]); b = bytes(1 << 20)",
+  "while n > 0:",
+  "    c.sendall(b[: min(n, len(b))]); n -= len(b)",
+  "c.close()",
+].join("\n");
+
+/**
+ * Connects to ADDRESS:PORT (argv), retrying while the sender starts, reads until the sender closes, and prints the
+ * seconds from the connection to the end.
+ */
+const RECEIVE = [
+  "import socket, sys, time",
+  "for _ in range(100):",
+  "    try:",
+  "        c = socket.create_connection((sys.argv[1], int(sys.argv[2]))); break",
+  "    except OSError:",
+  "        time.sleep(0.05)",
+  "t = time.monotonic()",
+  "while c.recv(1 << 20):",
+  "    pass",
+  "print(time.monotonic() - t)",
+].join("\n");
 
 function round(v: number, digits = 1): number {
   const f = 10 ** digits;
