@@ -37,7 +37,7 @@ import {
 } from "../engine/harness";
 import { timed as timedIn, type BareServer } from "../lab/bare-server";
 import { freePort } from "../lab/lab";
-import { bootReport, cutCopyCommand, type SourceVps } from "../lab/source";
+import { assertCleanBoot, cutCopyCommand, type SourceVps } from "../lab/source";
 import {
   MIGRATED,
   NAT,
@@ -289,11 +289,7 @@ describe(
       assert.equal((await inMigrated("hostname")).trim(), MIGRATED.name);
       assert.match(await inMigrated("cat /proc/cmdline"), /console=hvc0/);
       // Its first boot under Xen was clean: no unit failed, no job waited out a deadline.
-      const boot = await bootReport(inMigrated);
-      log(`the migrated guest's boot, from inside it:\n${boot.timing}`);
-      assert.deepEqual(boot.timeouts, [], "no job timed out and no dependency failed");
-      assert.deepEqual(boot.failed, [], "no unit failed");
-      assert.equal(boot.state, "running");
+      await assertCleanBoot(inMigrated, log);
       // What the walkthrough recommended and never did: the migrated disk as it was before its first boot.
       assert.match(
         await asAdmin("lvs --noheadings -o lv_name,origin vg0"),

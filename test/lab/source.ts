@@ -13,6 +13,7 @@
  * separate host is its address (10.201.N.2, reachable from the host over a veth pair), its own host key
  * and its own authorized key. A dom0 lab machine reaches it through a QEMU guestfwd (see `dom0Forward`).
  */
+import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -358,7 +359,7 @@ export interface BootReport {
  * Runs a bash script in a guest through `inGuest` (a command there as root, over SSH from the dom0): the script
  * travels base64-encoded, so no shell on the way (the dom0's, the guest's login shell) expands anything in it.
  */
-export function guestScript(inGuest: (command: string) => Promise<string>, script: string): Promise<string> {
+function guestScript(inGuest: (command: string) => Promise<string>, script: string): Promise<string> {
   return inGuest(`echo ${Buffer.from(script).toString("base64")} | base64 -d | bash`);
 }
 
@@ -382,4 +383,19 @@ export async function bootReport(inGuest: (command: string) => Promise<string>):
     timeouts: lines("timeout"),
     timing: lines("timing").join("\n"),
   };
+}
+
+/**
+ * Asserts that a guest's boot was clean (`running`, no unit failed, no job timed out, no dependency failed) and
+ * hands `log` where its time went.
+ */
+export async function assertCleanBoot(
+  inGuest: (command: string) => Promise<string>,
+  log: (line: string) => void,
+): Promise<void> {
+  const boot = await bootReport(inGuest);
+  log(`the migrated guest's boot, from inside it:\n${boot.timing}`);
+  assert.deepEqual(boot.timeouts, [], "no job timed out and no dependency failed");
+  assert.deepEqual(boot.failed, [], "no unit failed");
+  assert.equal(boot.state, "running");
 }
