@@ -345,7 +345,7 @@ export function cutCopyCommand(targetKey: string): string {
 
 /** How a migrated guest's boot went, read inside it once systemd says the boot is over. */
 export interface BootReport {
-  /** `systemctl is-system-running --wait`: `running`, or `degraded` when a unit failed. */
+  /** systemd's state once the boot was over (`bootFinished`): `running`, `degraded` when a unit failed, `starting` past the deadline. */
   state: string;
   /** The units that failed (`systemctl --failed`). */
   failed: string[];
@@ -363,10 +363,33 @@ function guestScript(inGuest: (command: string) => Promise<string>, script: stri
   return inGuest(`echo ${Buffer.from(script).toString("base64")} | base64 -d | bash`);
 }
 
-/** Reads a guest's boot from inside it, in one SSH call: `inGuest` runs a command there as root. */
+/** systemd's states while a boot is not over yet (`systemctl is-system-running`). */
+const BOOTING = new Set(["", "initializing", "starting"]);
+
+/**
+ * Waits until a guest's boot is over and returns systemd's state then (`running`, `degraded`, ...), or `starting`
+ * when `deadlineMs` passed first. Each look waits at most 30 s inside the guest, so it fits the deadline of the SSH
+ * call that carries it (asAdmin's is 60 s): a boot slower than one call is waited for, never cut by the transport.
+ */
+export async function bootFinished(
+  inGuest: (command: string) => Promise<string>,
+  deadlineMs = 10 * 60_000,
+): Promise<string> {
+  const end = Date.now() + deadlineMs;
+  for (;;) {
+    const state = (await inGuest("timeout 30 systemctl is-system-running --wait 2>&1 || true")).trim();
+    if (!BOOTING.has(state)) return state;
+    if (Date.now() >= end) return "starting";
+  }
+}
+
+/**
+ * Reads a guest's boot from inside it once the boot is over (`bootFinished`), the rest in one SSH call: `inGuest`
+ * runs a command there as root.
+ */
 export async function bootReport(inGuest: (command: string) => Promise<string>): Promise<BootReport> {
+  const state = await bootFinished(inGuest);
   const script = [
-    `echo "state $(timeout 300 systemctl is-system-running --wait 2>&1 || true)"`,
     `systemctl --failed --no-legend --plain 2>&1 | sed 's/^/failed /'`,
     `journalctl -b -q --no-pager -o short-monotonic 2>&1 | grep -E 'Timed out|timed out|Dependency failed' | sed 's/^/timeout /' || true`,
     `{ systemd-analyze; systemd-analyze critical-chain ssh.service; systemd-analyze blame | head -n 10; } 2>&1 | sed 's/^/timing /'`,
@@ -378,7 +401,7 @@ export async function bootReport(inGuest: (command: string) => Promise<string>):
       .filter((l) => l.startsWith(`${tag} `))
       .map((l) => l.slice(tag.length + 1));
   return {
-    state: lines("state").join(" ").trim(),
+    state,
     failed: lines("failed").filter((l) => l.trim() !== ""),
     timeouts: lines("timeout"),
     timing: lines("timing").join("\n"),
