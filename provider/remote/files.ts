@@ -292,9 +292,11 @@ export async function removeRemoteFile(
     `  cp -p -- ${o} "$tmp" && mv -f -- "$tmp" ${q}`,
     `  sha256sum < ${q} | cut -d' ' -f1 > ${restoredHash} && rm -f -- ${o}`,
     `  state=restored`,
+    // A retry after the original went back (a delete whose answer was lost, or cut at a later file) finds the
+    // original in place: it stays there, never moved to the backups as if xen-estate had made it.
+    `elif [ -e ${q} ] && [ -f ${restoredHash} ] && [ "$(sha256sum < ${q} | cut -d' ' -f1)" = "$(cat -- ${restoredHash})" ]; then state=restored`,
     ...(opts.expectOriginal
       ? [
-          `elif [ -e ${q} ] && [ -f ${restoredHash} ] && [ "$(sha256sum < ${q} | cut -d' ' -f1)" = "$(cat -- ${restoredHash})" ]; then state=restored`,
           `elif [ -e ${q} ]; then xe_refuse ${shellQuote(`cannot put back the original of ${path}: ${original} is gone; refusing to remove the file (move it away yourself if it should go)`)}`,
         ]
       : []),

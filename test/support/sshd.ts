@@ -197,6 +197,8 @@ export async function startHostOwnSshd(
       `mkdir -p /run/sshd /run/lock`,
       `mount --bind ${base}/lock /run/lock`,
       `mount --bind ${base}/home /home`,
+      // The mount point exists on a machine where nothing of xen-estate ran yet (a fresh CI machine).
+      `mkdir -p /var/lib/xen-estate`,
       `mount --bind ${base}/var-lib /var/lib/xen-estate`,
       `mount --bind ${base}/backups /var/backups`,
     ]),

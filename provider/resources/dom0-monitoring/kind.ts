@@ -19,9 +19,11 @@ import {
   DEFAULT_SMART_SCHEDULE,
   MDADM_MAILADDR_SCRIPT,
   PROBE_SCRIPT,
+  RELATIME_REMOUNT_SCRIPT,
   relatimeFstab,
   renderMonitoringFiles,
   SMARTD_CONF,
+  SMARTD_RESTART_SCRIPT,
   type MonitoringPlan,
 } from "./plan";
 
@@ -139,18 +141,13 @@ export const dom0MonitoringKind: Kind<Dom0MonitoringInputs, Dom0MonitoringOutput
 
 async function apply(ctx: Context, i: Dom0MonitoringInputs): Promise<Dom0MonitoringOutputs> {
   await ensurePackage(ctx.host, { command: "dma", packages: ["dma"], install: true, setting: "packages" });
-  const changed = await writeOwnedFiles(ctx, i.files);
+  await writeOwnedFiles(ctx, i.files);
   await ctx.host.script(MDADM_MAILADDR_SCRIPT, { summary: "mdadm mails root" });
-  if (changed.includes(SMARTD_CONF))
-    await ctx.host.script(
-      "systemctl enable --quiet smartmontools.service 2>/dev/null || true\nsystemctl restart smartmontools.service",
-      { summary: "restart smartd" },
-    );
+  if (SMARTD_CONF in i.files)
+    await ctx.host.script(SMARTD_RESTART_SCRIPT, { summary: "restart smartd unless it runs this schedule" });
   const fstab = await readRemoteFile(ctx.host, "/etc/fstab");
   const next = fstab === null ? null : relatimeFstab(fstab);
-  if (next !== null) {
-    await writeRemoteFile(ctx.host, "/etc/fstab", next);
-    await ctx.host.script("mount -o remount,relatime /", { summary: "remount / relatime" });
-  }
+  if (next !== null) await writeRemoteFile(ctx.host, "/etc/fstab", next);
+  await ctx.host.script(RELATIME_REMOUNT_SCRIPT, { summary: "remount / relatime if it runs strictatime" });
   return { ...i };
 }

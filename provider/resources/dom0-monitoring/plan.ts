@@ -78,3 +78,33 @@ export const MDADM_MAILADDR_SCRIPT = [
   `  printf '\\n# added by xen-estate: mail for degraded arrays goes to root, aliased to the operator\\nMAILADDR root\\n' >> /etc/mdadm/mdadm.conf`,
   `fi`,
 ].join("\n");
+
+/** Where the host records the smartd.conf smartd last started with (its SHA-256). */
+export const SMARTD_APPLIED = "/var/lib/xen-estate/monitoring/smartd.conf.sha256";
+
+/**
+ * Restarts smartd when the smartd.conf it last started with (recorded on the host) is not the one on disk, and
+ * records the new one after the restart. Keyed on the host's record, not on whether this run wrote the file: a run
+ * cut between writing the schedule and restarting smartd leaves the next run a file it finds unchanged, and smartd
+ * still on the old schedule.
+ */
+export const SMARTD_RESTART_SCRIPT = [
+  `want=$(sha256sum < ${SMARTD_CONF} | cut -d' ' -f1)`,
+  `if [ "$(cat ${SMARTD_APPLIED} 2>/dev/null || true)" != "$want" ]; then`,
+  `  systemctl enable --quiet smartmontools.service 2>/dev/null || true`,
+  `  systemctl restart smartmontools.service`,
+  `  mkdir -p -m 755 ${SMARTD_APPLIED.slice(0, SMARTD_APPLIED.lastIndexOf("/"))}`,
+  `  printf '%s\\n' "$want" > ${SMARTD_APPLIED}.tmp && mv -f -- ${SMARTD_APPLIED}.tmp ${SMARTD_APPLIED}`,
+  `fi`,
+].join("\n");
+
+/**
+ * Remounts `/` relatime when it runs strictatime now (the fstab says relatime from the next boot on). Keyed on the
+ * live mount, not on whether this run changed the fstab: a run cut between the two leaves the next one an fstab
+ * it finds right, and `/` still strictatime.
+ */
+export const RELATIME_REMOUNT_SCRIPT = [
+  `case ",$(findmnt -no OPTIONS /)," in`,
+  `  *,strictatime,*) mount -o remount,relatime / ;;`,
+  `esac`,
+].join("\n");
