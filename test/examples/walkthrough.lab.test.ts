@@ -137,6 +137,10 @@ describe(
       log(
         `${what}, from inside it: ${boot.state}; failed units: ${boot.failed.join(", ") || "none"}; timeouts: ${boot.timeouts.join(" | ") || "none"}\n${boot.timing}`,
       );
+      for (const unit of boot.failed.map((l) => l.split(/\s+/)[0]!).filter((u) => /^[\w@.:-]+$/.test(u)))
+        log(
+          `${what}: why ${unit} failed:\n${await asAdmin(`journalctl -b -u '${unit}' -n 20 --no-pager 2>&1 || true`)}`,
+        );
     }
     /** `xl list` as name → { id, mem }. */
     async function domains(): Promise<Map<string, { id: number; mem: number }>> {

@@ -657,8 +657,11 @@ export class Lab implements LabState {
       // -cpu max crashes the PV dom0 early under TCG (SMAP): FIELD-NOTES §10. `max,-smap` boots, but in
       // QEMU 7.2 its AVX/XSAVE state under Xen PV gave intermittently wrong SHA-256 results (apt "Hash Sum
       // mismatch" with matching MD5) and failed ed25519 logins: qemu64 has no AVX and none of that.
+      // RDRAND, which every server CPU of the last decade has: without it the kernel's random pool took 36 s to
+      // initialise in the dom0 under Xen, with lvm in the initramfs blocked on it at every boot (TCG implements the
+      // instruction from the host's getrandom; Xen passes it to the dom0 and the guests).
       "-cpu",
-      process.env.XEN_ESTATE_LAB_CPU ?? "qemu64",
+      process.env.XEN_ESTATE_LAB_CPU ?? "qemu64,+rdrand",
       "-smp",
       "2",
       "-m",
