@@ -131,15 +131,19 @@ describe(
       }
       assert.fail(`${what}: not within ${deadlineMs / 60_000} min (last look: ${last})`);
     }
-    /** Logs where a boot of the dom0 spent its time and what failed or waited out a deadline (bootReport). */
+    /**
+     * Logs where a boot of the dom0 spent its time and what failed or waited out a deadline (bootReport). Each call
+     * may take 3 minutes: reading the boot's journal on a dom0 whose guests are starting took more than asAdmin's
+     * default 60 s in one CI run.
+     */
     async function logDom0Boot(what: string): Promise<void> {
-      const boot = await bootReport(asAdmin);
+      const boot = await bootReport((command) => bare.asAdmin(command, undefined, 180_000));
       log(
         `${what}, from inside it: ${boot.state}; failed units: ${boot.failed.join(", ") || "none"}; timeouts: ${boot.timeouts.join(" | ") || "none"}\n${boot.timing}`,
       );
       for (const unit of boot.failed.map((l) => l.split(/\s+/)[0]!).filter((u) => /^[\w@.:-]+$/.test(u)))
         log(
-          `${what}: why ${unit} failed:\n${await asAdmin(`journalctl -b -u '${unit}' -n 20 --no-pager 2>&1 || true`)}`,
+          `${what}: why ${unit} failed:\n${await bare.asAdmin(`journalctl -b -u '${unit}' -n 20 --no-pager 2>&1 || true`, undefined, 180_000)}`,
         );
     }
     /** `xl list` as name → { id, mem }. */
@@ -432,7 +436,6 @@ describe(
       for (const g of [MIGRATED.name, NAT.name])
         assert.match(stop, new RegExp(`Waiting for Xen domain ${g} \\(\\d+\\) to shut down\\.*done`), stop);
       assert.match(await asAdmin("xl info"), /^xen_minor\s+: 17$/m, "back under Xen");
-      await logDom0Boot("the dom0's reboot under the estate");
       // The guests start from /etc/xen/auto (xendomains); a guest answers once its own boot is done.
       await until("both guests run and the NAT guest answers through Varnish", 15 * 60_000, async () => {
         const d = await domains();
@@ -446,6 +449,7 @@ describe(
         async () => (await inMigrated("true")) === "",
       );
       log(`dom0 reboot: estate serving again after ${Math.round((Date.now() - t0) / 1000)} s`);
+      await logDom0Boot("the dom0's reboot under the estate");
       assert.equal(await viaFrontend(NAT.hostname), `200 xen-estate-image ok name=${NAT.name}`);
       assert.equal((await inMigrated("cat /root/xen-estate-source-marker")).trim(), src.marker);
       assert.deepEqual(await natRuleCounts(), { masquerade: 1, forward: 2 });

@@ -70,8 +70,11 @@ export interface BareServer {
     timeoutMs?: number,
     input?: string | Buffer,
   ): Promise<SshResult>;
-  /** A root command through the admin's sudo on the new sshd port (`input` on its stdin); fails the test when it fails. */
-  asAdmin(command: string, input?: string | Buffer): Promise<string>;
+  /**
+   * A root command through the admin's sudo on the new sshd port (`input` on its stdin); fails the test when it
+   * fails or outlasts `timeoutMs` (default 60 s).
+   */
+  asAdmin(command: string, input?: string | Buffer, timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -171,12 +174,12 @@ function bareServerHandle(
     knownHosts,
     adminKey,
     sshVia,
-    async asAdmin(command, input) {
+    async asAdmin(command, input, timeoutMs = 60_000) {
       const r = await sshVia(
         lab.forwarded[String(o.sshPort)]!,
         admin,
         `sudo -n bash -c ${JSON.stringify(command).replace(/\$/g, "\\$")}`,
-        60_000,
+        timeoutMs,
         input,
       );
       assert.equal(r.exitCode, 0, `${command}: ${r.stderr}`);
