@@ -32,7 +32,7 @@ import { authorizedKeysPath, sudoersPath } from "../../provider/resources/dom0-a
 import { checked } from "../support/checked";
 import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { settleRollbacks, stopRollbackSleepers } from "../support/rollback";
-import { freePort, generateKey, startHostOwnSshd, type KeyPair, type Sshd } from "../support/sshd";
+import { freePort, generateKey, runDirect, startHostOwnSshd, type KeyPair, type Sshd } from "../support/sshd";
 
 const ADMIN = "xecutops";
 
@@ -73,13 +73,8 @@ function login(pool: SshPool, user: string, host: string, p: number): RemoteHost
 }
 
 /** Runs `script` as `user` logged in straight to sshd (not through the relay), over a pool closed afterwards. */
-async function direct(user: string, script: string): Promise<string> {
-  const pool = new SshPool();
-  try {
-    return (await login(pool, user, sshd.host, port).script(script, { summary: "look or reset" })).stdout;
-  } finally {
-    await pool.close();
-  }
+function direct(user: string, script: string): Promise<string> {
+  return runDirect(sshd, key.privateKey, user, script);
 }
 
 /**

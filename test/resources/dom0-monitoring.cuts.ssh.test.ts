@@ -16,15 +16,7 @@ import { after, before } from "node:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createHash } from "node:crypto";
-import {
-  BACKUP_ROOT,
-  hostContext,
-  resolveConnection,
-  Checker,
-  SshPool,
-  VERSION,
-  type Context,
-} from "../../provider";
+import { BACKUP_ROOT, hostContext, shellQuote, VERSION, type Context } from "../../provider";
 import { dom0MonitoringKind, type Dom0MonitoringInputs } from "../../provider/resources/dom0-monitoring";
 import { ALIASES, DMA_CONF, SMARTD_CONF } from "../../provider/resources/dom0-monitoring/plan";
 import { planDiff } from "../../provider/framework/plan";
@@ -32,7 +24,7 @@ import { ORIGINAL_SUFFIX } from "../../provider/remote/files";
 import { checked } from "../support/checked";
 import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
 import { withStubs } from "../support/stub-commands";
-import { freePort, generateKey, startHostOwnSshd, type KeyPair, type Sshd } from "../support/sshd";
+import { freePort, generateKey, runDirect, startHostOwnSshd, type KeyPair, type Sshd } from "../support/sshd";
 
 const FSTAB = [
   "# /etc/fstab: static file system information.",
@@ -95,25 +87,9 @@ after(async () => {
   fs.rmSync(base, { recursive: true, force: true });
 });
 
-/** Runs `script` as root straight to sshd (not through the relay), over a pool closed afterwards. */
-async function direct(script: string): Promise<string> {
-  const pool = new SshPool();
-  try {
-    const conn = resolveConnection(
-      new Checker(),
-      {
-        host: sshd.host,
-        port: sshd.port,
-        hostKey: sshd.hostKey.fingerprint,
-        dialErrorLimit: 1,
-        perDialTimeout: 5,
-      },
-      { privateKey: key.privateKey },
-    )!;
-    return (await pool.host(conn).script(script, { summary: "look or reset" })).stdout;
-  } finally {
-    await pool.close();
-  }
+/** Runs `script` as root straight to sshd (not through the relay). */
+function direct(script: string): Promise<string> {
+  return runDirect(sshd, key.privateKey, "root", script);
 }
 
 /** A context over a fresh pool (a new `pulumi up` process) through the relay, its scripts finding the stubs. */
@@ -137,18 +113,16 @@ function inputs(mailTo: string, schedule: string): Dom0MonitoringInputs {
 const FIRST = (): Dom0MonitoringInputs => inputs("ops@example.org", "(S/../.././02|L/../../6/03)");
 const SECOND = (): Dom0MonitoringInputs => inputs("oncall@example.org", "(S/../.././04|L/../../7/05)");
 
-const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-
 /** The server as the installer left it: its own fstab, mdadm.conf, aliases and smartd.conf, nothing of ours. */
 async function resetBare(): Promise<void> {
   await direct(
     [
       `rm -rf -- ${BACKUP_ROOT} /var/lib/xen-estate/monitoring /etc/dma`,
       `mkdir -p /etc/mdadm`,
-      `printf '%s' ${q(FSTAB)} > /etc/fstab`,
-      `printf '%s' ${q(MDADM)} > /etc/mdadm/mdadm.conf`,
-      `printf '%s' ${q(ALIASES_ORIGINAL)} > ${ALIASES}`,
-      `printf '%s' ${q(SMARTD_ORIGINAL)} > ${SMARTD_CONF}`,
+      `printf '%s' ${shellQuote(FSTAB)} > /etc/fstab`,
+      `printf '%s' ${shellQuote(MDADM)} > /etc/mdadm/mdadm.conf`,
+      `printf '%s' ${shellQuote(ALIASES_ORIGINAL)} > ${ALIASES}`,
+      `printf '%s' ${shellQuote(SMARTD_ORIGINAL)} > ${SMARTD_CONF}`,
     ].join("\n"),
   );
   fs.writeFileSync(rootOptions(), "rw,strictatime,errors=remount-ro\n");
@@ -160,7 +134,8 @@ async function look(files: readonly string[]): Promise<{ files: Map<string, stri
   const out = await direct(
     [
       ...files.map(
-        (f) => `if [ -f ${q(f)} ]; then echo "file $(base64 -w0 < ${q(f)})"; else echo "file -"; fi`,
+        (f) =>
+          `if [ -f ${shellQuote(f)} ]; then echo "file $(base64 -w0 < ${shellQuote(f)})"; else echo "file -"; fi`,
       ),
       `echo "temps $(find /etc -maxdepth 2 -name '.*.xen-estate.*' 2>/dev/null | tr '\\n' ' ')"`,
     ].join("\n"),

@@ -205,6 +205,36 @@ export async function startHostOwnSshd(
   });
 }
 
+/**
+ * Runs `script` as `user` logged in straight to `sshd` with `privateKey`, over a new pool closed afterwards and
+ * failing fast (one dial of at most 5 s): a test's own look at the host or reset of it, never through a relay.
+ */
+export async function runDirect(
+  sshd: Pick<Sshd, "host" | "port" | "hostKey">,
+  privateKey: string,
+  user: string,
+  script: string,
+): Promise<string> {
+  const pool = new SshPool();
+  try {
+    const conn = resolveConnection(
+      new Checker(),
+      {
+        host: sshd.host,
+        port: sshd.port,
+        user,
+        hostKey: sshd.hostKey.fingerprint,
+        dialErrorLimit: 1,
+        perDialTimeout: 5,
+      },
+      { privateKey },
+    )!;
+    return (await pool.host(conn).script(script, { summary: "look or reset" })).stdout;
+  } finally {
+    await pool.close();
+  }
+}
+
 /** Starts a real sshd with a fresh host key. */
 export async function startSshd(opts: SshdOptions): Promise<Sshd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-sshd-"));

@@ -79,8 +79,10 @@ export const MDADM_MAILADDR_SCRIPT = [
   `fi`,
 ].join("\n");
 
+/** Where Dom0Monitoring keeps what it records on the host. */
+export const MONITORING_STATE = "/var/lib/xen-estate/monitoring";
 /** Where the host records the smartd.conf smartd last started with (its SHA-256). */
-export const SMARTD_APPLIED = "/var/lib/xen-estate/monitoring/smartd.conf.sha256";
+export const SMARTD_APPLIED = `${MONITORING_STATE}/smartd.conf.sha256`;
 
 /**
  * Restarts smartd when the smartd.conf it last started with (recorded on the host) is not the one on disk, and
@@ -93,7 +95,7 @@ export const SMARTD_RESTART_SCRIPT = [
   `if [ "$(cat ${SMARTD_APPLIED} 2>/dev/null || true)" != "$want" ]; then`,
   `  systemctl enable --quiet smartmontools.service 2>/dev/null || true`,
   `  systemctl restart smartmontools.service`,
-  `  mkdir -p -m 755 ${SMARTD_APPLIED.slice(0, SMARTD_APPLIED.lastIndexOf("/"))}`,
+  `  mkdir -p -m 755 ${MONITORING_STATE}`,
   `  printf '%s\\n' "$want" > ${SMARTD_APPLIED}.tmp && mv -f -- ${SMARTD_APPLIED}.tmp ${SMARTD_APPLIED}`,
   `fi`,
 ].join("\n");
