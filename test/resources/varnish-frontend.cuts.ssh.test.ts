@@ -2,9 +2,10 @@
  * VarnishFrontend under cut connections (issue 15): for create, two updates (new sites: a VCL load; a new cache
  * size: a restart) and delete, the SSH path to a real sshd is dropped before, during and after each remote step in
  * turn; the next run (as the engine makes it) must converge: the VCL Varnish runs (`vcl.show`) is the file's, the
- * varnishd that runs has the drop-in's command line, there is exactly one drop-in, no half-written file, at most
- * `keepVcls` older VCLs of ours kept, and every site answers through Varnish; after delete, neither file is left
- * and varnishd runs with the package's own settings again.
+ * varnishd that runs has the drop-in's command line, varnish.service and varnishncsa.service each have exactly one
+ * drop-in (the declared one), no half-written file, at most `keepVcls` older VCLs of ours kept, and every site
+ * answers through Varnish; after delete, no file of ours or drop-in directory is left and varnishd runs with the
+ * package's own settings again.
  *
  * Real: sshd, bash, varnishd 7 (compiling, loading and serving every VCL), varnishadm, the HTTP backends. The sshd
  * runs in a network namespace of its own (Varnish's fixed admin port 6082 and port 80 are the namespace's) and a
@@ -33,6 +34,7 @@ import {
   resolveConnection,
   SshPool,
   VARNISH_DROP_IN,
+  VARNISHNCSA_DROP_IN,
   VARNISH_VCL,
   varnishFrontendKind,
   VERSION,
@@ -80,6 +82,7 @@ const mounts = {
 const local = (k: keyof typeof mounts): string => path.join(base, k);
 const sim = (): string => path.join(base, "sim");
 const dropInDir = (): string => path.join(local("systemd"), "varnish.service.d");
+const logDropInDir = (): string => path.join(local("systemd"), "varnishncsa.service.d");
 
 /** The systemctl SIMULATOR (see the file's header). */
 function systemctlSimulator(simDir: string): string {
@@ -247,6 +250,7 @@ const WAIT_RUNNING =
 async function resetFresh(): Promise<void> {
   fs.rmSync(path.join(local("backups"), "xen-estate"), { recursive: true, force: true });
   fs.rmSync(dropInDir(), { recursive: true, force: true });
+  fs.rmSync(logDropInDir(), { recursive: true, force: true });
   for (const f of fs.readdirSync(local("etcVarnish")))
     if (f !== "default.vcl" && f !== "secret") fs.rmSync(path.join(local("etcVarnish"), f));
   await admin.script("systemctl daemon-reload && systemctl restart varnish.service");
@@ -262,14 +266,18 @@ async function resetCreated(sites: Record<string, unknown>[]): Promise<VarnishFr
   const i = inputs(sites);
   fs.rmSync(path.join(local("backups"), "xen-estate"), { recursive: true, force: true });
   fs.rmSync(dropInDir(), { recursive: true, force: true });
+  fs.rmSync(logDropInDir(), { recursive: true, force: true });
   for (const f of fs.readdirSync(local("etcVarnish")))
     if (f !== "default.vcl" && f !== "secret") fs.rmSync(path.join(local("etcVarnish"), f));
   fs.mkdirSync(dropInDir(), { recursive: true });
+  fs.mkdirSync(logDropInDir(), { recursive: true });
   fs.writeFileSync(path.join(local("etcVarnish"), "xen-estate.vcl"), i.files[VARNISH_VCL]!);
   fs.writeFileSync(path.join(dropInDir(), "xen-estate.conf"), i.files[VARNISH_DROP_IN]!);
+  fs.writeFileSync(path.join(logDropInDir(), "xen-estate.conf"), i.files[VARNISHNCSA_DROP_IN]!);
   for (const [dir, base] of [
     ["etc/varnish", "xen-estate.vcl"],
     ["etc/systemd/system/varnish.service.d", "xen-estate.conf"],
+    ["etc/systemd/system/varnishncsa.service.d", "xen-estate.conf"],
   ] as const) {
     const d = path.join(local("backups"), "xen-estate", dir);
     fs.mkdirSync(d, { recursive: true, mode: 0o700 });
@@ -290,7 +298,7 @@ async function resetCreated(sites: Record<string, unknown>[]): Promise<VarnishFr
 
 /** Temp files a write left behind (`.<name>.xen-estate.XXXXXX`), in the directories the kind writes. */
 function leftovers(): string[] {
-  return [local("etcVarnish"), dropInDir()]
+  return [local("etcVarnish"), dropInDir(), logDropInDir()]
     .filter((d) => fs.existsSync(d))
     .flatMap((d) => fs.readdirSync(d).filter((f) => f.includes(".xen-estate.")));
 }
@@ -320,6 +328,11 @@ async function convergedOn(i: VarnishFrontendInputs): Promise<string | undefined
   if (dropIns.join(",") !== "xen-estate.conf") return `the drop-ins are [${dropIns.join(", ")}]`;
   if (fs.readFileSync(dropIn, "utf8") !== i.files[VARNISH_DROP_IN])
     return "the drop-in is not the declared one";
+  const logDropIns = fs.existsSync(logDropInDir()) ? fs.readdirSync(logDropInDir()) : [];
+  if (logDropIns.join(",") !== "xen-estate.conf")
+    return `varnishncsa's drop-ins are [${logDropIns.join(", ")}]`;
+  if (fs.readFileSync(path.join(logDropInDir(), "xen-estate.conf"), "utf8") !== i.files[VARNISHNCSA_DROP_IN])
+    return "varnishncsa's drop-in is not the declared one";
   if (leftovers().length > 0) return `left ${leftovers().join(", ")}`;
   const cmdline = await runningCommandLine();
   if (cmdline !== execStart(i.files[VARNISH_DROP_IN]))
@@ -344,6 +357,8 @@ async function convergedDeleted(): Promise<string | undefined> {
   if (fs.existsSync(path.join(local("etcVarnish"), "xen-estate.vcl"))) return `${VARNISH_VCL} is left`;
   if (fs.existsSync(dropInDir()))
     return `the drop-in directory is left, holding [${fs.readdirSync(dropInDir()).join(", ")}]`;
+  if (fs.existsSync(logDropInDir()))
+    return `varnishncsa's drop-in directory is left, holding [${fs.readdirSync(logDropInDir()).join(", ")}]`;
   if (leftovers().length > 0) return `left ${leftovers().join(", ")}`;
   const managed = path.join(local("backups"), "xen-estate", "etc", "varnish", ".xen-estate-managed");
   if (fs.existsSync(managed) && fs.readFileSync(managed, "utf8").includes("xen-estate.vcl"))

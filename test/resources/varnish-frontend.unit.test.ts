@@ -9,6 +9,7 @@ import {
   planDiff,
   sha256,
   VARNISH_DROP_IN,
+  VARNISHNCSA_DROP_IN,
   VARNISH_VCL,
   varnishFrontendKind,
   VERSION,
@@ -199,8 +200,10 @@ describe("loads and restarts that are owed", () => {
     const i = applied();
     const stale = fakeHost([
       {
-        match: /stat 2 file/,
-        answer: `file ${sha256(i.files[VARNISH_VCL]!)} root root 644\nfile ${sha256(i.files[VARNISH_DROP_IN]!)} root root 644\n`,
+        match: /stat 3 file/,
+        answer: [VARNISH_VCL, VARNISH_DROP_IN, VARNISHNCSA_DROP_IN]
+          .map((f) => `file ${sha256(i.files[f]!)} root root 644\n`)
+          .join(""),
       },
       {
         match: /which VCL varnish runs/,

@@ -99,9 +99,11 @@ export function fakeVarnishHost(runningVcl: string, write = "unchanged\n"): Fake
   return fakeHost([
     { match: /look for varnishd/, answer: "yes\n" },
     { match: /write \//, answer: write },
+    { match: /reload systemd's units/, answer: "" },
     { match: /restart varnish/, answer: "" },
     { match: /load and use the new VCL/, answer: "" },
     { match: /wait for varnish/, answer: "" },
+    { match: /start varnish's access log daemon/, answer: "" },
     { match: /wait until every site serves/, answer: "" },
     {
       match: /which VCL varnish runs/,

@@ -15,9 +15,11 @@ export {
   hostCondition,
   renderVcl,
   renderDropIn,
+  renderLogDropIn,
   VARNISH_VCL,
   VARNISH_DROP_IN,
   VARNISH_VALIDATE,
+  VARNISHNCSA_DROP_IN,
 } from "./plan";
 export { reloadScript } from "./scripts";
 

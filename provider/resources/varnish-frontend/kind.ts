@@ -1,8 +1,8 @@
 /**
  * VarnishFrontend's lifecycle: Varnish 7 on the dom0 routes HTTP by Host header to the estate's guests.
  *
- * It owns two files: the VCL and a drop-in for the package's varnish.service (listen addresses, cache size, that
- * VCL). A new VCL is compiled by `varnishd -C` before it replaces the old file, then loaded into the running
+ * It owns three files: the VCL, a drop-in for the package's varnish.service (listen addresses, cache size, that
+ * VCL), and one for its varnishncsa.service (try again until varnishd is there, instead of failing the boot). A new VCL is compiled by `varnishd -C` before it replaces the old file, then loaded into the running
  * varnishd, which keeps the cache and every open connection; only a change of listen addresses or cache size
  * restarts varnishd. What was loaded is recorded (`loadedVcl`, `appliedDropIn`): a load or restart that did not
  * happen (a timeout, a dropped connection) is done by the next `up` even though the files are already written, and
@@ -20,15 +20,18 @@ import { ensurePackage } from "../../remote/packages";
 import {
   checkSites,
   renderDropIn,
+  renderLogDropIn,
   renderVcl,
   VARNISH_DROP_IN,
   VARNISH_VALIDATE,
   VARNISH_VCL,
+  VARNISHNCSA_DROP_IN,
   type VarnishSite,
 } from "./plan";
 import {
   activeVclScript,
   dropInDigest,
+  LOG_DAEMON_SCRIPT,
   reloadScript,
   RESTART_SCRIPT,
   vclDigest,
@@ -134,6 +137,7 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
       files: renderedFiles(partial, (p) => ({
         [VARNISH_VCL]: renderVcl(p.sites),
         [VARNISH_DROP_IN]: renderDropIn(p),
+        [VARNISHNCSA_DROP_IN]: renderLogDropIn(),
       })),
     };
   },
@@ -178,13 +182,15 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
 
   async delete(ctx) {
     await removeRemoteFile(ctx.host, VARNISH_DROP_IN);
+    await removeRemoteFile(ctx.host, VARNISHNCSA_DROP_IN);
     await removeRemoteFile(ctx.host, VARNISH_VCL);
     // Back to the package's own settings (and its default.vcl), if Varnish runs at all.
-    // The drop-in directory was made for our drop-in (the package has none): gone with it when nothing else is in it.
-    const dropInDir = shellQuote(path.posix.dirname(VARNISH_DROP_IN));
+    // The drop-in directories were made for our drop-ins (the package has none): gone with them when nothing else is
+    // in them.
+    const dropInDirs = [VARNISH_DROP_IN, VARNISHNCSA_DROP_IN].map((f) => shellQuote(path.posix.dirname(f)));
     await ctx.host.script(
       [
-        `if [ -d ${dropInDir} ]; then rmdir --ignore-fail-on-non-empty -- ${dropInDir}; fi`,
+        ...dropInDirs.map((d) => `if [ -d ${d} ]; then rmdir --ignore-fail-on-non-empty -- ${d}; fi`),
         "systemctl daemon-reload",
         "if systemctl is-active --quiet varnish.service; then systemctl restart varnish.service; fi",
       ].join("\n"),
@@ -202,10 +208,15 @@ function ensureVarnish(ctx: Context, i: VarnishFrontendInputs): Promise<void> {
   });
 }
 
-/** Writes the VCL (compiled by varnishd first) and the drop-in. */
+/**
+ * Writes the VCL (compiled by varnishd first) and the drop-ins, then has systemd read the drop-ins: varnishncsa's
+ * takes effect at its next failure, varnish's at the restart {@link converge} decides on.
+ */
 async function writeFiles(ctx: Context, i: VarnishFrontendInputs): Promise<void> {
   await writeRemoteFile(ctx.host, VARNISH_VCL, i.files[VARNISH_VCL]!, { validate: VARNISH_VALIDATE });
   await writeRemoteFile(ctx.host, VARNISH_DROP_IN, i.files[VARNISH_DROP_IN]!, { mkdirs: true });
+  await writeRemoteFile(ctx.host, VARNISHNCSA_DROP_IN, i.files[VARNISHNCSA_DROP_IN]!, { mkdirs: true });
+  await ctx.host.script("systemctl daemon-reload", { summary: "reload systemd's units" });
 }
 
 /**
@@ -241,6 +252,14 @@ async function converge(
     summary: "wait for varnish",
     timeoutMs: (deadline + 60) * 1000,
   });
+  const logDaemon = await ctx.host.script(LOG_DAEMON_SCRIPT, {
+    summary: "start varnish's access log daemon",
+    timeoutMs: 120_000,
+  });
+  if (/^log-daemon failed$/m.test(logDaemon.stdout))
+    ctx.log.warn(
+      `varnishncsa.service (Varnish's access log) does not start on ${ctx.conn.host} although it is enabled; see: journalctl -u varnishncsa`,
+    );
   const r = await ctx.host.script(activeVclScript(), { summary: "which VCL varnish runs" });
   const activeVcl = /^active (\S+)$/m.exec(r.stdout)?.[1] ?? null;
   const runningSha = /^active-sha (\S+)$/m.exec(r.stdout)?.[1] ?? null;

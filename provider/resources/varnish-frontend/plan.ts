@@ -1,6 +1,7 @@
 /**
- * VarnishFrontend's arguments and planning: the sites, their checks, and the two files rendered from
- * templates/varnish-frontend/ (the VCL and the drop-in for the package's varnish.service). Pure.
+ * VarnishFrontend's arguments and planning: the sites, their checks, and the three files rendered from
+ * templates/varnish-frontend/ (the VCL, and drop-ins for the package's varnish.service and varnishncsa.service).
+ * Pure.
  */
 import { render } from "../../core/templates";
 import { Checker, isIPv4, UNKNOWN } from "../../core/validate";
@@ -10,6 +11,10 @@ export const VARNISH_VCL = "/etc/varnish/xen-estate.vcl";
 export const VARNISH_VALIDATE =
   'o=$(varnishd -C -f %s 2>&1 >/dev/null) || { echo "$o" | tail -n 30 >&2; exit 1; }';
 export const VARNISH_DROP_IN = "/etc/systemd/system/varnish.service.d/xen-estate.conf";
+/** The drop-in that makes the package's access log daemon wait for varnishd instead of failing the boot. */
+export const VARNISHNCSA_DROP_IN = "/etc/systemd/system/varnishncsa.service.d/xen-estate.conf";
+/** Seconds between varnishncsa's attempts to find varnishd (systemd's `RestartSec`). */
+export const VARNISHNCSA_RESTART_SECONDS = 5;
 
 export interface VarnishSite {
   /** VCL name of the backend: `site<index>`. */
@@ -53,6 +58,10 @@ export function renderDropIn(i: { listen: string[]; cacheMiB: number; keepVcls: 
     keepVcls: i.keepVcls,
     vclPath: VARNISH_VCL,
   });
+}
+
+export function renderLogDropIn(): string {
+  return render("varnish-frontend/varnishncsa-service.conf", { restartSeconds: VARNISHNCSA_RESTART_SECONDS });
 }
 
 export function checkSites(raw: Record<string, unknown>, c: Checker): VarnishSite[] | undefined {

@@ -26,6 +26,20 @@ export const RESTART_SCRIPT =
   "systemctl daemon-reload\nsystemctl enable --quiet varnish.service\nsystemctl restart varnish.service";
 
 /**
+ * Starts the package's access log daemon (varnishncsa.service) when it is enabled but not running, and prints
+ * `log-daemon failed` when it will not start. Installed beside a varnishd that had no shared memory yet, it failed at
+ * once, before its drop-in was there to make it try again. A host without the unit, or with it disabled, is left as
+ * it is.
+ */
+export const LOG_DAEMON_SCRIPT = [
+  "u=varnishncsa.service",
+  'if systemctl is-enabled --quiet "$u" 2>/dev/null && ! systemctl is-active --quiet "$u"; then',
+  '  systemctl reset-failed "$u" 2>/dev/null || true',
+  '  systemctl start "$u" >&2 || echo "log-daemon failed"',
+  "fi",
+].join("\n");
+
+/**
  * Waits until varnishd's child runs, up to `timeoutSeconds` by the clock (a busy host's CLI may take seconds per
  * answer, so counting attempts would not bound the wait); fails naming the journal when it does not.
  */

@@ -21,12 +21,13 @@ done
 lab_copy_base "the bare server"
 lab_identity bare
 
-# No Xen on a bare server: its packages are purged, so Dom0Host really installs them (through the lab's apt
-# proxy). Their maintainer scripts would try to stop services in the chroot: policy-rc.d forbids that.
+# No Xen and no Varnish on a bare server: their packages are purged, so Dom0Host and VarnishFrontend really install
+# them (through the lab's apt proxy; Varnish's libraries and C compiler stay, to keep that install short). Their
+# maintainer scripts would try to stop services in the chroot: policy-rc.d forbids that.
 printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
 chmod +x "$R/usr/sbin/policy-rc.d"
 chroot "$R" dpkg --purge xen-system-amd64 xen-hypervisor-4.17-amd64 xen-hypervisor-common xen-utils-4.17 \
-  xen-utils-common xenstore-utils >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; exit 1; }
+  xen-utils-common xenstore-utils varnish >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; exit 1; }
 rm -f "$R/usr/sbin/policy-rc.d" "$R"/boot/xen-*
 echo 'LABEL=bare-root / ext4 rw,noatime,errors=remount-ro 0 0' >"$R/etc/fstab"
 : >"$R/etc/resolv.conf"
