@@ -4,7 +4,9 @@
  * operator address and schedule) have the provider's SSH path dropped at each remote step in turn; the next run (as
  * the engine makes it) must converge: every file the declared one, mdadm.conf's arrays kept with one MAILADDR, the
  * fstab's `/` relatime and its other lines as they were, `/` remounted relatime, smartd running the declared
- * schedule, each original kept once as it was before the first write, no temp file left.
+ * schedule, each original kept once as it was before the first write, no temp file left. A delete with
+ * `onDelete: "restore"` must leave the originals back, the file xen-estate made gone, smartd running the restored
+ * schedule and its record on the host removed.
  *
  * Real: sshd, bash, the files in an overlay of this machine's /etc (a private mount namespace, as a host's own
  * sshd sees it: test/support/sshd.ts), the backups. Simulated (test/support/stub-commands.ts's way, on the PATH
@@ -18,7 +20,13 @@ import * as path from "node:path";
 import { createHash } from "node:crypto";
 import { BACKUP_ROOT, hostContext, shellQuote, VERSION, type Context } from "../../provider";
 import { dom0MonitoringKind, type Dom0MonitoringInputs } from "../../provider/resources/dom0-monitoring";
-import { ALIASES, DMA_CONF, SMARTD_CONF } from "../../provider/resources/dom0-monitoring/plan";
+import {
+  ALIASES,
+  DMA_CONF,
+  MONITORING_STATE,
+  SMARTD_APPLIED,
+  SMARTD_CONF,
+} from "../../provider/resources/dom0-monitoring/plan";
 import { planDiff } from "../../provider/framework/plan";
 import { ORIGINAL_SUFFIX } from "../../provider/remote/files";
 import { checked } from "../support/checked";
@@ -68,6 +76,8 @@ before(async () => {
     `case "$*" in`,
     `  "restart smartmontools.service") sha256sum < ${SMARTD_CONF} | cut -d' ' -f1 > ${smartdRunning()} ;;`,
     `  "enable --quiet smartmontools.service") ;;`,
+    // try-restart: smartd runs in this simulation whenever it has a recorded schedule.
+    `  "try-restart smartmontools.service") [ -f ${smartdRunning()} ] && sha256sum < ${SMARTD_CONF} | cut -d' ' -f1 > ${smartdRunning()} ;;`,
     `  *) echo "systemctl stub: unexpected: $*" >&2; exit 1 ;;`,
     `esac`,
   ]);
@@ -117,7 +127,7 @@ const SECOND = (): Dom0MonitoringInputs => inputs("oncall@example.org", "(S/../.
 async function resetBare(): Promise<void> {
   await direct(
     [
-      `rm -rf -- ${BACKUP_ROOT} /var/lib/xen-estate/monitoring /etc/dma`,
+      `rm -rf -- ${BACKUP_ROOT} ${MONITORING_STATE} /etc/dma`,
       `mkdir -p /etc/mdadm`,
       `printf '%s' ${shellQuote(FSTAB)} > /etc/fstab`,
       `printf '%s' ${shellQuote(MDADM)} > /etc/mdadm/mdadm.conf`,
@@ -234,10 +244,13 @@ const scenarios = (): CutScenario<unknown>[] => {
       },
       run: (ctx) => dom0MonitoringKind.delete(ctx, "127.0.0.1:monitoring", FIRST()),
       converged: async () => {
-        const host = await look([ALIASES, SMARTD_CONF, DMA_CONF]);
+        const host = await look([ALIASES, SMARTD_CONF, DMA_CONF, SMARTD_APPLIED]);
         if (host.files.get(ALIASES) !== ALIASES_ORIGINAL) return `${ALIASES} is not the original`;
         if (host.files.get(SMARTD_CONF) !== SMARTD_ORIGINAL) return `${SMARTD_CONF} is not the original`;
         if (host.files.get(DMA_CONF) !== null) return `${DMA_CONF} is still there`;
+        if (fs.readFileSync(smartdRunning(), "utf8").trim() !== sha256(SMARTD_ORIGINAL))
+          return "smartd does not run the restored schedule";
+        if (host.files.get(SMARTD_APPLIED) !== null) return `${SMARTD_APPLIED} is left`;
         return host.temps === "" ? undefined : `temp files left: ${host.temps}`;
       },
     },

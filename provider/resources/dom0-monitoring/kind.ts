@@ -24,6 +24,7 @@ import {
   renderMonitoringFiles,
   SMARTD_CONF,
   SMARTD_RESTART_SCRIPT,
+  SMARTD_RESTORED_SCRIPT,
   type MonitoringPlan,
 } from "./plan";
 
@@ -136,6 +137,9 @@ export const dom0MonitoringKind: Kind<Dom0MonitoringInputs, Dom0MonitoringOutput
       Object.keys(outs.files),
       outs.onDelete,
     );
+    // smartd reads its schedule at start only: the restored one needs a restart, as ours did.
+    if (outs.onDelete === "restore" && SMARTD_CONF in outs.files)
+      await ctx.host.script(SMARTD_RESTORED_SCRIPT, { summary: "restart smartd on the restored schedule" });
   },
 };
 

@@ -101,6 +101,21 @@ export const SMARTD_RESTART_SCRIPT = [
 ].join("\n");
 
 /**
+ * After `onDelete: "restore"` put the original smartd.conf back: restarts a running smartd when the schedule it last
+ * started with (the host's record) is not the file on disk, then drops the record (and the state directory when
+ * nothing else is in it). Keyed on the record like {@link SMARTD_RESTART_SCRIPT}, so a delete cut between the
+ * restore and the restart restarts on its retry; a smartd the operator stopped stays stopped.
+ */
+export const SMARTD_RESTORED_SCRIPT = [
+  `if [ -f ${SMARTD_CONF} ]; then want=$(sha256sum < ${SMARTD_CONF} | cut -d' ' -f1); else want=absent; fi`,
+  `if [ -f ${SMARTD_APPLIED} ] && [ "$(cat ${SMARTD_APPLIED})" != "$want" ]; then`,
+  `  systemctl try-restart smartmontools.service`,
+  `fi`,
+  `rm -f -- ${SMARTD_APPLIED}`,
+  `if [ -d ${MONITORING_STATE} ]; then rmdir --ignore-fail-on-non-empty -- ${MONITORING_STATE}; fi`,
+].join("\n");
+
+/**
  * Remounts `/` relatime when it runs strictatime now (the fstab says relatime from the next boot on). Keyed on the
  * live mount, not on whether this run changed the fstab: a run cut between the two leaves the next one an fstab
  * it finds right, and `/` still strictatime.
