@@ -109,7 +109,7 @@ async function assertSameHost(ctx: Context, kind: AnyKind, id: string, recorded:
 }
 
 /** Adds the common inputs back onto a kind's outputs so state always holds the complete picture. */
-function completeOuts(
+export function completeOuts(
   kind: AnyKind,
   inputs: Record<string, unknown>,
   outs: Record<string, unknown>,

@@ -37,15 +37,23 @@ function current(r: OldResource): Record<string, unknown> {
   return inputs!;
 }
 
+/** No replacement and no restart, settings or live change when `outputs` is upgraded and diffed against `inputs`. */
+function assertNoDisruption(
+  kind: string,
+  outputs: Record<string, unknown>,
+  inputs: Record<string, unknown>,
+): void {
+  const d = planDiff(kind, upgradeState(kind, outputs), inputs);
+  assert.deepEqual(d.replaces, [], JSON.stringify(d.changed));
+  for (const cls of ["restart", "settings", "live"])
+    assert.deepEqual(d.classes[cls] ?? [], [], `${cls}: ${JSON.stringify(d.changed)}`);
+}
+
 describe(`state written by xen-estate ${old.release}`, () => {
   for (const r of old.resources)
     test(`a ${r.kind} (${JSON.stringify(r.inputs.name ?? r.inputs.path ?? "")}) upgrades without a replacement, a restart or a guest rewrite`, () => {
-      const migrated = upgradeState(r.kind, r.outputs);
-      assert.equal(migrated[SCHEMA_KEY], 2);
-      const d = planDiff(r.kind, migrated, current(r));
-      assert.deepEqual(d.replaces, [], JSON.stringify(d.changed));
-      for (const cls of ["restart", "settings", "live"])
-        assert.deepEqual(d.classes[cls] ?? [], [], `${cls}: ${JSON.stringify(d.changed)}`);
+      assert.equal(upgradeState(r.kind, r.outputs)[SCHEMA_KEY], 2);
+      assertNoDisruption(r.kind, r.outputs, current(r));
     });
 
   test("a volume 0.1.0 was told to adopt is kept on delete, since 0.1.0 did not record whether it existed before", () => {
@@ -95,10 +103,7 @@ for (const file of later) {
       test(`a ${r.variant} upgrades without a replacement or a disruptive change`, () => {
         const { inputs, failures } = checkInputs(r.kind, r.program, r.inputs);
         assert.deepEqual(failures, []);
-        const d = planDiff(r.kind, upgradeState(r.kind, r.outputs), inputs!);
-        assert.deepEqual(d.replaces, [], JSON.stringify(d.changed));
-        for (const cls of ["restart", "settings", "live"])
-          assert.deepEqual(d.classes[cls] ?? [], [], `${cls}: ${JSON.stringify(d.changed)}`);
+        assertNoDisruption(r.kind, r.outputs, inputs!);
       });
   });
 }

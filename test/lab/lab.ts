@@ -341,13 +341,9 @@ function prioritise(pid: number, log: (line: string) => void): void {
   } catch (e) {
     refused.push(`nice: ${(e as Error).message}`);
   }
-  const autogroup = `/proc/${pid}/autogroup`;
-  if (
-    fs.existsSync("/proc/sys/kernel/sched_autogroup_enabled") &&
-    readOr("/proc/sys/kernel/sched_autogroup_enabled").trim() === "1"
-  )
+  if (readOr("/proc/sys/kernel/sched_autogroup_enabled").trim() === "1")
     try {
-      fs.writeFileSync(autogroup, String(nice));
+      fs.writeFileSync(`/proc/${pid}/autogroup`, String(nice));
     } catch (e) {
       refused.push(`autogroup: ${(e as Error).message}`);
     }

@@ -13,7 +13,7 @@
  */
 import { checkInputs, VERSION } from "../../provider";
 import { kindOf } from "../../provider/framework/registry";
-import { SCHEMA_KEY } from "../../provider/framework/plan";
+import { completeOuts } from "../../provider/framework/runtime";
 import { kindVariants } from "./kind-inputs";
 import { recordLifecycle } from "./recording-host";
 
@@ -58,10 +58,8 @@ export async function stateFixture(): Promise<StateFixture> {
       throw new Error(
         `${v.name}: create failed against the simulator: ${create?.error?.message ?? "no outputs"}`,
       );
-    const kind = kindOf(v.kind);
-    const outputs: Record<string, unknown> = { ...outs };
-    outputs[SCHEMA_KEY] = kind.schemaVersion ?? 1;
-    if (typeof outputs.hostId !== "string") outputs.hostId = FIXTURE_HOST_ID;
+    // As the runtime records a create's outputs: the schema version, the common inputs, the machine.
+    const outputs = completeOuts(kindOf(v.kind), inputs, outs, FIXTURE_HOST_ID);
     resources.push({
       kind: v.kind,
       variant: v.name,

@@ -2,9 +2,9 @@
  * VarnishFrontend's lifecycle: Varnish 7 on the dom0 routes HTTP by Host header to the estate's guests.
  *
  * It owns three files: the VCL, a drop-in for the package's varnish.service (listen addresses, cache size, that
- * VCL), and one for its varnishncsa.service (try again until varnishd is there, instead of failing the boot). A new VCL is compiled by `varnishd -C` before it replaces the old file, then loaded into the running
- * varnishd, which keeps the cache and every open connection; only a change of listen addresses or cache size
- * restarts varnishd. What was loaded is recorded (`loadedVcl`, `appliedDropIn`): a load or restart that did not
+ * VCL), and one for its varnishncsa.service (try again until varnishd is there, instead of failing the boot). A new
+ * VCL is compiled by `varnishd -C` before it replaces the old file, then loaded into the running varnishd, which
+ * keeps the cache and every open connection; only a change of listen addresses or cache size restarts varnishd. What was loaded is recorded (`loadedVcl`, `appliedDropIn`): a load or restart that did not
  * happen (a timeout, a dropped connection) is done by the next `up` even though the files are already written, and
  * refresh compares the VCL Varnish runs with the file.
  */
