@@ -11,13 +11,14 @@
 // lab (QEMU + Xen).
 //
 // Schedule (DEVELOPERS.md): after the build, two lanes run side by side. The host lane runs lint, the API docs,
-// unit, ssh and engine. The lab lane runs at the same time (one emulated machine at a time): it boots each lab
-// machine the files declared (test/lab/shared.ts), runs every file that declared it on it, one after another, and
-// boots the next; a file that leaves its machine dirty fails, and the next file gets a freshly booted machine. Lab
-// files that declare no machine (the walkthrough boots its own bare server) run last, with no machine of the
-// runner's running. Neither lane's suites may depend on the machine being idle: a deadline is set for a busy
-// machine or replaced by a readiness check (DEVELOPERS.md, "Deadlines and flakes"). `--serial` runs the lanes one
-// after the other instead (host lane first), to measure what the overlap saves or to rule it out.
+// unit, ssh and engine, one at a time until the lab lane is done, then two at a time. The lab lane runs at the same
+// time (one emulated machine at a time): it boots each lab machine the files declared (test/lab/shared.ts), runs
+// every file that declared it on it, one after another, and boots the next; a file that leaves its machine dirty
+// fails, and the next file gets a freshly booted machine. Lab files that declare no machine (the walkthrough boots
+// its own bare server) run last, with no machine of the runner's running. Neither lane's suites may depend on the
+// machine being idle: a deadline is set for a busy machine or replaced by a readiness check (DEVELOPERS.md,
+// "Deadlines and flakes"). `--serial` runs the lanes one after the other instead (host lane first), to measure what
+// the overlap saves or to rule it out.
 // Files declaring `slowTier(…)` (test/support/tier.ts) run only with --slow.
 // XEN_ESTATE_TIMINGS=FILE: append the table's rows to FILE (for .ci/run) instead of printing the table.
 import { spawn, spawnSync } from "node:child_process";
@@ -214,15 +215,37 @@ const note = (ok) => {
   return ok;
 };
 
-// The host lane: lint and the suites that need no lab machine.
-const hostLane = (async () => {
-  if (flags.has("--lint")) note(await timed("lint", () => run("npm", ["run", "--silent", "lint"])));
-  if (flags.has("--docs")) note(await timed("docs (TypeDoc)", () => run("npm", ["run", "--silent", "docs"])));
-  for (const suite of ["unit", "ssh", "engine"]) {
-    const these = files.filter((f) => suiteOf(f) === suite);
-    if (these.length > 0) note(await timed(suite, () => nodeTest(these), `${these.length} files`));
+// The host lane: lint, the API docs and the suites that need no lab machine, in this order. One worker runs them
+// while the lab lane runs (the emulated machine wants both cores); once the lab lane is done, a second worker takes
+// the next job waiting, so the run's tail does not use one core of two. Jobs that run side by side keep their test
+// hosts apart: each file's namespaces, addresses, ports and loop devices are its own (test/support).
+const hostJobs = [];
+if (flags.has("--lint"))
+  hostJobs.push({ name: "lint", run: (prefix) => run("npm", ["run", "--silent", "lint"], {}, prefix) });
+if (flags.has("--docs"))
+  hostJobs.push({
+    name: "docs (TypeDoc)",
+    run: (prefix) => run("npm", ["run", "--silent", "docs"], {}, prefix),
+  });
+for (const suite of ["unit", "ssh", "engine"]) {
+  const these = files.filter((f) => suiteOf(f) === suite);
+  if (these.length > 0)
+    hostJobs.push({
+      name: suite,
+      note: `${these.length} files`,
+      run: (prefix) => nodeTest(these, {}, prefix),
+    });
+}
+/** Runs the host lane's jobs one after another until none is waiting; the second worker's lines carry the job's name. */
+async function hostWorker(second) {
+  for (let job = hostJobs.shift(); job; job = hostJobs.shift()) {
+    const { name, note: why, run: go } = job;
+    const prefix = second ? `[${name.split(" ")[0]}] ` : "";
+    const said = [why, second && "the second worker's, after the lab lane"].filter(Boolean).join("; ");
+    note(await timed(name, () => go(prefix), said || undefined));
   }
-})();
+}
+const hostLane = hostWorker(false);
 
 // The lab lane.
 const labLane = (async () => {
@@ -314,5 +337,7 @@ const labLane = (async () => {
   }
 })();
 
-await Promise.all([hostLane, labLane]);
+// The second host worker, once the lab lane no longer needs the cores (with --serial the host lane is done by then).
+const secondHostWorker = labLane.then(() => hostWorker(true));
+await Promise.all([hostLane, labLane, secondHostWorker]);
 finish(failed ? 1 : 0);

@@ -43,7 +43,7 @@ before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-linode-engine-"));
   disks = new Disks(dir);
   key = await generateKey(dir, "client");
-  link = new ShapedLink(`xele${process.pid % 100000}`, `10.232.${(process.pid % 200) + 20}`, "1gbit");
+  link = new ShapedLink(`xele${process.pid % 100000}`, `10.234.${(process.pid % 200) + 20}`, "1gbit");
   await link.up();
   source = await startSshd({
     authorizedKeys: [key.publicKey],
