@@ -208,7 +208,7 @@ export function writeFileScript(path: string, content: string | Buffer, opts: Wr
     `  cp -p -- ${q} "$backup"`,
     ...(backupMode ? [`  chmod ${backupMode} "$backup"`] : []),
     // The first time xen-estate writes over a file, that file is the original: kept apart, never rotated away.
-    `  if ! grep -qs -F ${shellQuote(base)} ${shellQuote(`${backupDir}/.xen-estate-managed`)}; then`,
+    `  if ! grep -qsxF -e ${shellQuote(base)} ${shellQuote(`${backupDir}/.xen-estate-managed`)}; then`,
     `    [ -e ${shellQuote(original)} ] || cp -p -- ${q} ${shellQuote(original)}`,
     ...(backupMode ? [`    chmod ${backupMode} ${shellQuote(original)}`] : []),
     `    original=${shellQuote(original)}`,
@@ -216,7 +216,7 @@ export function writeFileScript(path: string, content: string | Buffer, opts: Wr
     `  ls -1t -- ${shellQuote(`${backupDir}/${base}.`)}2* 2>/dev/null | tail -n +${BACKUPS_KEPT + 1} | xargs -r -d '\\n' rm -f --`,
     `fi`,
     `mkdir -p -m 700 ${shellQuote(backupDir)}`,
-    `grep -qsx -F ${shellQuote(base)} ${shellQuote(`${backupDir}/.xen-estate-managed`)} || printf '%s\\n' ${shellQuote(base)} >> ${shellQuote(`${backupDir}/.xen-estate-managed`)}`,
+    `grep -qsxF -e ${shellQuote(base)} ${shellQuote(`${backupDir}/.xen-estate-managed`)} || printf '%s\\n' ${shellQuote(base)} >> ${shellQuote(`${backupDir}/.xen-estate-managed`)}`,
     `sync -- "$tmp" 2>/dev/null || true`,
     `mv -f -- "$tmp" ${q}`,
     `trap - EXIT`,

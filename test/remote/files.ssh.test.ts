@@ -180,6 +180,19 @@ describe("originals and regular files only", () => {
     assert.equal(fs.readFileSync(f, "utf8"), "Port 22 # the original\n");
   });
 
+  test("a file whose name is part of a managed file's name still has its original kept and put back", async () => {
+    // xen-estate manages /etc/default/xendomains; /etc/default/xen beside it is another file with an original of its own.
+    const longer = path.join(dir, "xendomains");
+    const shorter = path.join(dir, "xen");
+    fs.writeFileSync(longer, "XENDOMAINS_SAVE= # the original\n");
+    fs.writeFileSync(shorter, "TOOLSTACK=xl # the original\n");
+    await remoteFileKind.create(ctx(), inputs(longer, "managed\n"), () => undefined);
+    const outs = await remoteFileKind.create(ctx(), inputs(shorter, "managed\n"), () => undefined);
+    assert.ok(outs.previousBackup?.endsWith(".original"), String(outs.previousBackup));
+    await remoteFileKind.delete(ctx(), "id", outs);
+    assert.equal(fs.readFileSync(shorter, "utf8"), "TOOLSTACK=xl # the original\n");
+  });
+
   test("destroy refuses, and removes nothing, when the original it must put back is gone", async () => {
     const f = path.join(dir, "issue");
     fs.writeFileSync(f, "original\n");
