@@ -108,13 +108,27 @@ function run(cmd, argv, env = {}, prefix = "") {
   });
 }
 
-const nodeTest = (files, env = {}, prefix = "") =>
-  run(
-    process.execPath,
-    ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
-    { XEN_ESTATE_TEST_TIER: tier, ...env },
-    prefix,
-  );
+/**
+ * Each suite runs in a mount namespace of its own (root, with util-linux's unshare): a filesystem one suite mounts
+ * for a moment (a loop device's) is never copied into a namespace another suite creates meanwhile (`ip netns exec`,
+ * a sandboxed sshd), where it would stay mounted and keep the device busy after the suite's own umount. This
+ * machine's mounts are private, so nothing of one suite's reaches another's; /run/netns stays shared
+ * (`--propagation unchanged`), so every suite sees every network namespace.
+ */
+const ownMounts =
+  process.getuid?.() === 0 &&
+  spawnSync("unshare", ["--mount", "--propagation", "unchanged", "true"], { stdio: "ignore" }).status === 0;
+const nodeTest = (files, env = {}, prefix = "") => {
+  const argv = ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files];
+  return ownMounts
+    ? run(
+        "unshare",
+        ["--mount", "--propagation", "unchanged", "--", process.execPath, ...argv],
+        { XEN_ESTATE_TEST_TIER: tier, ...env },
+        prefix,
+      )
+    : run(process.execPath, argv, { XEN_ESTATE_TEST_TIER: tier, ...env }, prefix);
+};
 /** The prefix of the lab lane's lines, unless the lanes run one after the other. */
 const LAB = flags.has("--serial") ? "" : "[lab] ";
 
