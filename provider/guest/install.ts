@@ -113,10 +113,16 @@ function withRootMounted(g: GuestInputs, body: string[]): string {
       `[ "$rc" = 0 ] || [ "$rc" = 2 ] || { xe_say ${shellQuote(`blkid cannot read ${root.path}`)}; exit 1; }`,
       `if [ "$fs" != ext4 ]; then xe_refuse ${shellQuote(`the guest's root disk must hold ext4; ${root.path} holds `)} "\${fs:-nothing}"; fi`,
       `mnt=$(mktemp -d /run/xen-estate-install.XXXXXX)`,
-      `trap 'umount "$mnt" 2>/dev/null; rmdir "$mnt"' EXIT`,
+      `xe_unmount() { [ -z "$mnt" ] || { umount -- "$mnt" 2>/dev/null; rmdir -- "$mnt" 2>/dev/null; }; mnt=; }`,
+      `trap xe_unmount EXIT`,
       `mount -- ${dev} "$mnt"`,
       ...body,
       `sync`,
+      // Unmounted before the disk's lock goes: the next install of this disk, waiting for the lock, must not find it
+      // still mounted here and refuse it.
+      `umount -- "$mnt"`,
+      `rmdir -- "$mnt"`,
+      `mnt=`,
     ].join("\n"),
     3600,
     deviceLock(root.path),
@@ -170,7 +176,7 @@ export function installScript(g: GuestInputs, swapVdevs: readonly string[] = [])
       ...(wgetrc.length > 0
         ? [
             `auth=$(mktemp -d /run/xen-estate-auth.XXXXXX); chmod 700 "$auth"`,
-            `trap 'umount "$mnt" 2>/dev/null; rmdir "$mnt"; rm -rf -- "$auth"' EXIT`,
+            `trap 'xe_unmount; rm -rf -- "$auth"' EXIT`,
             `printf '%s\\n' ${wgetrc.map(shellQuote).join(" ")} > "$auth/wgetrc"; chmod 600 "$auth/wgetrc"`,
             `export WGETRC="$auth/wgetrc"`,
           ]

@@ -361,6 +361,18 @@ describe("unattended install", () => {
     assert.equal(spawnSync("bash", ["-n"], { input: script }).status, 0);
   });
 
+  test("the guest's disk is unmounted before its lock is released, so the next install of it never finds it mounted", () => {
+    for (const install of [{ debootstrap: {} }, { image: "/srv/images/rootfs.tar.gz" }]) {
+      const script = installScript(ok("NatDomU", { ...nat, install }));
+      const unmount = script.lastIndexOf(`umount -- "$mnt"`);
+      const release = script.lastIndexOf("exec 7>&-");
+      assert.ok(
+        unmount > 0 && release > unmount,
+        `umount at ${unmount}, the disk lock released at ${release}`,
+      );
+    }
+  });
+
   test("an empty proxy is no proxy (as an empty value is absent everywhere), not a check that silently fails", () => {
     const g = ok("NatDomU", { ...nat, install: { debootstrap: { proxy: "" } } });
     assert.equal(g.install?.debootstrap?.proxy, null);
