@@ -33,7 +33,7 @@ import { APT_CONF, DEBIAN_SOURCES } from "../../provider/resources/dom0-packages
 import { planDiff } from "../../provider/framework/plan";
 import { ORIGINAL_SUFFIX } from "../../provider/remote/files";
 import { checked } from "../support/checked";
-import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
+import { CutRelay, describeCutMatrix, lookAtHost, type CutScenario } from "../support/cut-matrix";
 import { withStubs } from "../support/stub-commands";
 import { freePort, generateKey, runDirect, startHostOwnSshd, type KeyPair, type Sshd } from "../support/sshd";
 
@@ -185,23 +185,8 @@ async function resetBare(): Promise<void> {
 }
 
 /** Files as the host's sessions see them (null: absent), and the temp files left beside ours, in one SSH call. */
-async function look(files: readonly string[]): Promise<{ files: Map<string, string | null>; temps: string }> {
-  const out = await direct(
-    [
-      ...files.map(
-        (f) =>
-          `if [ -f ${shellQuote(f)} ]; then echo "file $(base64 -w0 < ${shellQuote(f)})"; else echo "file -"; fi`,
-      ),
-      `echo "temps $(find /etc/apt -maxdepth 2 -name '.*.xen-estate.*' 2>/dev/null | tr '\\n' ' ')"`,
-    ].join("\n"),
-  );
-  const lines = out.split("\n");
-  const seen = new Map<string, string | null>();
-  files.forEach((f, n) => {
-    const v = lines[n]!.slice("file ".length);
-    seen.set(f, v === "-" ? null : Buffer.from(v, "base64").toString("utf8"));
-  });
-  return { files: seen, temps: (lines[files.length] ?? "").slice("temps ".length).trim() };
+function look(files: readonly string[]): ReturnType<typeof lookAtHost> {
+  return lookAtHost(direct, files, `find /etc/apt -maxdepth 2 -name '.*.xen-estate.*'`);
 }
 
 const original = (file: string): string => `${BACKUP_ROOT}${file}${ORIGINAL_SUFFIX}`;

@@ -20,7 +20,14 @@
 import assert from "node:assert/strict";
 import * as net from "node:net";
 import { after, describe, test } from "node:test";
-import { Checker, resolveConnection, SshPool, type Context, type RemoteHost } from "../../provider";
+import {
+  Checker,
+  resolveConnection,
+  shellQuote,
+  SshPool,
+  type Context,
+  type RemoteHost,
+} from "../../provider";
 import { runTier } from "./tier";
 
 /** A TCP relay to `target`, whose every connection can be dropped at once. */
@@ -320,4 +327,32 @@ export function describeCutMatrix<Out>(
         });
     },
   );
+}
+
+/**
+ * Files as a host's sessions see them (null: absent) and the temp files a write left behind (the paths `temps`, a
+ * `find …` command, prints, joined by spaces), in one call of `run` (a script run as root straight to the host's
+ * sshd, not through the relay).
+ */
+export async function lookAtHost(
+  run: (script: string) => Promise<string>,
+  files: readonly string[],
+  temps: string,
+): Promise<{ files: Map<string, string | null>; temps: string }> {
+  const out = await run(
+    [
+      ...files.map(
+        (f) =>
+          `if [ -f ${shellQuote(f)} ]; then echo "file $(base64 -w0 < ${shellQuote(f)})"; else echo "file -"; fi`,
+      ),
+      `echo "temps $(${temps} 2>/dev/null | tr '\\n' ' ')"`,
+    ].join("\n"),
+  );
+  const lines = out.split("\n");
+  const seen = new Map<string, string | null>();
+  files.forEach((f, n) => {
+    const v = lines[n]!.slice("file ".length);
+    seen.set(f, v === "-" ? null : Buffer.from(v, "base64").toString("utf8"));
+  });
+  return { files: seen, temps: (lines[files.length] ?? "").slice("temps ".length).trim() };
 }
