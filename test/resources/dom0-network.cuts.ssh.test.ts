@@ -1,7 +1,8 @@
 /**
  * Dom0Network (a Dom0Host concern) under cut connections (issue 15): a create (the bridge's netplan file, the
- * sysctls and the modules file, the sysctls applied), the same create on Debian (the interfaces file) and an update
- * (another address, IPv6, proxy ARP on, bridge netfilter off) have the provider's SSH path dropped at each remote
+ * sysctls and the modules file, the sysctls applied), the same create on Debian (the interfaces file), an update
+ * (another address, IPv6, proxy ARP on, bridge netfilter off) and the update back (IPv6 forwarding and proxy ARP
+ * turned off live, not only in the file) have the provider's SSH path dropped at each remote
  * step in turn; the next run (as the engine makes it) must converge: every file the declared one with its mode (the
  * netplan file 600), each original kept once as the installer left it and no original for a file it did not have,
  * each file listed once as managed, no temp file left (in /etc, nor netplan's scratch root), and the namespace's
@@ -315,10 +316,15 @@ function sysctlsOf(conf: string): Map<string, string> {
   return m;
 }
 
-/** Why the namespace's live sysctls are not those of `conf`, or undefined. */
+/**
+ * Why the namespace's live sysctls are not those of `conf`, or undefined. A key the file leaves out must have the
+ * value a fresh boot gives it (nothing else here sets it): an update that turned proxy ARP or IPv6 forwarding off
+ * must not leave it on.
+ */
 async function sysctlProblem(conf: string): Promise<string | undefined> {
   const want = sysctlsOf(conf);
   if (want.size === 0) return "the declared sysctl file sets nothing";
+  for (const [k, v] of Object.entries(FRESH_SYSCTLS)) if (!want.has(k)) want.set(k, v);
   const keys = [...want.keys()];
   const live = (await inNs(`sysctl -n ${keys.join(" ")}`)).stdout.trim().split("\n");
   const wrong = keys.flatMap((k, n) => (live[n]?.trim() === want.get(k) ? [] : [`${k}=${live[n]?.trim()}`]));
@@ -428,6 +434,25 @@ const scenarios = (): CutScenario<Dom0NetworkOutputs>[] => {
         return outs;
       },
       converged: () => convergedOn(SECOND(), outs),
+    },
+    {
+      // And back: IPv6 and proxy ARP dropped, so their forwarding keys must go off live, not only in the file.
+      operation: "update back (one address, no IPv6, no proxy ARP, bridge netfilter)",
+      reset: async () => {
+        outs = undefined;
+        olds = await resetCreated(SECOND());
+      },
+      run: async (ctx) => {
+        outs = await dom0NetworkKind.update(
+          ctx,
+          "127.0.0.1:network",
+          olds,
+          FIRST(),
+          planDiff("Dom0Network", { ...olds }, { ...FIRST() }),
+        );
+        return outs;
+      },
+      converged: () => convergedOn(FIRST(), outs),
     },
     {
       // onDelete "restore": the installer's netplan file goes back, the files xen-estate made go to the backups.

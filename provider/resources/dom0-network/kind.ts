@@ -30,7 +30,8 @@ import {
   netplanValidate,
   probeScript,
   renderNetworkFiles,
-  SYSCTL_SCRIPT,
+  sysctlScript,
+  sysctlsTurnedOff,
   type NetworkPlan,
 } from "./plan";
 
@@ -168,8 +169,8 @@ export const dom0NetworkKind: Kind<Dom0NetworkInputs, Dom0NetworkOutputs> = {
     return { ...outs, files: await observeFiles(ctx, outs.files) };
   },
 
-  async update(ctx, _id, _olds, news) {
-    return apply(ctx, news);
+  async update(ctx, _id, olds, news) {
+    return apply(ctx, news, sysctlsTurnedOff(olds, news));
   },
 
   async delete(ctx, _id, outs) {
@@ -187,7 +188,12 @@ function digest(i: Dom0NetworkInputs): string {
   return sha256(net ?? "").slice(0, 16);
 }
 
-async function apply(ctx: Context, i: Dom0NetworkInputs): Promise<Dom0NetworkOutputs> {
+/** Writes the files and applies the sysctls; `turnedOff`: optional keys the last `up` had on and this one leaves out. */
+async function apply(
+  ctx: Context,
+  i: Dom0NetworkInputs,
+  turnedOff: readonly string[] = [],
+): Promise<Dom0NetworkOutputs> {
   if (containsUnknown(i)) throw new Error("Dom0Network inputs are not known");
   // The uplink must be the NIC the declared MAC belongs to: a wrong name or MAC would leave the host offline after
   // the reboot. Known only on the host.
@@ -214,6 +220,6 @@ async function apply(ctx: Context, i: Dom0NetworkInputs): Promise<Dom0NetworkOut
     [INTERFACES]: { validate: INTERFACES_VALIDATE },
     [i.netplanFile]: { mode: "600", validate: netplanValidate(i.netplanFile) },
   });
-  await ctx.host.script(SYSCTL_SCRIPT, { summary: "apply the sysctls" });
+  await ctx.host.script(sysctlScript(turnedOff), { summary: "apply the sysctls" });
   return { ...i, networkDigest: digest(i) };
 }

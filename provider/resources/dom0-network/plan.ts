@@ -59,8 +59,39 @@ export function renderNetworkFiles(p: NetworkPlan): Record<string, string> {
   };
 }
 
-/** The sysctls applied now (they need no reboot); br_netfilter first, or the net.bridge keys do not exist. */
-export const SYSCTL_SCRIPT = [`modprobe br_netfilter`, `sysctl -q -p ${SYSCTL} >&2`].join("\n");
+/** The keys the sysctl file turns on only when asked (else it leaves them out, to the kernel's default of 0). */
+export function optionalSysctls(p: Pick<NetworkPlan, "ipv6" | "proxyArp">): string[] {
+  return [
+    ...(p.ipv6 !== null ? ["net.ipv6.conf.all.forwarding"] : []),
+    ...(p.proxyArp ? ["net.ipv4.conf.all.proxy_arp"] : []),
+  ];
+}
+
+/** The optional keys `before` turned on that `after` leaves out: their live value must go back to what boot gives. */
+export function sysctlsTurnedOff(
+  before: Pick<NetworkPlan, "ipv6" | "proxyArp">,
+  after: Pick<NetworkPlan, "ipv6" | "proxyArp">,
+): string[] {
+  const kept = new Set(optionalSysctls(after));
+  return optionalSysctls(before).filter((k) => !kept.has(k));
+}
+
+/**
+ * The sysctls applied now (they need no reboot); br_netfilter first, or the net.bridge keys do not exist. A key
+ * turned off (`turnedOff`, from {@link sysctlsTurnedOff}) is set back to the kernel's default, then to what the
+ * system's other sysctl files say about it, in boot's order: the live value is the one the next boot gives.
+ */
+export function sysctlScript(turnedOff: readonly string[] = []): string {
+  const reset =
+    turnedOff.length === 0
+      ? []
+      : [
+          ...turnedOff.map((k) => `sysctl -q -w ${k}=0 >&2`),
+          // procps matches the pattern against the key as the file spells it, blanks before `=` included.
+          `sysctl -q -e --pattern ${shellQuote(`^(${turnedOff.map((k) => k.replace(/\./g, "\\.")).join("|")})([[:space:]=]|$)`)} --system >&2`,
+        ];
+  return [`modprobe br_netfilter`, ...reset, `sysctl -q -p ${SYSCTL} >&2`].join("\n");
+}
 
 /** The check of a new interfaces file: ifupdown parses it (`%s` is the temp file). */
 export const INTERFACES_VALIDATE = "ifquery --interfaces=%s --list >/dev/null";
