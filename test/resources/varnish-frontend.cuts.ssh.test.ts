@@ -108,7 +108,11 @@ stop() {
   fi
   rm -f "$sim/pid"
 }
-start() { read -ra cmd < "$sim/loaded"; setsid "\${cmd[@]}" </dev/null >>"$sim/varnishd.log" 2>&1 & echo $! > "$sim/pid"; }
+# Started as systemd's Type=exec: the job ends once the process runs varnishd itself, not while it is still setsid.
+start() {
+  read -ra cmd < "$sim/loaded"; setsid "\${cmd[@]}" </dev/null >>"$sim/varnishd.log" 2>&1 & p=$!; echo "$p" > "$sim/pid"
+  exe=$(readlink -f -- "\${cmd[0]}"); for i in $(seq 200); do [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$exe" ] && break; kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+}
 # A job of the service manager: it runs to its end even when its caller goes away, one job of the unit at a time.
 job() { setsid flock "$sim/job.lock" bash -c "sim=$sim; $(declare -f alive stop start); $1" </dev/null >/dev/null 2>&1 & wait $!; }
 case "\${args[0]}" in
