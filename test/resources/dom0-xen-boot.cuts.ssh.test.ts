@@ -33,7 +33,7 @@ import { GRUB_XEN, XENDOMAINS, XL_CONF } from "../../provider/resources/dom0-xen
 import { planDiff } from "../../provider/framework/plan";
 import { ORIGINAL_SUFFIX } from "../../provider/remote/files";
 import { checked } from "../support/checked";
-import { CutRelay, describeCutMatrix, type CutScenario } from "../support/cut-matrix";
+import { CutRelay, describeCutMatrix, lookAtHost, type CutScenario } from "../support/cut-matrix";
 import { withStubs } from "../support/stub-commands";
 import { freePort, generateKey, runDirect, startHostOwnSshd, type KeyPair, type Sshd } from "../support/sshd";
 
@@ -232,27 +232,13 @@ async function resetBare(regenerate = false): Promise<void> {
 async function look(
   files: readonly string[],
 ): Promise<{ files: Map<string, string | null>; auto: boolean; temps: string }> {
-  const out = await direct(
-    [
-      ...files.map(
-        (f) =>
-          `if [ -f ${shellQuote(f)} ]; then echo "file $(base64 -w0 < ${shellQuote(f)})"; else echo "file -"; fi`,
-      ),
-      `if [ -d /etc/xen/auto ]; then echo auto; else echo "no auto"; fi`,
-      `echo "temps $(find /etc/default /etc/xen -maxdepth 2 -name '.*.xen-estate.*' 2>/dev/null | tr '\\n' ' ')"`,
-    ].join("\n"),
+  const host = await lookAtHost(
+    direct,
+    files,
+    "find /etc/default /etc/xen -maxdepth 2 -name '.*.xen-estate.*'",
+    ["/etc/xen/auto"],
   );
-  const lines = out.split("\n");
-  const seen = new Map<string, string | null>();
-  files.forEach((f, n) => {
-    const v = lines[n]!.slice("file ".length);
-    seen.set(f, v === "-" ? null : Buffer.from(v, "base64").toString("utf8"));
-  });
-  return {
-    files: seen,
-    auto: lines[files.length] === "auto",
-    temps: (lines[files.length + 1] ?? "").slice("temps ".length).trim(),
-  };
+  return { files: host.files, auto: host.dirs.has("/etc/xen/auto"), temps: host.temps };
 }
 
 const original = (file: string): string => `${BACKUP_ROOT}${file}${ORIGINAL_SUFFIX}`;

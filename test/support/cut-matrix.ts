@@ -330,21 +330,23 @@ export function describeCutMatrix<Out>(
 }
 
 /**
- * Files as a host's sessions see them (null: absent) and the temp files a write left behind (the paths `temps`, a
- * `find …` command, prints, joined by spaces), in one call of `run` (a script run as root straight to the host's
- * sshd, not through the relay).
+ * Files as a host's sessions see them (null: absent), which of `dirs` are directories, and the temp files a write
+ * left behind (the paths `temps`, a `find …` command, prints, joined by spaces), in one call of `run` (a script run
+ * as root straight to the host's sshd, not through the relay).
  */
 export async function lookAtHost(
   run: (script: string) => Promise<string>,
   files: readonly string[],
   temps: string,
-): Promise<{ files: Map<string, string | null>; temps: string }> {
+  dirs: readonly string[] = [],
+): Promise<{ files: Map<string, string | null>; dirs: Set<string>; temps: string }> {
   const out = await run(
     [
       ...files.map(
         (f) =>
           `if [ -f ${shellQuote(f)} ]; then echo "file $(base64 -w0 < ${shellQuote(f)})"; else echo "file -"; fi`,
       ),
+      ...dirs.map((d) => `if [ -d ${shellQuote(d)} ]; then echo "dir yes"; else echo "dir no"; fi`),
       `echo "temps $(${temps} 2>/dev/null | tr '\\n' ' ')"`,
     ].join("\n"),
   );
@@ -354,5 +356,10 @@ export async function lookAtHost(
     const v = lines[n]!.slice("file ".length);
     seen.set(f, v === "-" ? null : Buffer.from(v, "base64").toString("utf8"));
   });
-  return { files: seen, temps: (lines[files.length] ?? "").slice("temps ".length).trim() };
+  const isDir = new Set(dirs.filter((_, n) => lines[files.length + n] === "dir yes"));
+  return {
+    files: seen,
+    dirs: isDir,
+    temps: (lines[files.length + dirs.length] ?? "").slice("temps ".length).trim(),
+  };
 }
