@@ -413,47 +413,35 @@ const scenarios = (): CutScenario<Dom0NetworkOutputs>[] => {
     },
     converged: () => convergedOn(FIRST(distribution), outs),
   });
+  // A failed update is tried again with the same olds and news.
+  const update = (
+    operation: string,
+    from: () => Dom0NetworkInputs,
+    to: () => Dom0NetworkInputs,
+  ): CutScenario<Dom0NetworkOutputs> => ({
+    operation,
+    reset: async () => {
+      outs = undefined;
+      olds = await resetCreated(from());
+    },
+    run: async (ctx) => {
+      outs = await dom0NetworkKind.update(
+        ctx,
+        "127.0.0.1:network",
+        olds,
+        to(),
+        planDiff("Dom0Network", { ...olds }, { ...to() }),
+      );
+      return outs;
+    },
+    converged: () => convergedOn(to(), outs),
+  });
   return [
     create("ubuntu"),
     create("debian"),
-    {
-      // A failed update is tried again with the same olds and news.
-      operation: "update (/32 on-link, IPv6, proxy ARP, no bridge netfilter)",
-      reset: async () => {
-        outs = undefined;
-        olds = await resetCreated(FIRST());
-      },
-      run: async (ctx) => {
-        outs = await dom0NetworkKind.update(
-          ctx,
-          "127.0.0.1:network",
-          olds,
-          SECOND(),
-          planDiff("Dom0Network", { ...olds }, { ...SECOND() }),
-        );
-        return outs;
-      },
-      converged: () => convergedOn(SECOND(), outs),
-    },
-    {
-      // And back: IPv6 and proxy ARP dropped, so their forwarding keys must go off live, not only in the file.
-      operation: "update back (one address, no IPv6, no proxy ARP, bridge netfilter)",
-      reset: async () => {
-        outs = undefined;
-        olds = await resetCreated(SECOND());
-      },
-      run: async (ctx) => {
-        outs = await dom0NetworkKind.update(
-          ctx,
-          "127.0.0.1:network",
-          olds,
-          FIRST(),
-          planDiff("Dom0Network", { ...olds }, { ...FIRST() }),
-        );
-        return outs;
-      },
-      converged: () => convergedOn(FIRST(), outs),
-    },
+    // And back: IPv6 and proxy ARP dropped, so their forwarding keys must go off live, not only in the file.
+    update("update (/32 on-link, IPv6, proxy ARP, no bridge netfilter)", FIRST, SECOND),
+    update("update back (one address, no IPv6, no proxy ARP, bridge netfilter)", SECOND, FIRST),
     {
       // onDelete "restore": the installer's netplan file goes back, the files xen-estate made go to the backups.
       operation: "delete (restore)",
