@@ -28,14 +28,15 @@ timed() {
 
 apt_packages() {
   local need=() p
-  for p in openssh-server openssh-client sudo iproute2 iptables nftables lvm2 procps ca-certificates git varnish netplan.io; do
+  for p in openssh-server openssh-client sudo iproute2 iptables nftables lvm2 procps ca-certificates git varnish netplan.io iputils-ping; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if ((${#need[@]} > 0)); then
     step "apt: ${need[*]}"
     # openssh-server/sudo: the executor's tests start real sshd; iproute2: namespaces for the jump-host test;
     # varnish: the rendered VCL is compiled and served by a real varnishd; nftables: Dom0Firewall's rules are loaded for real;
-    # netplan.io: Dom0Network's netplan file is checked by the real netplan (never applied here).
+    # netplan.io: Dom0Network's netplan file is checked by the real netplan (never applied here);
+    # iputils-ping: a guest's wait for its network pings its address (the guest cut matrix, in a network namespace).
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${need[@]}"
   fi

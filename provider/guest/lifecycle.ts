@@ -151,6 +151,9 @@ export async function createGuest(
   let sshHostKey: string | null = null;
   if (domid === null) {
     sshHostKey = g.install ? await installGuest(ctx, g) : null;
+    // Recorded before the start: a create cut from here on continues as an update, which finds the guest installed
+    // (or running) and does not install again, so the key would be lost with the failed create.
+    progress({ domid: null, running: false, sshHostKey });
     if (g.running) {
       domid = await startDomain(ctx, g);
       await waitForNetwork(ctx, g);
