@@ -258,9 +258,14 @@ export const runtime = {
       async () => {
         try {
           await assertSameHost(ctx, kind, id, olds.hostId);
-          const hostId = (olds.hostId as string | undefined) || (await hostIdOf(ctx.host));
           const { changes: _c, deleteBeforeReplace: _d, ...plan } = planDiff(kindName, olds, news);
           const outs = await kind.update(ctx, id, olds, news, plan);
+          // Asked after the update: a kind finishing an unfinished create (HetznerInstallimage cut before its reboot)
+          // reaches the machine only through its update, and names it in its outputs.
+          const named = typeof outs.hostId === "string" && outs.hostId !== "";
+          const hostId = named
+            ? undefined
+            : (olds.hostId as string | undefined) || (await hostIdOf(ctx.host));
           return { outs: completeOuts(kind, news, outs, hostId) };
         } catch (err) {
           throw scrubError(err, ctx);

@@ -9,7 +9,12 @@
  *   runs the post-install hook as installimage does in the new system's chroot, here in a private mount namespace
  *   where the simulated system's /etc/ssh is bind-mounted over /etc/ssh;
  * - `reboot` asks the simulator to "boot the installed system": sshd restarts on the same address with the host
- *   key the hook installed, and without the rescue tools.
+ *   key the hook installed, and without the rescue tools;
+ * - an installimage run wipes what an earlier one installed (the simulated system's files) before it installs, and
+ *   marks its install complete only once its post-install hook has run ({@link RescueSim.installComplete});
+ * - the rescue system's RAM is this machine's {@link WORK_DIR} (where the resource writes its config and hook): a
+ *   fresh rescue boot ({@link RescueSim.bootRescue}) and {@link RescueSim.stop} empty it; the simulated reboot does
+ *   not, so a test can see what the resource left there.
  * It proves the resource's protocol (checks, config, hook, reboot, host-key switch), never installimage itself.
  */
 import { execFile } from "node:child_process";
@@ -17,7 +22,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
-import { startSshd, type Sshd } from "./sshd";
+import { WORK_DIR } from "../../provider/resources/hetzner-installimage/scripts";
+import { generateKey, startSshd, type KeyPair, type Sshd } from "./sshd";
 import { makeVethNamespace, removeVethNamespace } from "./netns";
 
 const run = promisify(execFile);
@@ -40,6 +46,14 @@ export class RescueSim {
     private readonly hostIf: string,
     private readonly authorizedKeys: string[],
   ) {}
+
+  /** The rescue system's own host key (the one Robot shows), the same after every {@link bootRescue}. */
+  rescueHostKey!: KeyPair;
+
+  /** Whether the last installimage run ran to its end (its post-install hook included). */
+  installComplete(): boolean {
+    return fs.existsSync(path.join(this.dir, "installed-complete"));
+  }
 
   /** The config the simulated installimage was given, or null when it never ran. */
   installedConfig(): string | null {
@@ -110,6 +124,8 @@ export class RescueSim {
         `grep -Eq "^LV $vg swap swap swap [0-9]+G$" "$conf" || fail "no swap LV in $vg"`,
         `img=$(awk '$1 == "IMAGE" {print $2}' "$conf")`,
         `[ -f "${dir}/images/$(basename "$img")" ] || fail "image $img not found"`,
+        // From here the drives are wiped: whatever an earlier run installed is gone.
+        `rm -rf ${dir}/installed.conf ${dir}/installed-complete ${dir}/root && mkdir -p ${dir}/root/etc/ssh`,
         `for step in "Deleting partitions" "Creating partitions and /etc/fstab" "Creating software RAID level 1" "Creating LVM volumes" "Formatting partitions" "Extracting image" "Setting up network config" "Installing bootloader grub"; do echo "   $step : done" >&2; done`,
         `cp "$conf" ${dir}/installed.conf`,
         `if [ -n "$post" ]; then`,
@@ -118,6 +134,7 @@ export class RescueSim {
         // is the simulated system's, checked before the hook runs.
         `  unshare --mount --propagation private bash -c 'mount --bind "$1/root/etc/ssh" /etc/ssh && mountpoint -q /etc/ssh && [ "$(stat -c %i /etc/ssh)" = "$(stat -c %i "$1/root/etc/ssh")" ] && exec bash "$2"' sim ${dir} "$post"`,
         `fi`,
+        `touch ${dir}/installed-complete`,
         `echo "   INSTALLATION COMPLETE" >&2`,
       ].join("\n"),
     );
@@ -133,14 +150,39 @@ export class RescueSim {
         }).join(" && "),
       ].join("\n"),
     ]);
-    sim.sshd = await startSshd({
-      authorizedKeys: opts.authorizedKeys,
-      netns: sim.ns,
-      listen: sim.address,
-      extraConfig: [`SetEnv PATH=${bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`],
-    });
+    sim.rescueHostKey = await generateKey(dir, "rescue_host_ed25519_key");
+    sim.sshd = await sim.startRescueSshd();
     sim.timer = setInterval(() => void sim.poll(), 300);
     return sim;
+  }
+
+  /** The rescue system's sshd: its own host key, the rescue tools first on the sessions' PATH. */
+  private startRescueSshd(): Promise<Sshd> {
+    return startSshd({
+      authorizedKeys: this.authorizedKeys,
+      netns: this.ns,
+      listen: this.address,
+      hostKeyFile: this.rescueHostKey.file,
+      extraConfig: [
+        `SetEnv PATH=${path.join(this.dir, "bin")}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+      ],
+    });
+  }
+
+  /**
+   * Boots the rescue system again, as activating it in Robot and resetting the machine does: the same rescue host
+   * key, nothing installed on the drives, its RAM ({@link WORK_DIR}) empty, no reboot requested.
+   */
+  async bootRescue(): Promise<void> {
+    while (this.booting) await new Promise((r) => setTimeout(r, 100));
+    fs.rmSync(path.join(this.dir, "reboot-requested"), { force: true });
+    await this.sshd.stop();
+    for (const f of ["installed.conf", "installed-complete", "root"])
+      fs.rmSync(path.join(this.dir, f), { recursive: true, force: true });
+    fs.mkdirSync(path.join(this.root, "etc", "ssh"), { recursive: true });
+    fs.rmSync(WORK_DIR, { recursive: true, force: true });
+    this.sshd = await this.startRescueSshd();
+    this.state = "rescue";
   }
 
   private booting = false;
@@ -171,5 +213,6 @@ export class RescueSim {
       `ip netns del ${this.ns} 2>/dev/null; ip link del ${this.hostIf} 2>/dev/null; true`,
     ]);
     fs.rmSync(this.dir, { recursive: true, force: true });
+    fs.rmSync(WORK_DIR, { recursive: true, force: true });
   }
 }

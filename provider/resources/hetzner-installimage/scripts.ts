@@ -53,8 +53,12 @@ export function postInstallScript(privateKey: string, publicKey: string): string
   ].join("\n");
 }
 
-/** Writes the config and the hook (mode 600/700, in RAM), runs installimage unattended, removes the hook. */
-export function installScript(config: string, hook: string): string {
+/**
+ * Writes the config and the hook (mode 600/700, in RAM), runs installimage unattended, removes the hook. Once
+ * installimage has succeeded, {@link INSTALLED_FILE} records the public host key of the system it installed: what a
+ * later run finishing the create checks before it reboots into that system.
+ */
+export function installScript(config: string, hook: string, publicKey: string): string {
   return [
     `umask 077`,
     `rm -rf ${WORK_DIR} && mkdir -m 700 ${WORK_DIR}`,
@@ -69,9 +73,30 @@ export function installScript(config: string, hook: string): string {
     `chmod 700 ${WORK_DIR}/post-install.sh`,
     `trap 'rm -f ${WORK_DIR}/post-install.sh' EXIT`,
     `installimage -a -c ${WORK_DIR}/installimage.conf -x ${WORK_DIR}/post-install.sh >&2`,
+    `printf '%s\\n' ${shellQuote(publicKey)} > ${INSTALLED_FILE}`,
     `echo installed`,
   ].join("\n");
 }
 
-/** Reboots after this command returns. */
-export const REBOOT_SCRIPT = `setsid nohup bash -c 'sleep 2; reboot' </dev/null >/dev/null 2>&1 &\necho scheduled`;
+/** In the rescue system's RAM: the public host key of the system installimage installed (see {@link installScript}). */
+export const INSTALLED_FILE = `${WORK_DIR}/installed-host-key`;
+/** In the rescue system's RAM: made when the reboot into the installed system is scheduled. */
+export const REBOOT_FILE = `${WORK_DIR}/reboot-scheduled`;
+
+/** Reboots after this command returns, noting the time in {@link REBOOT_FILE}; no hook is left behind. */
+export const REBOOT_SCRIPT = [
+  `rm -f ${WORK_DIR}/post-install.sh`,
+  `touch ${REBOOT_FILE}`,
+  `setsid nohup bash -c 'sleep 2; reboot' </dev/null >/dev/null 2>&1 &`,
+  `echo scheduled`,
+].join("\n");
+
+/**
+ * Looks at what a create left in the rescue system, for a run that finishes it: the host key of the system
+ * installimage installed (`installed KEY` or `installed -`) and how many seconds ago the reboot was scheduled
+ * (`reboot SECONDS` or `reboot -`).
+ */
+export const RESCUE_STATE_SCRIPT = [
+  `if [ -f ${INSTALLED_FILE} ]; then echo "installed $(head -n1 ${INSTALLED_FILE})"; else echo "installed -"; fi`,
+  `if [ -f ${REBOOT_FILE} ]; then echo "reboot $(( $(date +%s) - $(stat -c %Y ${REBOOT_FILE}) ))"; else echo "reboot -"; fi`,
+].join("\n");
