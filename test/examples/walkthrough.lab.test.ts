@@ -10,7 +10,8 @@
  * on its new port for the admin, SSH from an untrusted source dropped while HTTP stays open, mdadm's mail reaching
  * the operator); what the estate promises under change (a second `up` runs nothing; memory changed live, a held
  * volume grown, a host name added under traffic with no failed request; two more NAT guests created at once beside
- * the first, sharing its NAT pieces; LvmVolume's cases on the dom0's real LVM); a refresh that finds hand edits and
+ * the first, sharing its NAT pieces; LvmVolume's cases on the dom0's real LVM; hostile values in files and volumes
+ * through `up` and `destroy` as data); a refresh that finds hand edits and
  * a guest killed out of band, and an `up` that repairs exactly those; a port the provider cannot reach rolled back by
  * the host itself. Last, destroy leaves the source's disk as it was and the dom0 without guests, volumes, NAT rules
  * or Varnish files.
@@ -35,7 +36,15 @@ import {
   type PulumiStack,
   type RunResult,
 } from "../engine/harness";
+import { shellQuote } from "../../provider";
 import { timed as timedIn, type BareServer } from "../lab/bare-server";
+import {
+  asWritten,
+  canaries as canariesOn,
+  declare as declareHostile,
+  FILES as HOSTILE_FILES,
+  type Declared,
+} from "../lab/hostile";
 import { freePort } from "../lab/lab";
 import { assertCleanBoot, bootReport, cutCopyCommand, type SourceVps } from "../lab/source";
 import {
@@ -618,6 +627,76 @@ describe(
         };
       });
       lvmVolumeLabCases(() => target);
+    });
+
+    describe("hostile values through up on this dom0, as its admin (a stack of its own)", () => {
+      // A sample of the slow tier's test/lab/hostile.lab.test.ts on every run: each file and volume input's
+      // accepted hostile values (canary pieces first), one resource each; the contents carry every accepted piece.
+      let hostile: PulumiStack;
+      let declared: Declared[];
+      let specDir: string;
+      const canaries = (): Promise<string[]> => canariesOn((command) => asAdmin(command));
+      before(async () => {
+        const port = bare.lab.forwarded[String(SSH_PORT)]!;
+        declared = declareHostile(
+          {
+            host: bare.lab.host,
+            port,
+            hostKey: bare.lab.hostKey,
+            privateKey: bare.lab.privateKey,
+            user: "ops",
+          },
+          { perInput: 1, guest: false },
+        );
+        for (const d of declared) log(`hostile: ${d.name}: ${d.carries}`);
+        specDir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-hostile-walkthrough-"));
+        fs.writeFileSync(path.join(specDir, "spec.json"), JSON.stringify({ resources: declared }));
+        hostile = await createStack({
+          programDir: `${repoRoot()}/test/lab/fixtures/hostile`,
+          linkPackage: true,
+          config: {
+            dom0Host: { value: bare.lab.host },
+            dom0Port: { value: String(port) },
+            dom0HostKey: { value: bare.lab.hostKey },
+            dom0User: { value: "ops" },
+            dom0PrivateKey: { value: bare.lab.privateKey, secret: true },
+            specFile: { value: path.join(specDir, "spec.json") },
+          },
+        });
+        assert.deepEqual(await canaries(), [], "no canary before the run");
+      });
+      after(async () => {
+        await hostile?.remove();
+        fs.rmSync(specDir, { recursive: true, force: true });
+      });
+
+      test("up makes each resource with its value as data, each file byte for byte, destroy removes them, and no piece runs", async () => {
+        assert.deepEqual(
+          declared.map((d) => d.name),
+          ["content-plain", "content-secret", "path-0", "lv-name-0", "lv-label-0"],
+          "every file and volume input carries hostile values",
+        );
+        const up = await timed("hostile up", () => hostile.up());
+        assert.equal(resourceChanges(up).filter((s) => s.op === "create").length, declared.length);
+        assert.deepEqual(await canaries(), []);
+        for (const d of declared.filter((x) => x.kind === "RemoteFile"))
+          assert.equal(
+            Buffer.from(
+              (await asAdmin(`base64 -w0 < ${shellQuote(d.args.path as string)}`)).trim(),
+              "base64",
+            ).toString(),
+            asWritten(d.args.content as string),
+            d.carries,
+          );
+        const down = await timed("hostile destroy", () => hostile.destroy());
+        assert.equal(resourceChanges(down).filter((s) => s.op === "delete").length, declared.length);
+        assert.deepEqual(await canaries(), []);
+        assert.equal(
+          (await asAdmin("lvs --noheadings -o lv_name vg0 | awk '$1 ~ /^xeh/' | wc -l")).trim(),
+          "0",
+        );
+        await asAdmin(`rm -rf ${shellQuote(HOSTILE_FILES)}`);
+      });
     });
 
     test("refresh finds an edited sshd drop-in, flushed firewall and NAT, forwarding off, a guest killed; up repairs exactly those", async () => {

@@ -16,13 +16,11 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Value } from "google-protobuf/google/protobuf/struct_pb";
-import { shellQuote, VERSION } from "../../provider";
+import { shellQuote } from "../../provider";
 import { createStack, repoRoot, resourceChanges, type PulumiStack } from "../engine/harness";
-import { failuresOf } from "../support/checked";
-import { CANARY_DIR, CANARY_PREFIX, spliced, type HostileValue } from "../support/hostile";
 import { slowTier } from "../support/tier";
-import { LAB_NET, type Lab } from "./lab";
+import { asWritten, canaries as canariesOn, declare, FILES, type Declared } from "./hostile";
+import { type Lab } from "./lab";
 import { labMachine } from "./shared";
 
 slowTier(
@@ -30,177 +28,8 @@ slowTier(
 );
 
 const machine = labMachine("dom0");
-/** Where the files of this test live on the dom0 (removed after). */
-const FILES = "/tmp/xe-hostile-lab";
 /** At most this many resources per input (canary pieces first), to bound the lab time. */
 const PER_INPUT = 6;
-
-/** The lab machine's facts `check` needs (its connection). */
-type LabConnection = Pick<Lab, "host" | "port" | "hostKey" | "privateKey">;
-
-interface Declared {
-  kind: string;
-  name: string;
-  args: Record<string, unknown>;
-  dependsOn?: string[];
-  /** What it carries: `RemoteFile path subst@append`. */
-  carries: string;
-}
-
-/**
- * What a file written with `v` as its content reads back as: `v` as the engine carries it from the program to the
- * provider (its protobuf encoding, google-protobuf as @pulumi/pulumi uses it: a lone high surrogate is dropped, a lone
- * low one arrives as it was), then written as UTF-8 (a lone surrogate becomes U+FFFD). Both only touch strings that
- * are not well-formed UTF-16, which no UTF-8 file could hold as written; every other character arrives as written.
- */
-function asWritten(v: string): string {
-  const carried = Value.deserializeBinary(Value.fromJavaScript(v).serializeBinary()).toJavaScript() as string;
-  return Buffer.from(carried, "utf8").toString("utf8");
-}
-
-/** Whether the engine's own check accepts `args` for `kind` on `lab`'s dom0. */
-function accepted(lab: LabConnection, kind: string, args: Record<string, unknown>): boolean {
-  const raw = {
-    connection: { host: lab.host, port: lab.port, hostKey: lab.hostKey },
-    credentials: { privateKey: lab.privateKey },
-    xenEstateVersion: VERSION,
-    ...args,
-  };
-  return failuresOf(kind, raw).length === 0;
-}
-
-/**
- * The hostile values for one input, `valid` with each piece appended (the form that keeps a path under its
- * directory and a label short): those check accepts with `at(value)` as the args, canary pieces first.
- */
-function acceptedValues(
-  lab: LabConnection,
-  kind: string,
-  valid: string,
-  at: (v: string) => Record<string, unknown>,
-): HostileValue[] {
-  const ok = spliced(valid).filter((h) => h.how === "append" && accepted(lab, kind, at(h.value)));
-  const canary = (h: HostileValue): number => (h.value.includes(CANARY_PREFIX) ? 0 : 1);
-  return ok.sort((a, b) => canary(a) - canary(b));
-}
-
-/**
- * One value carrying as many of the input's accepted hostile values ({@link acceptedValues}) as check accepts at once
- * (their pieces joined after `valid`), and the ids of those it carries.
- */
-function packed(
-  lab: LabConnection,
-  kind: string,
-  valid: string,
-  at: (v: string) => Record<string, unknown>,
-): { value: string; ids: string[] } {
-  let value = valid;
-  const ids: string[] = [];
-  for (const h of acceptedValues(lab, kind, valid, at)) {
-    const next = value + h.value.slice(valid.length);
-    if (accepted(lab, kind, at(next))) {
-      value = next;
-      ids.push(h.id);
-    }
-  }
-  return { value, ids };
-}
-
-/** The resources of the program (exported for a look without a lab), each input's accepted hostile values spread over at most PER_INPUT of them. */
-export function declare(lab: LabConnection): Declared[] {
-  const out: Declared[] = [];
-  const file = (p: string, content: string, sensitive = false): Record<string, unknown> => ({
-    path: p,
-    content,
-    mode: "0600",
-    createDirectories: true,
-    sensitive,
-  });
-
-  // A file's content: every accepted piece in one file, plain and secret.
-  for (const sensitive of [false, true]) {
-    const p = `${FILES}/content-${sensitive ? "secret" : "plain"}.txt`;
-    const { value, ids } = packed(lab, "RemoteFile", "key = value\n", (v) => file(p, v, sensitive));
-    out.push({
-      kind: "RemoteFile",
-      name: `content-${sensitive ? "secret" : "plain"}`,
-      args: file(p, value, sensitive),
-      carries: `RemoteFile content (${sensitive ? "sensitive" : "plain"}) ${ids.length} pieces`,
-    });
-  }
-
-  // A file's path: one file per value (a path names one file).
-  const base = `${FILES}/paths/app.conf`;
-  acceptedValues(lab, "RemoteFile", base, (v) => file(v, "x\n"))
-    .slice(0, PER_INPUT)
-    .forEach((h, i) =>
-      out.push({
-        kind: "RemoteFile",
-        name: `path-${i}`,
-        args: file(h.value, "x\n"),
-        carries: `RemoteFile path ${h.id}`,
-      }),
-    );
-
-  // A volume's name and label: one volume per value.
-  const volume = (name: string, label: string): Record<string, unknown> => ({
-    name,
-    size: "8MiB",
-    filesystem: "ext4",
-    label,
-  });
-  acceptedValues(lab, "LvmVolume", "xeh-name", (v) => volume(v, "xeh"))
-    .slice(0, PER_INPUT)
-    .forEach((h, i) =>
-      out.push({
-        kind: "LvmVolume",
-        name: `lv-name-${i}`,
-        args: volume(h.value, "xeh"),
-        carries: `LvmVolume name ${h.id}`,
-      }),
-    );
-  acceptedValues(lab, "LvmVolume", "xeh", (v) => volume("xeh-label", v))
-    .slice(0, PER_INPUT)
-    .forEach((h, i) =>
-      out.push({
-        kind: "LvmVolume",
-        name: `lv-label-${i}`,
-        args: volume(`xeh-label-${i}`, h.value),
-        carries: `LvmVolume label ${h.id}`,
-      }),
-    );
-
-  // A guest's kernel command line and owner: every accepted piece in one guest (the busybox kit, which takes
-  // its address from the command line's first words and ignores the rest).
-  out.push({
-    kind: "LvmVolume",
-    name: "guest-disk",
-    args: { name: "xehg-disk", size: "8MiB" },
-    carries: "a disk",
-  });
-  const cmdline = `console=hvc0 xe.ip=10.0.0.41/24 xe.gw=10.0.0.1 xe.name=xehg`;
-  const owner = "xe-project/xe-stack/xehg";
-  const guest = (c: string, o: string): Record<string, unknown> => ({
-    name: "xehg",
-    owner: o,
-    ip: "10.0.0.41",
-    memoryMiB: 160,
-    type: "pv",
-    boot: { kernel: `${LAB_NET.kitDir}/vmlinuz`, ramdisk: `${LAB_NET.kitDir}/initrd.gz`, cmdline: c },
-    disks: [{ path: "/dev/vg0/xehg-disk", vdev: "xvda" }],
-    shutdownTimeoutSeconds: 10,
-  });
-  const c = packed(lab, "NatDomU", cmdline, (v) => guest(v, owner));
-  const o = packed(lab, "NatDomU", owner, (v) => guest(c.value, v));
-  out.push({
-    kind: "NatDomU",
-    name: "guest",
-    args: guest(c.value, o.value),
-    dependsOn: ["guest-disk"],
-    carries: `NatDomU boot.cmdline ${c.ids.length} pieces, owner ${o.ids.length} pieces`,
-  });
-  return out;
-}
 
 describe("hostile input through pulumi up on a lab dom0", { timeout: 60 * 60_000 }, () => {
   let lab: Lab;
@@ -209,21 +38,11 @@ describe("hostile input through pulumi up on a lab dom0", { timeout: 60 * 60_000
   let declared: Declared[];
 
   /** The canary files on the dom0 and on this machine. */
-  async function canaries(): Promise<string[]> {
-    const remote = await lab.ssh(`ls -A ${CANARY_DIR} | { grep '^${CANARY_PREFIX}' || true; }`);
-    const local = fs.readdirSync(CANARY_DIR).filter((f) => f.startsWith(CANARY_PREFIX));
-    return [
-      ...remote
-        .split("\n")
-        .filter((l) => l.trim() !== "")
-        .map((f) => `dom0:${f}`),
-      ...local.map((f) => `here:${f}`),
-    ];
-  }
+  const canaries = (): Promise<string[]> => canariesOn((command) => lab.ssh(command));
 
   before(async () => {
     lab = await machine.acquire();
-    declared = declare(lab);
+    declared = declare(lab, { perInput: PER_INPUT, guest: true });
     for (const d of declared) console.log(`# hostile: ${d.name}: ${d.carries}`);
     specDir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-hostile-lab-"));
     const specFile = path.join(specDir, "spec.json");
