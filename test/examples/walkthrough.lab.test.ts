@@ -39,6 +39,7 @@ import {
 import { shellQuote } from "../../provider";
 import { timed as timedIn, type BareServer } from "../lab/bare-server";
 import {
+  adminKeyWithHostileComment,
   asWritten,
   canaries as canariesOn,
   declare as declareHostile,
@@ -181,6 +182,8 @@ describe(
         forward: rules.split("\n").filter((l) => l.startsWith("-A FORWARD")).length,
       };
     }
+    /** The canary files of hostile values that ran, on the dom0 and on this machine (test/lab/hostile.ts). */
+    const canaries = (): Promise<string[]> => canariesOn((command) => asAdmin(command));
     /** GET / through the dom0's port 80 (Varnish) with this Host header: "STATUS body", or "error …". */
     const viaFrontend = (host: string): Promise<string> => httpGet(bare.lab.httpPort, host);
 
@@ -362,6 +365,14 @@ describe(
         /reach 10\.0\.2\.100:3142 ok/,
       );
       assert.match(await asAdmin("iptables -t nat -L POSTROUTING -v -n"), /^\s*[1-9]\d*\s+\d+\s+MASQUERADE/m);
+    });
+
+    test("the admin's key reaches authorized_keys with its hostile comment as data, and no piece of it ran", async () => {
+      const line = adminKeyWithHostileComment(bare.adminKey);
+      assert.ok(line.split(" ").length > 10, `a comment of many pieces: ${line}`);
+      const keys = (await asAdmin("cat /home/ops/.ssh/authorized_keys")).split("\n");
+      assert.ok(keys.includes(line), `authorized_keys holds the line as declared:\n${keys.join("\n")}`);
+      assert.deepEqual(await canaries(), []);
     });
 
     test("sshd answers only on the new port; the admin logs in with its key and root is refused", async () => {
@@ -635,7 +646,6 @@ describe(
       let hostile: PulumiStack;
       let declared: Declared[];
       let specDir: string;
-      const canaries = (): Promise<string[]> => canariesOn((command) => asAdmin(command));
       before(async () => {
         const port = bare.lab.forwarded[String(SSH_PORT)]!;
         declared = declareHostile(

@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs";
 import { Value } from "google-protobuf/google/protobuf/struct_pb";
-import { VERSION } from "../../provider";
+import { parseAuthorizedKey, VERSION } from "../../provider";
 import { failuresOf } from "../support/checked";
 import { CANARY_DIR, CANARY_PREFIX, spliced, type HostileValue } from "../support/hostile";
 import { LAB_NET, type Lab } from "./lab";
@@ -190,6 +190,31 @@ export function declare(lab: LabConnection, o: { perInput: number; guest: boolea
     });
   }
   return out;
+}
+
+/**
+ * An admin's public key line as an operator might paste it, its comment carrying every one-line canary piece of the
+ * corpus that `check` accepts there (any printable comment), as Dom0Access writes it into authorized_keys (blanks
+ * between words collapsed to one). The walkthrough declares its admin with it: the pieces go through `pulumi up`,
+ * Dom0Access's scripts and template and the dom0's sshd, and none may run.
+ */
+export function adminKeyWithHostileComment(keyLine: string): string {
+  const [type, key] = keyLine.trim().split(/\s+/);
+  const accepted = (comment: string): boolean =>
+    !("error" in parseAuthorizedKey(`${type} ${key} ${comment}`));
+  const pieces = spliced("ops")
+    // Pieces of a key comment's length (the corpus's 4 KiB piece is the ssh tier's).
+    .filter(
+      (h) =>
+        h.how === "append" && h.value.includes(CANARY_PREFIX) && h.value.length < 200 && accepted(h.value),
+    )
+    .map((h) => h.value.slice("ops".length));
+  const comment = ["ops", ...pieces].join("").trim().split(/\s+/).join(" ");
+  const line = `${type} ${key} ${comment}`;
+  const parsed = parseAuthorizedKey(line);
+  if ("error" in parsed || parsed.comment !== comment)
+    throw new Error(`the hostile admin key is not accepted as it is: ${line}`);
+  return line;
 }
 
 /**

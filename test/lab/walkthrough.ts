@@ -19,6 +19,7 @@ import * as fs from "node:fs";
 import { createStack, diagnostics, type PulumiStack, type RunResult } from "../engine/harness";
 import { sh } from "../support/disks";
 import { startBareServer, type BareServer, type BareServerOptions } from "./bare-server";
+import { adminKeyWithHostileComment } from "./hostile";
 import { LAB_NET, LAB_SMTP } from "./lab";
 import { SOURCE_GUEST_ADDRESS } from "./shared";
 import { SourceVps } from "./source";
@@ -121,7 +122,8 @@ export function walkthroughConfig(bare: BareServer, src: SourceVps, loop: string
     config: {
       dom0: json(dom0Config()),
       dom0PrivateKey: { value: lab.privateKey, secret: true },
-      admin: json({ name: "ops", authorizedKeys: [bare.adminKey] }),
+      // The admin's key carries hostile pieces in its comment (test/lab/hostile.ts): data all the way to sshd.
+      admin: json({ name: "ops", authorizedKeys: [adminKeyWithHostileComment(bare.adminKey)] }),
       linode: json({
         host: src.address,
         port: 22,
