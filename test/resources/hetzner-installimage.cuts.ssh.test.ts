@@ -38,17 +38,12 @@ import { WORK_DIR } from "../../provider/resources/hetzner-installimage/scripts"
 import { HOST_ID_SCRIPT } from "../../provider/ssh/connection";
 import { checked } from "../support/checked";
 import { CutRelay, describeCutMatrix, type CutScenario, type LastRun } from "../support/cut-matrix";
-import { RescueSim } from "../support/rescue-sim";
+import { RESCUE_DISKS, RESCUE_IMAGE, RESCUE_INSTALL, RescueSim } from "../support/rescue-sim";
 import { generateKey, type KeyPair } from "../support/sshd";
 
 const KIND = "HetznerInstallimage";
 /** The resource's id, as the kind makes it from the connection. */
 const ID = "127.0.0.1:installimage";
-const IMAGE = "/root/.oldroot/nfs/images/Debian-1210-bookworm-amd64-base.tar.gz";
-const DISKS = [
-  { path: "/dev/nvme0n1", size: 512110190592, serial: "S4EWNX0R100001" },
-  { path: "/dev/nvme1n1", size: 512110190592, serial: "S4EWNX0R100002" },
-];
 /** A private key as PEM or OpenSSH armour, or the base64 of the OpenSSH format's magic (`openssh-key-v1`). */
 const PRIVATE_KEY = /PRIVATE KEY|b3BlbnNzaC1rZXktdjE/;
 
@@ -62,7 +57,11 @@ let recorded: HetznerInstallimageOutputs | undefined;
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "xecut-ii-"));
   key = await generateKey(dir, "client");
-  sim = await RescueSim.start({ disks: DISKS, images: [IMAGE], authorizedKeys: [key.publicKey] });
+  sim = await RescueSim.start({
+    disks: [...RESCUE_DISKS],
+    images: [RESCUE_IMAGE],
+    authorizedKeys: [key.publicKey],
+  });
   relay = new CutRelay(sim.address, sim.sshd.port);
   await relay.start();
 });
@@ -88,14 +87,7 @@ function declared(): HetznerInstallimageInputs {
     connection: { host: "127.0.0.1", port: relay.port, hostKey: sim.rescueHostKey.fingerprint },
     credentials: { privateKey: key.privateKey },
     xenEstateVersion: VERSION,
-    drives: [
-      { device: "/dev/nvme0n1", serial: "S4EWNX0R100001", sizeBytes: 512110190592 },
-      { device: "/dev/nvme1n1" },
-    ],
-    wipeDisks: true,
-    hostname: "dom0.example.org",
-    image: IMAGE,
-    bootTimeoutSeconds: 60,
+    ...RESCUE_INSTALL,
   });
 }
 

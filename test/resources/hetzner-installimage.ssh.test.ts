@@ -19,14 +19,8 @@ import {
   SshPool,
   VERSION,
 } from "../../provider";
-import { RescueSim } from "../support/rescue-sim";
+import { RESCUE_DISKS, RESCUE_IMAGE, RESCUE_INSTALL, RescueSim } from "../support/rescue-sim";
 import { generateKey, type KeyPair } from "../support/sshd";
-
-const IMAGE = "/root/.oldroot/nfs/images/Debian-1210-bookworm-amd64-base.tar.gz";
-const DISKS = [
-  { path: "/dev/nvme0n1", size: 512110190592, serial: "S4EWNX0R100001" },
-  { path: "/dev/nvme1n1", size: 512110190592, serial: "S4EWNX0R100002" },
-];
 
 describe("HetznerInstallimage in the simulated rescue system", { timeout: 120_000 }, () => {
   let dir: string;
@@ -37,7 +31,11 @@ describe("HetznerInstallimage in the simulated rescue system", { timeout: 120_00
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "xedh-ii-"));
     key = await generateKey(dir, "client");
-    sim = await RescueSim.start({ disks: DISKS, images: [IMAGE], authorizedKeys: [key.publicKey] });
+    sim = await RescueSim.start({
+      disks: [...RESCUE_DISKS],
+      images: [RESCUE_IMAGE],
+      authorizedKeys: [key.publicKey],
+    });
     pool = new SshPool();
     setSharedPool(pool);
   });
@@ -56,14 +54,7 @@ describe("HetznerInstallimage in the simulated rescue system", { timeout: 120_00
       connection: { host: sim.address, hostKey, dialErrorLimit: 2 },
       credentials: { privateKey: key.privateKey },
       xenEstateVersion: VERSION,
-      drives: [
-        { device: "/dev/nvme0n1", serial: "S4EWNX0R100001", sizeBytes: 512110190592 },
-        { device: "/dev/nvme1n1" },
-      ],
-      wipeDisks: true,
-      hostname: "dom0.example.org",
-      image: IMAGE,
-      bootTimeoutSeconds: 60,
+      ...RESCUE_INSTALL,
       ...over,
     });
     assert.deepEqual(

@@ -34,6 +34,28 @@ export interface SimDisk {
   serial: string;
 }
 
+/** The image the tests' rescue system offers (where Hetzner's rescue system keeps its images). */
+export const RESCUE_IMAGE = "/root/.oldroot/nfs/images/Debian-1210-bookworm-amd64-base.tar.gz";
+/** The tests' server: two NVMe drives of the same size. */
+export const RESCUE_DISKS: readonly SimDisk[] = [
+  { path: "/dev/nvme0n1", size: 512110190592, serial: "S4EWNX0R100001" },
+  { path: "/dev/nvme1n1", size: 512110190592, serial: "S4EWNX0R100002" },
+];
+/**
+ * What the tests declare to install on it (HetznerInstallimage's inputs but the connection): RAID 1 on both drives,
+ * the first named by serial and size, the second by its path only.
+ */
+export const RESCUE_INSTALL = {
+  drives: [
+    { device: "/dev/nvme0n1", serial: "S4EWNX0R100001", sizeBytes: 512110190592 },
+    { device: "/dev/nvme1n1" },
+  ],
+  wipeDisks: true,
+  hostname: "dom0.example.org",
+  image: RESCUE_IMAGE,
+  bootTimeoutSeconds: 60,
+} as const;
+
 export class RescueSim {
   state: "rescue" | "installed" = "rescue";
   sshd!: Sshd;
