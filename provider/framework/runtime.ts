@@ -206,12 +206,12 @@ export const runtime = {
           const e = scrubError(err, ctx);
           if (partial) {
             // Pulumi records a resource whose create threw an error carrying id and properties; the next `up`
-            // calls update, which converges from wherever the create stopped.
-            Object.assign(e, {
-              id,
-              properties: completeOuts(kind, inputs, partial, hostId),
-              reasons: [e.message],
-            });
+            // calls update, which converges from wherever the create stopped. The engine records those properties
+            // as they are (it adds the serialized provider only to a create that succeeded), so they carry it
+            // themselves: without it, a `refresh` or `destroy` before the next `up` could not load the provider.
+            const properties = completeOuts(kind, inputs, partial, hostId);
+            if (inputs.__provider !== undefined) properties.__provider = inputs.__provider;
+            Object.assign(e, { id, properties, reasons: [e.message] });
           }
           throw e;
         }

@@ -70,6 +70,34 @@ describe("which machine a resource lives on", () => {
   });
 });
 
+describe("a create that fails half way", () => {
+  test("records what it made with the serialized provider, so refresh and destroy can load it before the next up", async () => {
+    const fake = fakeHost([
+      { match: /read the machine id/, answer: "machine-id:aaaa\n" },
+      { match: /write \/etc\/motd/, answer: "changed  \n" },
+      { match: /reload/, answer: 1 },
+    ]);
+    useFake(fake);
+    const inputs = {
+      ...checked("RemoteFile", {
+        connection,
+        xenEstateVersion: VERSION,
+        path: "/etc/motd",
+        content: "hi\n",
+        reloadCommand: "systemctl reload motd",
+      }),
+      __provider: "serialized provider",
+    };
+    const err = await runtime.create("RemoteFile", inputs).then(
+      () => assert.fail("the create succeeded"),
+      (e: unknown) => e as { id?: string; properties?: Record<string, unknown> },
+    );
+    assert.equal(err.id, "dom0:/etc/motd");
+    assert.equal(err.properties?.sha256, null, "its reload is still owed");
+    assert.equal(err.properties?.__provider, "serialized provider");
+  });
+});
+
 describe("read without state", () => {
   test("answers with an error that names adopt as the way to take over an existing object", async () => {
     for (const props of [{}, undefined]) {

@@ -266,6 +266,30 @@ describe("a create that fails half way", { timeout: 20 * 60 * 1000 }, () => {
     assert.match(String(after?.outputs?.sha256), /^[0-9a-f]{64}$/);
     assert.equal(after?.initErrors, undefined);
   });
+
+  test("can be refreshed and destroyed before any next up, which removes what it made", async () => {
+    // A user whose first up failed may decide against the resource: refresh and destroy load the provider from
+    // the half-made resource's state as they do from a finished one's.
+    const half = path.join(dir, "half-then-destroy.conf");
+    const s = await stackFor(half, { reloadCommand: "false" });
+    try {
+      const failed = record(await s.up({ expectFailure: true }));
+      assert.notEqual(failed.code, 0);
+      assert.equal(
+        fs.readFileSync(half, "utf8"),
+        "hello from pulumi\n",
+        "the file was written before the reload failed",
+      );
+      const refresh = record(await s.refresh());
+      assert.equal(refresh.code, 0, refresh.stderr);
+      const destroy = record(await s.destroy());
+      assert.equal(destroy.code, 0, destroy.stderr);
+      assert.equal(fs.existsSync(half), false, "destroy removed the file the half-made create wrote");
+      assert.deepEqual((await s.exportState()).deployment.resources ?? [], []);
+    } finally {
+      await s.remove();
+    }
+  });
 });
 
 describe("secrets", () => {
