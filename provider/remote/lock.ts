@@ -3,6 +3,7 @@
  * check reads, backups) take the host lock around just those edits; long work (an install) takes a lock of its
  * own (per disk), so it never holds up the rest of the host.
  */
+import { createHash } from "node:crypto";
 import { shellQuote } from "../core/shell";
 
 /** The per-host lock taken around edits of shared files. */
@@ -26,7 +27,26 @@ export function withHostLock(body: string, waitSeconds = 300, lockFile = HOST_LO
   ].join("\n");
 }
 
+/** The longest name a directory entry may have (Linux's NAME_MAX, in bytes). */
+export const NAME_MAX = 255;
+
+/**
+ * A part of a file name made from `value` (a device path…): its characters outside `[A-Za-z0-9_.-]` replaced by `_`,
+ * as it is when that fits in `max` characters; else its start and a hash of the whole `value`, `max` characters in
+ * all. A path `check` accepts may be up to 4096 characters long, more than one directory entry can hold.
+ */
+export function fileNamePart(value: string, max: number): string {
+  const safe = value.replace(/[^A-Za-z0-9_.-]/g, "_");
+  if (safe.length <= max) return safe;
+  const hash = createHash("sha256").update(value).digest("hex").slice(0, 16);
+  return `${safe.slice(0, max - hash.length - 1)}-${hash}`;
+}
+
+const DISK_LOCK_PREFIX = "xen-estate-disk.";
+const DISK_LOCK_SUFFIX = ".lock";
+
 /** The lock file of one block device (long work on a disk, such as an install, takes it). */
 export function deviceLock(devicePath: string): string {
-  return `/run/lock/xen-estate-disk.${devicePath.replace(/[^A-Za-z0-9_.-]/g, "_")}.lock`;
+  const part = fileNamePart(devicePath, NAME_MAX - DISK_LOCK_PREFIX.length - DISK_LOCK_SUFFIX.length);
+  return `/run/lock/${DISK_LOCK_PREFIX}${part}${DISK_LOCK_SUFFIX}`;
 }

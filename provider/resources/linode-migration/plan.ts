@@ -6,6 +6,7 @@
 import { formatSize, parseSize } from "../../core/units";
 import { Checker, checkPath, isDevicePath, isHostName, isIPv4, UNKNOWN } from "../../core/validate";
 import type { CommonInputs } from "../../framework/kind";
+import { fileNamePart, NAME_MAX } from "../../remote/lock";
 import type { Connection, Credentials } from "../../ssh/connection";
 
 export type Method = "auto" | "ext" | "raw";
@@ -313,9 +314,12 @@ export function resolveMethod(method: Method, fsType: string | null): "ext" | "r
   return ext ? "ext" : "raw";
 }
 
-/** A name for the migration's files on the dom0, from its target device. */
+/**
+ * A name for the migration's files on the dom0, from its target device: a directory entry of its own
+ * (`migrations/<key>`, `migration-<key>`), so at most {@link NAME_MAX} less that prefix long.
+ */
 export function stateKey(targetDevice: string): string {
-  return targetDevice.replace(/^\/dev\//, "").replace(/[^A-Za-z0-9_.-]/g, "_");
+  return fileNamePart(targetDevice.replace(/^\/dev\//, ""), NAME_MAX - "migration-".length);
 }
 
 /** What the dom0 records about whose chunks its target holds: a resume continues only the same copy. */
