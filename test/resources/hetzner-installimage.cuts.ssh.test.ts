@@ -53,6 +53,8 @@ let sim: RescueSim;
 let relay: CutRelay;
 /** What the engine holds of the resource between runs: the outputs a failed create recorded, if any. */
 let recorded: HetznerInstallimageOutputs | undefined;
+/** Each simulated `up`'s shared pool (closed at the end). */
+const pools: SshPool[] = [];
 
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "xecut-ii-"));
@@ -67,16 +69,22 @@ before(async () => {
 });
 
 after(async () => {
+  setSharedPool(undefined);
+  for (const p of pools) await p.close();
   await relay?.stop();
   await sim?.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
 /**
- * A context over a fresh pool (a new `pulumi up` process) through the relay, pinned as the engine's would be: to the
+ * A context over fresh pools (a new `pulumi up` process) through the relay, pinned as the engine's would be: to the
  * installed system's key once the state records it (the kind's `reachedBy`), else to the rescue system's.
  */
 function freshContext(): Context {
+  // A new process has a new shared pool, so it reads the machine id again (the runtime's first step of a create).
+  const shared = new SshPool();
+  pools.push(shared);
+  setSharedPool(shared);
   const pin =
     (recorded && hetznerInstallimageKind.reachedBy?.(recorded)?.hostKey) ?? sim.rescueHostKey.fingerprint;
   return hostContext(relay.freshHost(pin, key.privateKey));

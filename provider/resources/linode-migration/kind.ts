@@ -274,6 +274,7 @@ async function copy(
     return parseResult(out, meter.wireBytes, (Date.now() - started) / 1000);
   }
   await grant(ctx, src, i, key);
+  let copied: CopyResult;
   try {
     const out = await withProgress(ctx, meter, () =>
       ctx.host.refusable(
@@ -286,10 +287,20 @@ async function copy(
         { summary: `copy ${label}`, timeoutMs, onStderrLine },
       ),
     );
-    return parseResult(out, meter.wireBytes, (Date.now() - started) / 1000);
-  } finally {
+    copied = parseResult(out, meter.wireBytes, (Date.now() - started) / 1000);
+  } catch (err) {
     await revoke(ctx, src, i, key);
+    throw err;
   }
+  const left = await revoke(ctx, src, i, key);
+  // A copy whose credential could not be taken back must not pass for a finished one: nothing would take it back
+  // (a finished migration is not copied again). Failing, the migration is resumed by the next run, which sends
+  // nothing again and revokes the credential.
+  if (left)
+    throw new Error(
+      `the copy is done, but its credential is left (${(left as Error).message.split("\n")[0]}): run up again to take it back`,
+    );
+  return copied;
 }
 
 /** Gives the dom0 a key for this copy, authorised on the source through the provider's connection. */
@@ -312,7 +323,13 @@ async function grant(ctx: Context, src: RemoteHost, i: LinodeMigrationInputs, ke
   }
 }
 
-async function revoke(ctx: Context, src: RemoteHost, i: LinodeMigrationInputs, key: string): Promise<void> {
+/** Takes the copy's credential back from both ends; returns the first error (each is logged), if any. */
+async function revoke(
+  ctx: Context,
+  src: RemoteHost,
+  i: LinodeMigrationInputs,
+  key: string,
+): Promise<unknown> {
   const errors: unknown[] = [];
   await src
     .script(revokeScript(i.source.connection.user, i.source.authorizedKeysFile, key), {
@@ -324,6 +341,7 @@ async function revoke(ctx: Context, src: RemoteHost, i: LinodeMigrationInputs, k
     .catch((e: unknown) => errors.push(e));
   for (const e of errors)
     ctx.log.warn(`cleaning up the copy's credential: ${(e as Error).message.split("\n")[0]}`);
+  return errors[0];
 }
 
 /** The relay route: the provider carries the stream from the source's channel into the dom0's. */

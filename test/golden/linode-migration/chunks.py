@@ -29,6 +29,7 @@ import json
 import mmap
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -319,6 +320,10 @@ class Target(object):
             w += os.pwrite(self.fd, data[w:], off + w)
 
 
+def stopped(signum, frame):
+    die("XE-STOPPED the copy was stopped by signal %d; what landed is kept" % signum)
+
+
 def read_into(f, mv):
     got = 0
     while got < len(mv):
@@ -349,48 +354,60 @@ def receive(target, size, chunk, journal, hashes_out):
     stats = {"data": 0, "zero": 0, "skip": 0}
     expect = 0
     pos = 0
-    while True:
-        read_into(inp, memoryview(hdr))
-        kind, idx, n, digest = HDR.unpack(hdr)
-        if kind == b"E":
-            break
-        if idx != expect or n != min(chunk, size - idx * chunk):
-            die("XE-BAD-STREAM chunk %d (%d bytes) arrived where chunk %d was expected" % (idx, n, expect))
-        expect += 1
-        off = idx * chunk
-        if kind == b"D":
-            data = mv[:n]
-            read_into(inp, data)
-            got = hashlib.sha256(data).digest()
-            if got != digest:
-                die("XE-MISMATCH chunk %d (bytes %d-%d): the source sent sha256 %s, %s arrived" % (idx, off, off + n, digest.hex(), got.hex()))
-            tgt.write(data, off)
-            stats["data"] += n
-        elif kind == b"Z":
-            zero_range(fd, off, n, zero)
-            stats["zero"] += n
-        elif kind == b"S":
-            stats["skip"] += n
-        else:
-            die("XE-BAD-STREAM unknown record %r at chunk %d" % (kind, idx))
-        if kind != b"S":
-            unsynced += n
-            jr.add("%d %s\n" % (idx, digest.hex()))
-        root.update(digest)
-        hf.write("%d %s\n" % (idx, digest.hex()))
-        pos = off + n
-        if unsynced >= SYNC_BYTES:
-            # Start the target's writeback now rather than leaving gigabytes dirty for the journal's next sync.
-            jr.wake.set()
-            unsynced = 0
-        now = time.monotonic()
-        if now - last >= 1:
-            last = now
-            progress("copy", pos, size, stats)
-    if idx != count or expect != count:
-        die("XE-BAD-STREAM the stream ended after %d of %d chunks" % (expect, count))
-    if digest != root.digest():
-        die("XE-MISMATCH the source's hash over all chunks differs from the hash over what arrived")
+    # A signal that ends the copy (the session hung up, the dom0 stops it) ends it as an error does, below.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, stopped)
+    try:
+        while True:
+            read_into(inp, memoryview(hdr))
+            kind, idx, n, digest = HDR.unpack(hdr)
+            if kind == b"E":
+                break
+            if idx != expect or n != min(chunk, size - idx * chunk):
+                die("XE-BAD-STREAM chunk %d (%d bytes) arrived where chunk %d was expected" % (idx, n, expect))
+            expect += 1
+            off = idx * chunk
+            if kind == b"D":
+                data = mv[:n]
+                read_into(inp, data)
+                got = hashlib.sha256(data).digest()
+                if got != digest:
+                    die("XE-MISMATCH chunk %d (bytes %d-%d): the source sent sha256 %s, %s arrived" % (idx, off, off + n, digest.hex(), got.hex()))
+                tgt.write(data, off)
+                stats["data"] += n
+            elif kind == b"Z":
+                zero_range(fd, off, n, zero)
+                stats["zero"] += n
+            elif kind == b"S":
+                stats["skip"] += n
+            else:
+                die("XE-BAD-STREAM unknown record %r at chunk %d" % (kind, idx))
+            if kind != b"S":
+                unsynced += n
+                jr.add("%d %s\n" % (idx, digest.hex()))
+            root.update(digest)
+            hf.write("%d %s\n" % (idx, digest.hex()))
+            pos = off + n
+            if unsynced >= SYNC_BYTES:
+                # Start the target's writeback now rather than leaving gigabytes dirty for the journal's next sync.
+                jr.wake.set()
+                unsynced = 0
+            now = time.monotonic()
+            if now - last >= 1:
+                last = now
+                progress("copy", pos, size, stats)
+        if idx != count or expect != count:
+            die("XE-BAD-STREAM the stream ended after %d of %d chunks" % (expect, count))
+        if digest != root.digest():
+            die("XE-MISMATCH the source's hash over all chunks differs from the hash over what arrived")
+    except BaseException:
+        # The stream broke off or brought a bad chunk: every chunk written before it was checked and is on the
+        # target, so record it; the next run sends only the rest. (The journal's own sync is once a second.)
+        try:
+            jr.close()
+        except Exception:
+            pass
+        raise
     jr.close()
     hf.close()
     os.rename(hashes_out + ".part", hashes_out)
