@@ -118,17 +118,49 @@ function run(cmd, argv, env = {}, prefix = "") {
 const ownMounts =
   process.getuid?.() === 0 &&
   spawnSync("unshare", ["--mount", "--propagation", "unchanged", "true"], { stdio: "ignore" }).status === 0;
-const nodeTest = (files, env = {}, prefix = "") => {
-  const argv = ["--test", "--test-concurrency=1", "--test-reporter=spec", ...files];
-  return ownMounts
-    ? run(
-        "unshare",
-        ["--mount", "--propagation", "unchanged", "--", process.execPath, ...argv],
-        { XEN_ESTATE_TEST_TIER: tier, ...env },
-        prefix,
-      )
-    : run(process.execPath, argv, { XEN_ESTATE_TEST_TIER: tier, ...env }, prefix);
+/**
+ * Runs test files with node's runner; true when every test and every hook passed. Node exits 0 when only a hook
+ * failed (a lab file's `after` that finds the machine dirty, a cleanup that threw), so a TAP copy of the run is read
+ * too: any `not ok` in it, at any depth, fails the run.
+ */
+const nodeTest = async (files, env = {}, prefix = "") => {
+  const tap = join(tmpdir(), `xen-estate-tap-${process.pid}-${++tapRuns}.tap`);
+  const argv = [
+    "--test",
+    "--test-concurrency=1",
+    "--test-reporter=spec",
+    "--test-reporter-destination=stdout",
+    "--test-reporter=tap",
+    `--test-reporter-destination=${tap}`,
+    ...files,
+  ];
+  try {
+    const exited = await (ownMounts
+      ? run(
+          "unshare",
+          ["--mount", "--propagation", "unchanged", "--", process.execPath, ...argv],
+          { XEN_ESTATE_TEST_TIER: tier, ...env },
+          prefix,
+        )
+      : run(process.execPath, argv, { XEN_ESTATE_TEST_TIER: tier, ...env }, prefix));
+    let notOk = [];
+    try {
+      notOk = readFileSync(tap, "utf8")
+        .split("\n")
+        .filter((l) => /^\s*not ok \d+/.test(l) && !/# TODO\b/.test(l));
+    } catch {
+      notOk = ["(no TAP report was written)"];
+    }
+    if (exited && notOk.length > 0)
+      console.error(
+        `${prefix}the runner exited 0, but its report says: ${notOk.map((l) => l.trim()).join("; ")}`,
+      );
+    return exited && notOk.length === 0;
+  } finally {
+    rmSync(tap, { force: true });
+  }
 };
+let tapRuns = 0;
 /** The prefix of the lab lane's lines, unless the lanes run one after the other. */
 const LAB = flags.has("--serial") ? "" : "[lab] ";
 
