@@ -239,7 +239,7 @@ describe("a migration of an ext4 disk", { timeout: 10 * 60 * 1000 }, () => {
     const before = sha(tgtDev, MiB);
     const r = await dom0Host.exec(
       `python3 ${state}/chunks.py receive ${tgtDev} ${96 * MiB} ${MiB} ${dir}/j ${dir}/h`,
-      { stdin: Buffer.concat([Buffer.from("XEM1\n"), hdr, data]), allowFailure: true },
+      { stdin: Buffer.concat([Buffer.from("XEM2\n"), hdr, data]), allowFailure: true },
     );
     assert.equal(r.exitCode, 1);
     assert.match(
