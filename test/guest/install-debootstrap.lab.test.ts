@@ -42,12 +42,11 @@ describe("a Debian guest installed by debootstrap on the lab dom0", { timeout: 1
     await lab.ssh("[ -f /root/.ssh/id_ed25519 ] || ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519");
     const pub = (await lab.ssh("cut -d' ' -f1-2 /root/.ssh/id_ed25519.pub")).trim();
     stack = await createStack({
-      programDir: repoRoot(),
+      programDir: `${repoRoot()}/test/lab/fixtures/debian-guest`,
       linkPackage: true,
       timeoutMs: 90 * 60 * 1000,
       config: {
         ...lab.stackConfig(),
-        debian: { value: "true" },
         debianIp: { value: IP },
         debianKernelRelease: { value: release },
         debianMirror: { value: "http://10.0.2.100:3142/debian" },
