@@ -17,7 +17,7 @@
  */
 import { repoRoot } from "../support/repo";
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, readlink, rename, rm, symlink } from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -180,8 +180,26 @@ function inheritedEnv(dropPulumi = false): Record<string, string> {
 
 let binDirPromise: Promise<string> | undefined;
 
-/** The directory holding `pulumi` (and its plugins), building the CLI when needed. */
 export { repoRoot };
+
+/**
+ * A copy of the program in `fixture` (a directory of the repository holding Pulumi.yaml and index.js) outside the
+ * repository, with a node_modules as a user's project has one. Inside the repo, Node's package self-reference would
+ * hand the program this checkout whatever node_modules holds; outside it, `xen-estate` resolves through node_modules
+ * like an installed package, in the program and in the provider process alike, so a test can swap in another
+ * version (replace `node_modules/xen-estate`). The caller removes the directory.
+ */
+export function externalProgram(fixture: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "xe-program-"));
+  for (const f of ["Pulumi.yaml", "index.js"])
+    copyFileSync(path.join(repoRoot(), fixture, f), path.join(dir, f));
+  mkdirSync(path.join(dir, "node_modules"));
+  symlinkSync(path.join(repoRoot(), "node_modules", "@pulumi"), path.join(dir, "node_modules", "@pulumi"));
+  symlinkSync(repoRoot(), path.join(dir, "node_modules", "xen-estate"));
+  return dir;
+}
+
+/** The directory holding `pulumi` (and its plugins), building the CLI when needed. */
 
 export function pulumiBinDir(): Promise<string> {
   binDirPromise ??= (async () => {

@@ -10,10 +10,15 @@ import { after, before, describe, test } from "node:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createStack, diagnostics, resourceChanges, type PulumiStack } from "../engine/harness";
+import {
+  createStack,
+  diagnostics,
+  resourceChanges,
+  type PulumiStack,
+  externalProgram,
+} from "../engine/harness";
 import { Disks, sh } from "../support/disks";
 import { ShapedLink } from "../support/link";
-import { repoRoot } from "../support/repo";
 import { generateKey, KeyPair, startSshd, Sshd } from "../support/sshd";
 
 const TYPE = "pulumi-nodejs:dynamic/xen-estate:LinodeMigration";
@@ -28,17 +33,6 @@ let link: ShapedLink;
 let source: Sshd;
 let dom0: Sshd;
 
-/** The program outside the repo, with a node_modules as a user's project has one. */
-function externalProgram(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), "xe-program-"));
-  for (const f of ["Pulumi.yaml", "index.js"])
-    fs.copyFileSync(path.join(repoRoot(), FIXTURE, f), path.join(d, f));
-  fs.mkdirSync(path.join(d, "node_modules"));
-  fs.symlinkSync(path.join(repoRoot(), "node_modules", "@pulumi"), path.join(d, "node_modules", "@pulumi"));
-  fs.symlinkSync(repoRoot(), path.join(d, "node_modules", "xen-estate"));
-  return d;
-}
-
 before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-linode-engine-"));
   disks = new Disks(dir);
@@ -52,7 +46,7 @@ before(async () => {
     machineId: `fedcba9876543210fedcba9876${String(process.pid).padStart(6, "0")}`,
   });
   dom0 = await startSshd({ authorizedKeys: [key.publicKey] });
-  programDir = externalProgram();
+  programDir = externalProgram(FIXTURE);
 });
 
 after(async () => {

@@ -26,12 +26,17 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { VERSION } from "../../provider";
-import { createStack, resourceChanges, type PulumiStack, type RunResult } from "../engine/harness";
+import {
+  createStack,
+  resourceChanges,
+  type PulumiStack,
+  type RunResult,
+  externalProgram,
+} from "../engine/harness";
 import { failuresOf } from "../support/checked";
 import { Disks, sh } from "../support/disks";
 import { CANARY_DIR, CANARY_PREFIX, canariesIn, spliced } from "../support/hostile";
 import { ShapedLink } from "../support/link";
-import { repoRoot } from "../support/repo";
 import { generateKey, inMountNamespace, KeyPair, startSshd, Sshd } from "../support/sshd";
 
 const TYPE = "pulumi-nodejs:dynamic/xen-estate:LinodeMigration";
@@ -51,17 +56,6 @@ let dom0: Sshd;
 const madeUnderDev: string[] = [];
 /** The dom0 sshd's /etc/hosts (bind-mounted in its mount namespace; written in place, so the mount sees it). */
 let hostsFile: string;
-
-/** The program outside the repo, with a node_modules as a user's project has one. */
-function externalProgram(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), "xe-program-"));
-  for (const f of ["Pulumi.yaml", "index.js"])
-    fs.copyFileSync(path.join(repoRoot(), FIXTURE, f), path.join(d, f));
-  fs.mkdirSync(path.join(d, "node_modules"));
-  fs.symlinkSync(path.join(repoRoot(), "node_modules", "@pulumi"), path.join(d, "node_modules", "@pulumi"));
-  fs.symlinkSync(repoRoot(), path.join(d, "node_modules", "xen-estate"));
-  return d;
-}
 
 /** The valid values of the inputs that take free text, before any piece is appended. */
 interface Texts {
@@ -157,7 +151,7 @@ before(async () => {
     authorizedKeys: [key.publicKey],
     wrap: inMountNamespace([`mount --bind ${hostsFile} /etc/hosts`]),
   });
-  programDir = externalProgram();
+  programDir = externalProgram(FIXTURE);
 });
 
 after(async () => {

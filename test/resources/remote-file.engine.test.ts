@@ -17,6 +17,7 @@ import {
   resourceChanges,
   RunResult,
   type PulumiStack,
+  externalProgram,
 } from "../engine/harness";
 import { generateKey, KeyPair, startSshd, Sshd } from "../support/sshd";
 
@@ -24,21 +25,6 @@ const TYPE = "pulumi-nodejs:dynamic/xen-estate:RemoteFile";
 const FIXTURE = "test/engine/fixtures/remote-file";
 /** The program, copied outside the repo and given a node_modules as a user's project has one. */
 let programDir: string;
-
-/**
- * Inside the repo, Node's package self-reference would hand the program this checkout whatever node_modules
- * holds; outside it, `xen-estate` resolves through node_modules like an installed package, in the program and in
- * the provider process alike, so the test can swap in another version.
- */
-function externalProgram(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-program-"));
-  for (const f of ["Pulumi.yaml", "index.js"])
-    fs.copyFileSync(path.join(repoRoot(), FIXTURE, f), path.join(dir, f));
-  fs.mkdirSync(path.join(dir, "node_modules"));
-  fs.symlinkSync(path.join(repoRoot(), "node_modules", "@pulumi"), path.join(dir, "node_modules", "@pulumi"));
-  fs.symlinkSync(repoRoot(), path.join(dir, "node_modules", "xen-estate"));
-  return dir;
-}
 
 let sshd: Sshd;
 let key: KeyPair;
@@ -71,7 +57,7 @@ before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-engine-file-"));
   key = await generateKey(dir, "client");
   sshd = await startSshd({ authorizedKeys: [key.publicKey] });
-  programDir = externalProgram();
+  programDir = externalProgram(FIXTURE);
 });
 
 after(async () => {
