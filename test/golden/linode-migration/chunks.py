@@ -120,12 +120,17 @@ def zeros_of(n, zero):
 STRIPES = 16
 
 
+def stripe_count(count):
+    """How many runs a disk of `count` chunks is sent in: STRIPES, or one per chunk for a smaller disk."""
+    return max(1, min(STRIPES, count))
+
+
 def stripe_order(count):
     """(run, chunk index) in the order the chunks are sent: STRIPES evenly spaced runs of the disk, a chunk of each in turn.
     A disk's regions differ: its system files compress several-fold and cost the CPU, its media and archives do not
     compress and cost the link. In disk order a copy is bound by the one and then by the other; interleaved, the
     compressor and the link work at once. Each run is read in order (a descriptor of its own keeps its readahead)."""
-    k = max(1, min(STRIPES, count))
+    k = stripe_count(count)
     per = (count + k - 1) // k
     for j in range(per):
         for s in range(k):
@@ -155,7 +160,7 @@ def send(dev, method, size, chunk):
     count = (size + chunk - 1) // chunk
     digests = [None] * count
     ends = [b for _, b in used]
-    fds = [os.open(dev, os.O_RDONLY) for _ in range(max(1, min(STRIPES, count)))]
+    fds = [os.open(dev, os.O_RDONLY) for _ in range(stripe_count(count))]
     # One buffer for every chunk: only the parts a chunk's used ranges leave out are zeroed.
     buf = bytearray(chunk)
     mv = memoryview(buf)
