@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs";
 import { Value } from "google-protobuf/google/protobuf/struct_pb";
-import { parseAuthorizedKey, VERSION } from "../../provider";
+import { parseAuthorizedKey, publicKeyOf, VERSION } from "../../provider";
 import { failuresOf } from "../support/checked";
 import { CANARY_DIR, CANARY_PREFIX, spliced, type HostileValue } from "../support/hostile";
 import { LAB_NET, type Lab } from "./lab";
@@ -92,10 +92,86 @@ function packed(
 }
 
 /**
- * The resources of the program, each input's accepted hostile values spread over at most `perInput` of them (canary
- * pieces first, to bound the lab time); the guest (kernel command line and owner) only when `guest`.
+ * A guest's `owner` as its resource sets it from the program (provider/guest/claims.ts `ownerOf`: project, stack and
+ * resource name, other characters than `[A-Za-z0-9._/:-]` made `_`), for a resource named `name` in the fixture's
+ * project, on a stack named as the harness names them (`t-` and 8 and 6 characters): a program sets a guest's owner
+ * only by naming the resource, so the hostile owners {@link declare} chooses travel as resource names.
  */
-export function declare(lab: LabConnection, o: { perInput: number; guest: boolean }): Declared[] {
+export function ownerOfName(name: string): string {
+  return `${HOSTILE_PROJECT}/t-xxxxxxxx-xxxxxx/${name}`;
+}
+
+/** The resource name that gives a guest the owner `owner` ({@link ownerOfName}). */
+function nameOfOwner(owner: string): string {
+  return owner.slice(ownerOfName("").length);
+}
+
+/** The fixture program's project (test/lab/fixtures/hostile/Pulumi.yaml). */
+const HOSTILE_PROJECT = "xen-estate-lab-hostile";
+
+/** What {@link declare} puts in the program. */
+export interface DeclareOptions {
+  /** At most this many resources per input that takes one value per resource (canary pieces first). */
+  perInput: number;
+  /** A NatDomU whose kernel command line and owner carry the corpus (the busybox kit, on a volume of its own). */
+  guest: boolean;
+  /**
+   * A VarnishFrontend whose site names, health-check path and cache size carry the corpus, in front of `backend`
+   * (`IPv4:port`, an HTTP server on the dom0 that answers every path, which the test runs).
+   */
+  frontend?: { backend: string };
+  /**
+   * A BridgedDomU whose own inputs carry the corpus: its domain name, owner, kernel command line, disk path, bridge
+   * and unattended install (image path, nameservers, authorized keys). The test makes what those values name before
+   * `up` ({@link bridgedNeeds}): the bridge, a device node at the disk's path, the image at its path.
+   */
+  bridged?: boolean;
+  /**
+   * Two of a Dom0Host's concerns whose free text carries the corpus, both `onDelete: "restore"`: Dom0XenBoot (Xen's
+   * and dom0's command-line arguments, xl's default bridge; GRUB's configuration is made from them) and
+   * Dom0Monitoring (where mail goes, the relay, the mail name, an account whose mail is forwarded; dma).
+   */
+  concerns?: boolean;
+}
+
+/** The bridged guest's address on its (hostile) bridge, where the dom0 is {@link BRIDGED_NET}.1. */
+export const BRIDGED_NET = { prefix: "10.98.0", guest: "10.98.0.42" };
+
+/** What a BridgedDomU of {@link declare} needs on the dom0 before `up`, by the values it carries. */
+export interface BridgedNeeds {
+  domain: string;
+  bridge: string;
+  disk: string;
+  image: string;
+  authorizedKeys: string[];
+  nameservers: string[];
+}
+
+/** The needs of the program's BridgedDomU, or undefined when it has none. */
+export function bridgedNeeds(declared: readonly Declared[]): BridgedNeeds | undefined {
+  const g = declared.find((d) => d.kind === "BridgedDomU");
+  if (!g) return undefined;
+  const a = g.args as {
+    name: string;
+    bridge: string;
+    disks: { path: string }[];
+    install: { image: string; authorizedKeys: string[]; nameservers: string[] };
+  };
+  return {
+    domain: a.name,
+    bridge: a.bridge,
+    disk: a.disks[0]!.path,
+    image: a.install.image,
+    authorizedKeys: a.install.authorizedKeys,
+    nameservers: a.install.nameservers,
+  };
+}
+
+/**
+ * The resources of the program, each input's accepted hostile values spread over at most `perInput` of them (canary
+ * pieces first, to bound the lab time); the guests and the frontend as {@link DeclareOptions} asks.
+ */
+export function declare(lab: LabConnection, o: DeclareOptions): Declared[] {
   const out: Declared[] = [];
   const file = (p: string, content: string, sensitive = false): Record<string, unknown> => ({
     path: p,
@@ -168,10 +244,9 @@ export function declare(lab: LabConnection, o: { perInput: number; guest: boolea
       carries: "a disk",
     });
     const cmdline = `console=hvc0 xe.ip=10.0.0.41/24 xe.gw=10.0.0.1 xe.name=xehg`;
-    const owner = "xe-project/xe-stack/xehg";
-    const guest = (c: string, o: string): Record<string, unknown> => ({
+    const guest = (c: string, owner = ownerOfName("guest")): Record<string, unknown> => ({
       name: "xehg",
-      owner: o,
+      owner,
       ip: "10.0.0.41",
       memoryMiB: 160,
       type: "pv",
@@ -179,17 +254,172 @@ export function declare(lab: LabConnection, o: { perInput: number; guest: boolea
       disks: [{ path: "/dev/vg0/xehg-disk", vdev: "xvda" }],
       shutdownTimeoutSeconds: 10,
     });
-    const c = packed(lab, "NatDomU", cmdline, (v) => guest(v, owner));
-    const o = packed(lab, "NatDomU", owner, (v) => guest(c.value, v));
+    const c = packed(lab, "NatDomU", cmdline, (v) => guest(v));
+    const o = packed(lab, "NatDomU", ownerOfName("guest"), (v) => guest(c.value, v));
+    const { owner: _, ...args } = guest(c.value);
     out.push({
       kind: "NatDomU",
-      name: "guest",
-      args: guest(c.value, o.value),
+      name: nameOfOwner(o.value),
+      args,
       dependsOn: ["guest-disk"],
       carries: `NatDomU boot.cmdline ${c.ids.length} pieces, owner ${o.ids.length} pieces`,
     });
   }
+
+  if (o.frontend) out.push(frontend(lab, o.frontend.backend, o.perInput));
+  if (o.bridged) out.push(bridged(lab, pubKeyOf(lab)));
+  if (o.concerns) out.push(xenBoot(lab), monitoring(lab));
   return out;
+}
+
+/** Every piece `check` accepts in each of `valid`'s inputs, packed one input after the other. */
+function packedAll<T extends Record<string, string>>(
+  lab: LabConnection,
+  kind: string,
+  valid: T,
+  args: (t: T) => Record<string, unknown>,
+): { values: T; carried: string } {
+  const t = { ...valid };
+  const carried: string[] = [];
+  for (const [input, base] of Object.entries(valid) as [keyof T & string, string][]) {
+    const p = packed(lab, kind, base, (v) => args({ ...t, [input]: v }));
+    t[input] = p.value as T[typeof input];
+    carried.push(`${input} ${p.ids.length} pieces`);
+  }
+  return { values: t, carried: `${kind} ${carried.join(", ")}` };
+}
+
+/** Dom0XenBoot with dom0's memory as the lab runs it, its free text carrying every accepted piece. */
+function xenBoot(lab: LabConnection): Declared {
+  const args = (t: { xenArgs: string; dom0KernelArgs: string; bridge: string }): Record<string, unknown> => ({
+    dom0MemMiB: 1024,
+    dom0Vcpus: 2,
+    ...t,
+    onDelete: "restore",
+  });
+  const { values, carried } = packedAll(
+    lab,
+    "Dom0XenBoot",
+    { xenArgs: "console=com1 com1=115200,8n1", dom0KernelArgs: "console=hvc0", bridge: "xenbr0" },
+    args,
+  );
+  return { kind: "Dom0XenBoot", name: "xen-boot", args: args(values), carries: carried };
+}
+
+/** Dom0Monitoring without disks to watch (the lab's virtual disk has no SMART), its free text carrying the corpus. */
+function monitoring(lab: LabConnection): Declared {
+  const args = (t: {
+    mailTo: string;
+    relay: string;
+    mailName: string;
+    user: string;
+  }): Record<string, unknown> => ({
+    mailTo: t.mailTo,
+    relay: { host: t.relay, port: 25 },
+    mailName: t.mailName,
+    users: [t.user],
+    onDelete: "restore",
+  });
+  const { values, carried } = packedAll(
+    lab,
+    "Dom0Monitoring",
+    { mailTo: "ops@xeh.test", relay: "mail.xeh.test", mailName: "dom0.xeh.test", user: "xeops" },
+    args,
+  );
+  return { kind: "Dom0Monitoring", name: "monitoring", args: args(values), carries: carried };
+}
+
+/**
+ * A VarnishFrontend of two sites: the first's host names each carry one accepted piece (up to `perInput`), the
+ * second's one name carries every piece accepted at once; the second's health-check path and the cache size carry
+ * every piece accepted there. Both sites' backend is `backend`.
+ */
+function frontend(lab: LabConnection, backend: string, perInput: number): Declared {
+  const args = (
+    names: string[],
+    name: string,
+    probePath: string,
+    cacheSize: string,
+  ): Record<string, unknown> => ({
+    sites: [
+      { hostnames: names, backend, healthCheck: { path: "/", intervalSeconds: 1, timeoutSeconds: 1 } },
+      { hostnames: [name], backend, healthCheck: { path: probePath, intervalSeconds: 1, timeoutSeconds: 1 } },
+    ],
+    cacheSize,
+    readyTimeoutSeconds: 120,
+  });
+  const single = acceptedValues(lab, "VarnishFrontend", "xeh-one.test", (v) =>
+    args([v], "xeh-all.test", "/xeh-health", "64MiB"),
+  ).slice(0, perInput);
+  const names = single.map((h) => h.value);
+  const all = packed(lab, "VarnishFrontend", "xeh-all.test", (v) => args(names, v, "/xeh-health", "64MiB"));
+  const probe = packed(lab, "VarnishFrontend", "/xeh-health", (v) => args(names, all.value, v, "64MiB"));
+  const cache = packed(lab, "VarnishFrontend", "64MiB", (v) => args(names, all.value, probe.value, v));
+  return {
+    kind: "VarnishFrontend",
+    name: "frontend",
+    args: args(names, all.value, probe.value, cache.value),
+    carries: `VarnishFrontend hostnames ${single.map((h) => h.id).join(" ")}, a hostname of ${all.ids.length} pieces, healthCheck.path ${probe.ids.length} pieces, cacheSize ${cache.ids.length} pieces`,
+  };
+}
+
+/** The public key of the lab's private key, as an authorized_keys line (its comment `xeh`). */
+function pubKeyOf(lab: LabConnection): string {
+  const key = publicKeyOf(lab.privateKey);
+  if (!key) throw new Error("the lab's private key has no public key");
+  return `${key} xeh`;
+}
+
+/**
+ * A BridgedDomU (the busybox kit, booted directly, its address from its command line) whose own free-text inputs
+ * carry every piece `check` accepts there at once: the domain name, owner, kernel command line, disk path, bridge,
+ * and its unattended install's image path, nameservers and authorized keys (the key's comment).
+ */
+function bridged(lab: LabConnection, keyLine: string): Declared {
+  type T = {
+    name: string;
+    owner: string;
+    cmdline: string;
+    disk: string;
+    bridge: string;
+    image: string;
+    nameserver: string;
+    key: string;
+  };
+  const valid: T = {
+    name: "xehb",
+    owner: ownerOfName("bridged"),
+    cmdline: `console=hvc0 xe.ip=${BRIDGED_NET.guest}/24 xe.gw=${BRIDGED_NET.prefix}.1 xe.name=xehb`,
+    disk: "/dev/xehb/disk",
+    bridge: "xehbr",
+    image: `${FILES}/image/rootfs.tar.gz`,
+    nameserver: "10.98.0.53",
+    key: keyLine,
+  };
+  const args = (t: T): Record<string, unknown> => ({
+    name: t.name,
+    owner: t.owner,
+    ip: BRIDGED_NET.guest,
+    prefix: 24,
+    gateway: `${BRIDGED_NET.prefix}.1`,
+    mac: "00:16:3e:5e:0e:42",
+    bridge: t.bridge,
+    memoryMiB: 160,
+    type: "pv",
+    boot: { kernel: `${LAB_NET.kitDir}/vmlinuz`, ramdisk: `${LAB_NET.kitDir}/initrd.gz`, cmdline: t.cmdline },
+    disks: [{ path: t.disk, vdev: "xvda" }],
+    install: { image: t.image, nameservers: [t.nameserver], authorizedKeys: [t.key] },
+    waitForNetwork: { port: 80, timeoutSeconds: 180 },
+    shutdownTimeoutSeconds: 10,
+  });
+  const { values: t, carried } = packedAll(lab, "BridgedDomU", valid, args);
+  const { owner: _, ...declared } = args(t);
+  return {
+    kind: "BridgedDomU",
+    name: nameOfOwner(t.owner),
+    args: declared,
+    carries: carried,
+  };
 }
 
 /**

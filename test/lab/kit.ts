@@ -22,6 +22,15 @@ export function kitAnswer(name: string): string {
   return `xen-estate-kit ok name=${name}`;
 }
 
+/**
+ * The first line an image install of the kit's root filesystem serves at `/` (the kit's initramfs boots a disk that
+ * holds it): its name is the guest's /etc/hostname and its address the one in /etc/network/interfaces, both
+ * written by the install.
+ */
+export function imageAnswer(name: string): string {
+  return `xen-estate-image ok name=${name}`;
+}
+
 /** An xl.cfg for a kit guest: PV, the kit's kernel and initramfs, an LV disk and a vif on xenbr0. */
 export function kitGuestConfig(g: KitGuest): string {
   const lines = [
