@@ -10,6 +10,7 @@ import { Value } from "google-protobuf/google/protobuf/struct_pb";
 import { parseAuthorizedKey, publicKeyOf, VERSION } from "../../provider";
 import { failuresOf } from "../support/checked";
 import { CANARY_DIR, CANARY_PREFIX, spliced, type HostileValue } from "../support/hostile";
+import { kindVariants, pathText, withValue, type InputPath } from "../support/kind-inputs";
 import { LAB_NET, type Lab } from "./lab";
 
 /** Where the program's files live on the dom0 (removed after). */
@@ -84,6 +85,31 @@ function packed(
   for (const h of acceptedValues(lab, kind, valid, at)) {
     const next = value + h.value.slice(valid.length);
     if (accepted(lab, kind, at(next))) {
+      value = next;
+      ids.push(h.id);
+    }
+  }
+  return { value, ids };
+}
+
+/**
+ * `base` with every corpus piece appended that `check` accepts in `kind`'s input at `at`, packed while check accepts
+ * the whole (canary pieces first), the kind's other inputs those of its first variant in test/support/kind-inputs.ts:
+ * for an input a component passes on to one of its resources (a Dom0Host's admin name is Dom0Access's adminUser).
+ */
+export function packedInKind(kind: string, at: InputPath, base: string): { value: string; ids: string[] } {
+  const variant = kindVariants().find((v) => v.kind === kind && v.first);
+  if (!variant) throw new Error(`no inputs of ${kind} in test/support/kind-inputs.ts`);
+  const accepted = (v: string): boolean => failuresOf(kind, withValue(variant.inputs, at, v)).length === 0;
+  if (!accepted(base)) throw new Error(`${kind} refuses ${pathText(at)} = ${JSON.stringify(base)}`);
+  const canary = (h: HostileValue): number => (h.value.includes(CANARY_PREFIX) ? 0 : 1);
+  let value = base;
+  const ids: string[] = [];
+  for (const h of spliced(base)
+    .filter((x) => x.how === "append" && accepted(x.value))
+    .sort((a, b) => canary(a) - canary(b))) {
+    const next = value + h.value.slice(base.length);
+    if (accepted(next)) {
       value = next;
       ids.push(h.id);
     }

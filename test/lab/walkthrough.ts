@@ -237,7 +237,7 @@ export function operationCosts(run: RunResult): OperationCost[] {
 }
 
 /** This machine's TSC rate in kHz (the rate QEMU's TCG gives the lab's guests), from /proc/cpuinfo; 0 if unknown. */
-function hostTscKhz(): number {
+export function hostTscKhz(): number {
   try {
     const m = /^cpu MHz\s*:\s*([0-9.]+)$/m.exec(fs.readFileSync("/proc/cpuinfo", "utf8"));
     return m ? Math.round(Number(m[1]) * 1000) : 0;
