@@ -159,6 +159,33 @@ async function onceWithPin(ctx: Context, hostKey: string, script: string, summar
 
 const firstLine = (err: unknown): string => (err as Error).message.split("\n")[0]!;
 
+/** Calls `step` every 3 s until it returns a value or `seconds` have passed; undefined then. */
+async function everyFewSeconds<T>(
+  seconds: number,
+  step: () => Promise<T | undefined>,
+): Promise<T | undefined> {
+  const deadline = Date.now() + seconds * 1000;
+  for (let attempt = 0; Date.now() < deadline; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 3000));
+    const result = await step();
+    if (result !== undefined) return result;
+  }
+  return undefined;
+}
+
+/** The installed system's machine id, dialled once with its pinned key; or why it did not answer (a first line). */
+async function installedId(ctx: Context, publicKey: string): Promise<{ id: string } | { why: string }> {
+  try {
+    return {
+      id: (
+        await onceWithPin(ctx, publicKey, HOST_ID_SCRIPT, "read the installed system's machine id")
+      ).trim(),
+    };
+  } catch (err) {
+    return { why: firstLine(err) };
+  }
+}
+
 /**
  * Finishes a create cut short after installimage succeeded (its key recorded, no machine id): returns the installed
  * system's machine id, rebooting the rescue system into it first when it has not been yet.
@@ -170,17 +197,12 @@ async function finishInstall(ctx: Context, i: HetznerInstallimageInputs, publicK
       `the create on ${ctx.conn.host} stopped after installimage, and the connection pins no host key of the rescue system: not reaching it unpinned`,
       "Pin the rescue system's host key in `connection.hostKey` (Robot shows it when rescue is activated), or reboot into the installed system yourself",
     );
-  const deadline = Date.now() + i.bootTimeoutSeconds * 1000;
   let last = "no answer yet";
-  for (let attempt = 0; Date.now() < deadline; attempt++) {
-    if (attempt > 0) await new Promise((r) => setTimeout(r, 3000));
+  const id = await everyFewSeconds(i.bootTimeoutSeconds, async () => {
     // Rebooted already: the installed system answers with its pinned key.
-    try {
-      const id = await onceWithPin(ctx, publicKey, HOST_ID_SCRIPT, "read the installed system's machine id");
-      return id.trim();
-    } catch (err) {
-      last = firstLine(err);
-    }
+    const installed = await installedId(ctx, publicKey);
+    if ("id" in installed) return installed.id;
+    last = installed.why;
     // Not yet: the rescue system answers with its own pinned key.
     let seen: string;
     try {
@@ -193,13 +215,13 @@ async function finishInstall(ctx: Context, i: HetznerInstallimageInputs, publicK
     } catch (err) {
       last = firstLine(err);
       ctx.log.progress(`waiting for ${ctx.conn.host} to answer, installed or rescue system (${last})`);
-      continue;
+      return undefined;
     }
-    const installed = /^installed (.*)$/m.exec(seen)?.[1]?.trim();
+    const completed = /^installed (.*)$/m.exec(seen)?.[1]?.trim();
     const rebootAge = /^reboot (\d+)$/m.exec(seen)?.[1];
-    if (installed !== publicKey)
+    if (completed !== publicKey)
       throw new RefusedError(
-        `the rescue system on ${ctx.conn.host} does not hold the completed install of this resource (${installed === "-" || !installed ? "no install completed in this rescue session" : "another install completed there"}): the drives' state is unknown; nothing was done`,
+        `the rescue system on ${ctx.conn.host} does not hold the completed install of this resource (${completed === "-" || !completed ? "no install completed in this rescue session" : "another install completed there"}): the drives' state is unknown; nothing was done`,
         `Look at the drives from the rescue system. To install again: \`pulumi state delete\` this resource and \`pulumi up\` (installimage wipes ${i.drives.map((d) => d.device).join(" and ")})`,
       );
     if (rebootAge === undefined || Number(rebootAge) >= REBOOT_GRACE_SECONDS) {
@@ -207,7 +229,8 @@ async function finishInstall(ctx: Context, i: HetznerInstallimageInputs, publicK
       await onceWithPin(ctx, rescuePin, REBOOT_SCRIPT, "reboot into the installed system");
     }
     return waitForInstalled(ctx, i, publicKey);
-  }
+  });
+  if (id !== undefined) return id;
   throw new Error(
     `neither the installed system nor the rescue system on ${ctx.conn.host} answered with its pinned host key within ${i.bootTimeoutSeconds} s (last: ${last})`,
   );
@@ -219,20 +242,17 @@ async function waitForInstalled(
   i: HetznerInstallimageInputs,
   publicKey: string,
 ): Promise<string> {
-  const deadline = Date.now() + i.bootTimeoutSeconds * 1000;
   let last = "no answer yet";
   // The first dial usually meets the rescue system still shutting down (its key is refused): cheap, and a system
   // that is up already is seen at once.
-  for (let attempt = 0; Date.now() < deadline; attempt++) {
-    if (attempt > 0) await new Promise((r) => setTimeout(r, 3000));
-    try {
-      const id = await onceWithPin(ctx, publicKey, HOST_ID_SCRIPT, "read the installed system's machine id");
-      return id.trim();
-    } catch (err) {
-      last = firstLine(err);
-    }
+  const id = await everyFewSeconds(i.bootTimeoutSeconds, async () => {
+    const installed = await installedId(ctx, publicKey);
+    if ("id" in installed) return installed.id;
+    last = installed.why;
     ctx.log.progress(`waiting for the installed system on ${ctx.conn.host} (${last})`);
-  }
+    return undefined;
+  });
+  if (id !== undefined) return id;
   throw new Error(
     `the installed system on ${ctx.conn.host} did not answer with its new host key within ${i.bootTimeoutSeconds} s (last: ${last})`,
   );
