@@ -2,8 +2,8 @@
  * A host reached through the pool: bash scripts and command lines with deadlines, `sudo -n` for non-root users,
  * and errors that say what failed.
  *
- * Scripts run in one session as `bash -euo pipefail` fed on stdin, so nothing of a script (values included) ever
- * appears in a process's argv. The script is wrapped in a function called with stdin from /dev/null, so a command
+ * Scripts run in one session as `bash --norc -euo pipefail` fed on stdin, so nothing of a script (values included)
+ * ever appears in a process's argv. The script is wrapped in a function called with stdin from /dev/null, so a command
  * inside it that reads stdin cannot swallow the rest of the script. Every script can call `xe_refuse WORD…`: it
  * prints the words (joined, no separator) to stderr and exits with {@link REFUSED_EXIT}, which
  * {@link RemoteHost.refusable} turns into a {@link RefusedError}.
@@ -22,6 +22,13 @@ import { countRoundTrip } from "./meter";
  * run uses it (LVM's own codes are 1–5, coreutils' `timeout` 124–127, our lock wait 75, validation 65).
  */
 export const REFUSED_EXIT = 97;
+
+/**
+ * The shell every script and command line runs in. `--norc`: Debian's and Ubuntu's bash read the system's and the
+ * user's bashrc when sshd starts them, and would then do so inside these settings (`-u` made Debian's own
+ * /etc/bash.bashrc fail on every run: "PS1: unbound variable"), so no startup file of the host runs in them.
+ */
+const BASH = "bash --norc -euo pipefail";
 
 /** Defined in every script: `xe_refuse` (refuse with a message) and `xe_say` (a message line on stderr). */
 const PRELUDE = [
@@ -103,7 +110,7 @@ export class RemoteHost {
    */
   script(script: string, opts: Omit<RunOptions, "stdin"> = {}): Promise<RunResult> {
     const wrapped = `${PRELUDE}\n__xen_estate_main() {\n${script}\n}\n__xen_estate_main </dev/null\n`;
-    return this.run("bash -euo pipefail -s", {
+    return this.run(`${BASH} -s`, {
       ...opts,
       stdin: wrapped,
       summary: opts.summary ?? firstLine(script),
@@ -129,7 +136,7 @@ export class RemoteHost {
 
   /** Runs one command line (already quoted by the caller) with optional stdin data or stream. */
   exec(command: string, opts: RunOptions = {}): Promise<RunResult> {
-    return this.run(`bash -euo pipefail -c ${shellQuote(command)}`, {
+    return this.run(`${BASH} -c ${shellQuote(command)}`, {
       ...opts,
       summary: opts.summary ?? firstLine(command),
     });

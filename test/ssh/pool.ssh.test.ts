@@ -22,6 +22,7 @@ import {
   ensureTestUsers,
   freePort,
   generateKey,
+  inMountNamespace,
   JumpTopology,
   KeyPair,
   startAgent,
@@ -502,6 +503,53 @@ describe("commands", () => {
       );
     } finally {
       await pool.close();
+    }
+  });
+});
+
+describe("the shell scripts run in", () => {
+  test("reads none of the host's startup files, though the shell sshd starts a session with reads them", async () => {
+    // As on a host: sshd's session shell (bash) reads /etc/bash.bashrc (Debian's and Ubuntu's bash do for a shell
+    // sshd starts). Here that file prints the flags it runs under and then reads an unset variable, which fails
+    // under -u, as Debian's own does ("PS1: unbound variable").
+    const rc = path.join(dir, "bash.bashrc");
+    fs.writeFileSync(rc, 'echo "xe-rc $-" >&2\n: "$XE_NOT_SET"\n');
+    const empty = path.join(dir, "empty-bashrc");
+    fs.writeFileSync(empty, "");
+    const host = await startSshd({
+      authorizedKeys: [key.publicKey],
+      hostSessions: true,
+      wrap: inMountNamespace([
+        `mount --bind ${rc} /etc/bash.bashrc`,
+        // This machine's root may have a ~/.bashrc of its own (slow, and not this test's).
+        `if [ -e /root/.bashrc ]; then mount --bind ${empty} /root/.bashrc; fi`,
+      ]),
+    });
+    try {
+      await withPool(async (pool) => {
+        const h = pool.host(
+          conn(
+            { host: host.host, port: host.port, hostKey: host.hostKey.fingerprint },
+            { privateKey: key.privateKey },
+          ),
+        );
+        for (const r of [await h.script("echo ran"), await h.exec("echo ran")]) {
+          assert.equal(r.stdout, "ran\n");
+          const ran = r.stderr.split("\n").filter((l) => l.startsWith("xe-rc "));
+          assert.ok(
+            ran.length > 0,
+            `the session's shell read the startup file (the case at hand): ${r.stderr}`,
+          );
+          assert.deepEqual(
+            ran.filter((l) => /^xe-rc \S*u/.test(l)),
+            [],
+            "no startup file ran inside the script's shell (-euo pipefail)",
+          );
+          assert.doesNotMatch(r.stderr, /unbound variable/);
+        }
+      });
+    } finally {
+      await host.stop();
     }
   });
 });

@@ -23,6 +23,12 @@ export const SESSION_ENV = "SetEnv SHLVL=1";
 
 const isSetEnv = (line: string): boolean => /^\s*SetEnv\s/i.test(line);
 
+/** `SetEnv` lines merged into one (sshd uses the first only), or none. */
+function sessionEnv(...lines: string[][]): string[] {
+  const vars = lines.flat().map((l) => l.replace(/^\s*SetEnv\s+/i, ""));
+  return vars.length > 0 ? [`SetEnv ${vars.join(" ")}`] : [];
+}
+
 export interface KeyPair {
   privateKey: string;
   publicKey: string;
@@ -137,6 +143,12 @@ export interface SshdOptions {
    * of /etc/ssh/sshd_config.d/*.conf, as Debian's does, and names no port: a drop-in there must (`Port <port>`).
    */
   systemConfig?: { upperEtc: string };
+  /**
+   * Start sessions as a host's own sshd does, without the shell level every test sshd sets ({@link SESSION_ENV}):
+   * the session's bash then reads this machine's startup files (/etc/bash.bashrc, root's ~/.bashrc, seconds under
+   * load). @default false
+   */
+  hostSessions?: boolean;
 }
 
 export interface Sshd {
@@ -271,7 +283,7 @@ export async function startSshd(opts: SshdOptions): Promise<Sshd> {
     // ~/.bashrc, and this machine's (pyenv, cargo) costs seconds per command under load and puts pyenv's python
     // first on PATH. A shell level of 1 makes the session's bash a nested one, which does not. sshd uses the first
     // SetEnv line only, so the caller's variables join it.
-    [SESSION_ENV, ...extra.filter(isSetEnv).map((l) => l.replace(/^\s*SetEnv\s+/i, ""))].join(" "),
+    ...sessionEnv(opts.hostSessions ? [] : [SESSION_ENV], extra.filter(isSetEnv)),
     ...extra.filter((l) => !isSetEnv(l)),
   ].join("\n");
   let configFile = path.join(dir, "sshd_config");
