@@ -104,6 +104,12 @@ export interface Kind<In extends object, Out extends In> {
    * the declared connection. Undefined (or an empty object) means the declared connection still works.
    */
   reachedBy?(outs: Partial<Out>): Partial<Pick<Connection, "port" | "user" | "hostKey">> | undefined;
+  /**
+   * The properties as `diff` compares them, applied to the recorded outputs and the new inputs alike: for a kind
+   * whose outputs record a value otherwise than it is declared (a secret file's content as its digest). Pure.
+   * @default the properties as they are
+   */
+  diffView?(props: Record<string, unknown>): Record<string, unknown>;
   /** Extra pure planning: refuse an impossible change (throw {@link InputError}) or force more replacements. */
   diffDetail?(olds: Out, news: In): { replaces?: string[] } | void;
   /** A stable id for the thing made, from its inputs (e.g. `host:/dev/vg0/name`). */

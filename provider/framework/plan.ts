@@ -145,7 +145,8 @@ export function planDiff(
   const kind: AnyKind = kindOf(kindName);
   const skip = new Set([...INTERNAL, ...(kind.outputOnly ?? []), "hostId", SCHEMA_KEY]);
   const keys = new Set([...Object.keys(news), ...Object.keys(olds)].filter((k) => !skip.has(k)));
-  const changed = [...keys].filter((k) => !deepEqual(olds[k], news[k])).sort();
+  const [was, now] = kind.diffView ? [kind.diffView(olds), kind.diffView(news)] : [olds, news];
+  const changed = [...keys].filter((k) => !deepEqual(was[k], now[k])).sort();
   const replaces = new Set<string>();
   for (const r of kind.replaceOn) {
     const top = r.split(".")[0]!;

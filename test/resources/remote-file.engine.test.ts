@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -19,6 +20,7 @@ import {
   type PulumiStack,
   externalProgram,
 } from "../engine/harness";
+import { BACKUP_ROOT } from "../../provider/remote/files";
 import { generateKey, KeyPair, startSshd, Sshd } from "../support/sshd";
 
 const TYPE = "pulumi-nodejs:dynamic/xen-estate:RemoteFile";
@@ -279,6 +281,77 @@ describe("a create that fails half way", { timeout: 20 * 60 * 1000 }, () => {
 });
 
 describe("secrets", () => {
+  for (const how of ["marked with pulumi.secret", "declared sensitive"] as const)
+    test(`a secret file's content (${how}) is in the file only: not in state, the engine's output, or a backup after destroy`, async () => {
+      const token = (n: string): string => `xe-secret-${n}-${crypto.randomBytes(12).toString("hex")}`;
+      const [first, second, drifted] = [token("first"), token("second"), token("drifted")];
+      const name = how === "declared sensitive" ? "sensitive" : "marked";
+      const file = path.join(dir, `secret-${name}.conf`);
+      const source = path.join(dir, `secret-${name}.source`);
+      fs.writeFileSync(source, `password = ${first}\n`);
+      const stack = await stackFor(file, {
+        contentFile: source,
+        ...(how === "declared sensitive" ? { sensitive: "true" } : { contentSecret: "true" }),
+      });
+      const runs: RunResult[] = [];
+      const states: string[] = [];
+      try {
+        runs.push(record(await stack.up()));
+        assert.equal(fs.readFileSync(file, "utf8"), `password = ${first}\n`, "the file holds the content");
+        states.push(JSON.stringify(await stack.exportState()));
+        // The outputs record the content's digest only; a second up compares digests and changes nothing.
+        const again = record(await stack.up());
+        runs.push(again);
+        assert.deepEqual(resourceChanges(again), []);
+        // A change keeps the first content as a backup while the resource exists (mode 600, as for a secret).
+        fs.writeFileSync(source, `password = ${second}\n`);
+        runs.push(record(await stack.up()));
+        assert.equal(fs.readFileSync(file, "utf8"), `password = ${second}\n`);
+        states.push(JSON.stringify(await stack.exportState()));
+        const backups = `${BACKUP_ROOT}${dir}`;
+        const kept = fs.readdirSync(backups).filter((f) => f.startsWith(`secret-${name}.conf.`));
+        assert.equal(kept.length, 1, `one backup of the first content: ${kept.join(" ")}`);
+        assert.equal(fs.statSync(path.join(backups, kept[0]!)).mode & 0o777, 0o600);
+        // Edited on the host: refresh sees the drift by its digest (never reading the file back), up repairs it.
+        fs.writeFileSync(file, `password = ${drifted}\n`);
+        const refresh = record(await stack.refresh());
+        runs.push(refresh);
+        assert.equal(refresh.changeSummary?.update, 1, JSON.stringify(refresh.changeSummary));
+        states.push(JSON.stringify(await stack.exportState()));
+        runs.push(record(await stack.up()));
+        assert.equal(
+          fs.readFileSync(file, "utf8"),
+          `password = ${second}\n`,
+          "up put the declared content back",
+        );
+        runs.push(record(await stack.destroy()));
+        assert.equal(fs.existsSync(file), false);
+        assert.deepEqual(
+          fs.readdirSync(backups).filter((f) => f.startsWith(`secret-${name}.conf.`)),
+          [],
+          "the backups went with the resource",
+        );
+      } finally {
+        await stack.remove();
+      }
+      const said: [string, string][] = [
+        ...runs.map((r): [string, string] => [
+          `pulumi ${r.args[0]}`,
+          `${r.stdout}\n${r.stderr}\n${JSON.stringify(r.events)}`,
+        ]),
+        ...states.map((x, i): [string, string] => [`state export ${i + 1}`, x]),
+      ];
+      assert.match(
+        states.join("\n"),
+        /"content":\{"4dabf18193072939515e22adb298388d":"1b47061264138c4ac30d75fd1eb44270","ciphertext":/,
+      );
+      for (const t of [first, second, drifted])
+        for (const [where, text] of said) {
+          const at = text.indexOf(t);
+          assert.equal(at, -1, `${where}: ${JSON.stringify(text.slice(Math.max(0, at - 3000), at + 60))}`);
+        }
+    });
+
   test("no plaintext private key in any state export or engine output", async () => {
     const body = key.privateKey
       .split("\n")

@@ -2,9 +2,10 @@
  * RemoteFile's planning and the decisions its lifecycle takes (against a simulated host; the ssh suite proves the
  * scripts on a real one).
  */
+import { createHash } from "node:crypto";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { planDiff, remoteFileKind, RefusedError, VERSION } from "../../provider";
+import { planDiff, remoteFileKind, RefusedError, secretContentMarker, VERSION } from "../../provider";
 import type { RemoteFileOutputs } from "../../provider";
 import { checked } from "../support/checked";
 import { fakeHost } from "../support/fake-host";
@@ -83,5 +84,41 @@ describe("destroy", () => {
     assert.doesNotMatch(kept.scripts[0]!, /-delete/);
     assert.equal(checked<RemoteFileOutputs>("RemoteFile", { ...base, sensitive: true }).keepBackups, false);
     assert.equal(checked<RemoteFileOutputs>("RemoteFile", base).keepBackups, true);
+  });
+});
+
+describe("secret content in the outputs", () => {
+  const secret = { ...base, content: "password = hunter2\n", sensitive: true };
+  const sha = createHash("sha256").update(secret.content).digest("hex");
+  const recorded = (over: Partial<RemoteFileOutputs> = {}): Record<string, unknown> => ({
+    ...checked("RemoteFile", secret),
+    content: secretContentMarker(sha),
+    sha256: sha,
+    previousBackup: null,
+    ...over,
+  });
+
+  test("create records a secret content's digest, never the content", async () => {
+    const host = fakeHost([{ match: /^write \/etc\/motd$/, answer: "changed\n" }]);
+    const outs = await remoteFileKind.create(host.ctx, checked("RemoteFile", secret), () => {});
+    assert.equal(outs.content, `[secret sha256:${sha}]`);
+    assert.ok(!JSON.stringify(outs).includes("hunter2"));
+  });
+
+  test("diff finds the same content unchanged against its recorded digest, and other content changed", () => {
+    assert.equal(planDiff("RemoteFile", recorded(), checked("RemoteFile", secret)).changes, false);
+    const other = checked("RemoteFile", { ...secret, content: "password = swordfish\n" });
+    assert.deepEqual(planDiff("RemoteFile", recorded(), other).changed, ["content"]);
+  });
+
+  test("state from before the digest (the content itself recorded) shows no change either", () => {
+    const old = recorded({ content: secret.content });
+    assert.equal(planDiff("RemoteFile", old, checked("RemoteFile", secret)).changes, false);
+  });
+
+  test("a content that is not secret is recorded as it is", async () => {
+    const host = fakeHost([{ match: /^write \/etc\/motd$/, answer: "changed\n" }]);
+    const outs = await remoteFileKind.create(host.ctx, checked("RemoteFile", base), () => {});
+    assert.equal(outs.content, base.content);
   });
 });

@@ -8,9 +8,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { defineResource } from "../../framework/resource";
 import type { ConnectionArgs } from "../../ssh/connection";
-import { remoteFileKind } from "./kind";
+import { remoteFileKind, secretContentMarker } from "./kind";
 
-export { remoteFileKind };
+export { remoteFileKind, secretContentMarker };
 export type { RemoteFileInputs, RemoteFileOutputs } from "./kind";
 
 export interface RemoteFileArgs {
@@ -44,7 +44,10 @@ export interface RemoteFileArgs {
    * the resource is recorded as incomplete and the next `up` runs the command again.
    */
   readonly reloadCommand?: pulumi.Input<string>;
-  /** Treat the content as secret even when it is not marked with `pulumi.secret`. @default whether it is marked */
+  /**
+   * Treat the content as secret even when it is not marked with `pulumi.secret`: state and the engine's output then
+   * hold it encrypted, as a marked one. @default whether it is marked
+   */
   readonly sensitive?: pulumi.Input<boolean>;
   /** Keep the dated backups when the resource is destroyed. @default true, false for secret content */
   readonly keepBackups?: pulumi.Input<boolean>;
@@ -57,9 +60,21 @@ export class RemoteFile extends defineResource<RemoteFileArgs>({
   // Whether the content is a secret is known only here, in the program: the provider sees plain values.
   programInputs: (args) => ({
     sensitive: args.sensitive ?? pulumi.isSecret(pulumi.output(args.content)).catch(() => false),
+    // Content declared sensitive is kept out of state and the engine's output as `pulumi.secret` keeps it.
+    ...(args.sensitive === undefined
+      ? {}
+      : {
+          content: pulumi
+            .all([args.sensitive, args.content])
+            .apply(([sensitive, content]) => (sensitive ? pulumi.secret(content) : pulumi.output(content))),
+        }),
   }),
 }) {
   declare readonly path: pulumi.Output<string>;
+  /**
+   * The content; for secret content only `[secret sha256:<hex>]`, its digest (outputs travel back to the program,
+   * whose SDK logs them at debug level): use the value the program declared.
+   */
   declare readonly content: pulumi.Output<string>;
   declare readonly owner: pulumi.Output<string>;
   declare readonly group: pulumi.Output<string>;

@@ -3,6 +3,11 @@
  *
  * A file that existed before is kept as its original (outside the rotation of dated backups) and put back on
  * destroy; when the original cannot be found, destroy refuses instead of removing the file.
+ *
+ * Secret content is never recorded in the outputs, only its digest ({@link secretContentMarker}): the engine sends a
+ * resource's outputs back to the program, whose SDK logs that answer at debug level with every secret in it in
+ * plain text (`RegisterResource RPC finished … resp:` in `pulumi up --json` and `--event-log`). The content stays in
+ * the inputs, which state holds encrypted. A refresh compares digests and never reads a secret file back.
  */
 import type { Context, Kind } from "../../framework/kind";
 import type { CommonInputs } from "../../framework/kind";
@@ -42,6 +47,23 @@ export interface RemoteFileOutputs extends RemoteFileInputs {
   previousBackup: string | null;
 }
 
+/** What the outputs hold for secret content: its SHA-256, never the content. */
+export function secretContentMarker(sha: string): string {
+  return `[secret sha256:${sha}]`;
+}
+
+const MARKER = /^\[secret sha256:([0-9a-f]{64})\]$/;
+
+/** The SHA-256 of the content `p` records (a marker's, for secret content). */
+function recordedSha(p: Pick<RemoteFileInputs, "content">): string {
+  return MARKER.exec(p.content)?.[1] ?? sha256(p.content);
+}
+
+/** The content as the outputs record it: a marker for secret content, the content itself otherwise. */
+function recordedContent(p: Pick<RemoteFileInputs, "content" | "sensitive">): string {
+  return p.sensitive ? secretContentMarker(recordedSha(p)) : p.content;
+}
+
 /** A group name: like a user name. */
 const GROUP_NAME = USER_NAME;
 /** What a one-line command may not hold: it is run by bash, but never across lines. */
@@ -55,6 +77,11 @@ export const remoteFileKind: Kind<RemoteFileInputs, RemoteFileOutputs> = {
   schemaVersion: 2,
   // 0.1.0 had no notion of secret content: such files were handled as not secret, and their backups kept.
   migrate: (old) => ({ sensitive: false, keepBackups: true, ...old }),
+  // Outputs hold secret content as its digest: compare digests, so a recorded marker equals the same content.
+  diffView: (p) =>
+    typeof p.content === "string" && typeof p.sensitive === "boolean"
+      ? { ...p, content: recordedContent(p as Pick<RemoteFileInputs, "content" | "sensitive">) }
+      : p,
 
   check(raw, c: Checker) {
     const path = checkPath(c, raw, "path", { required: true });
@@ -108,23 +135,27 @@ export const remoteFileKind: Kind<RemoteFileInputs, RemoteFileOutputs> = {
     const write = await put(ctx, inputs);
     const previousBackup = write.original ?? null;
     // From here on the file exists: a failing reload must not make the engine forget it.
-    progress({ sha256: null, previousBackup });
+    progress({ content: recordedContent(inputs), sha256: null, previousBackup });
     await reload(ctx, inputs);
-    return { ...inputs, sha256: sha256(inputs.content), previousBackup };
+    return { ...inputs, content: recordedContent(inputs), sha256: sha256(inputs.content), previousBackup };
   },
 
   async read(ctx, _id, outs) {
     const [state] = await statRemoteFiles(ctx.host, [outs.path]);
     if (!state) return null;
-    let content = outs.content;
-    if (state.sha256 !== sha256(outs.content)) content = (await readRemoteFile(ctx.host, outs.path)) ?? "";
+    const declared = recordedSha(outs);
+    let content = recordedContent(outs);
+    if (state.sha256 !== declared)
+      content = outs.sensitive
+        ? secretContentMarker(state.sha256)
+        : ((await readRemoteFile(ctx.host, outs.path)) ?? "");
     return {
       ...outs,
       content,
       owner: state.owner,
       group: state.group,
       mode: state.mode,
-      sha256: state.sha256 === sha256(outs.content) ? outs.sha256 : state.sha256,
+      sha256: state.sha256 === declared ? outs.sha256 : state.sha256,
     };
   },
 
@@ -134,6 +165,7 @@ export const remoteFileKind: Kind<RemoteFileInputs, RemoteFileOutputs> = {
     if (write.changed || olds.sha256 !== sha256(news.content)) await reload(ctx, news);
     return {
       ...news,
+      content: recordedContent(news),
       sha256: sha256(news.content),
       previousBackup: olds.previousBackup ?? write.original ?? null,
     };
