@@ -74,6 +74,7 @@ export {
   DebootstrapProgress,
   DEBOOTSTRAP_BASE,
   directKernelRelease,
+  recordedInstall,
 } from "./guest/install";
 export { natRulesScript, natProbeScript } from "./guest/nat";
 export { claimAddresses } from "./guest/claims";
@@ -120,6 +121,7 @@ export * from "./core/errors";
 export { Checker, UNKNOWN, containsUnknown, isSafeAbsolutePath, PATH_RULE } from "./core/validate";
 export { shellQuote, shellJoin } from "./core/shell";
 export { Logger, redact, setLogSink } from "./core/log";
+export { recordedSecret, secretMarker, secretSha } from "./core/secrets";
 export type { LogSink, Severity } from "./core/log";
 export { render, templateNames, TEMPLATE_DIR } from "./core/templates";
 export { parseSize, formatSize, roundUpToExtent, MAX_SIZE_BYTES } from "./core/units";

@@ -7,6 +7,7 @@
  * host's lock, so a long debootstrap never holds up the rest of the host. Files written into a guest's filesystem
  * never follow a symlink out of it, and a file replaced there is kept under /var/backups/xen-estate inside it.
  */
+import { recordedSecret } from "../core/secrets";
 import { shellQuote } from "../core/shell";
 import type { Context } from "../framework/kind";
 import { DEVICE_HOLDER_FUNCTIONS } from "../remote/devices";
@@ -295,6 +296,20 @@ export class DebootstrapProgress {
     const s = Math.round((Date.now() - this.started) / 1000);
     return `debootstrap: ${stage}${detail ? ` ${detail}` : ""}, ${s} s`;
   }
+}
+
+/**
+ * The install as the outputs record it: the mirror's and the proxy's passwords as their digests, never the passwords
+ * (core/secrets.ts says why); the inputs keep them for the install. A recorded install stays as it is.
+ */
+export function recordedInstall<T extends Pick<GuestInputs, "install">>(g: T): T["install"] {
+  const d = g.install?.debootstrap;
+  if (!g.install || !d) return g.install;
+  const mark = (v: string | null): string | null => (v ? recordedSecret(v) : v);
+  return {
+    ...g.install,
+    debootstrap: { ...d, mirrorPassword: mark(d.mirrorPassword), proxyPassword: mark(d.proxyPassword) },
+  };
 }
 
 /** The secrets of an install (mirror and proxy passwords), for redaction. */

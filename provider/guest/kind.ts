@@ -9,7 +9,7 @@ import { renderedFiles } from "../framework/plan";
 import type { GuestInputs, GuestOutputs } from "./args";
 import { GUEST_CHANGE_NOTES, GUEST_CHANGES, GUEST_REPLACE_ON } from "./changes";
 import type { GuestBase } from "./check";
-import { guestSettingsOf } from "./install";
+import { guestSettingsOf, recordedInstall } from "./install";
 import { guestLifecycle } from "./lifecycle";
 import { configPath } from "./paths";
 import { renderGuestConfig } from "./render";
@@ -81,6 +81,11 @@ export function guestKind(
     changeNotes: GUEST_CHANGE_NOTES,
     schemaVersion: 2,
     migrate: migrateGuest,
+    // Outputs record the install's passwords as digests: compare digests.
+    diffView: (p) =>
+      p.install && typeof p.install === "object"
+        ? { ...p, install: recordedInstall(p as unknown as Pick<GuestInputs, "install">) }
+        : p,
     ...guestLifecycle,
     check,
   };

@@ -12,7 +12,7 @@ import { observeOwnedFiles, removeRemoteFile, statRemoteFiles, writeRemoteFile }
 import { withHostLock } from "../remote/lock";
 import type { GuestInputs, GuestOutputs } from "./args";
 import { autostartScript, domainState, startDomain, stopDomain, waitForNetwork } from "./domain";
-import { installGuest, reconfigureGuest } from "./install";
+import { installGuest, reconfigureGuest, recordedInstall } from "./install";
 import { natCleanupScript, natProbeScript, natRulesScript } from "./nat";
 import { autostartPath, configPath, MANAGED, NAT_SCRIPT, NAT_TAG, OWNER_TAG, XEN_CONFIG_DIR } from "./paths";
 
@@ -144,7 +144,7 @@ export async function createGuest(
       "Pick another name, or remove that domain first",
     );
   await writeFiles(ctx, g);
-  progress({ domid: null, running: false });
+  progress({ install: recordedInstall(g), domid: null, running: false });
   await ctx.host.refusable(autostartScript(g), { summary: `autostart ${g.name}` });
   await ensureNat(ctx, g);
   let domid = existing;
@@ -153,13 +153,13 @@ export async function createGuest(
     sshHostKey = g.install ? await installGuest(ctx, g) : null;
     // Recorded before the start: a create cut from here on continues as an update, which finds the guest installed
     // (or running) and does not install again, so the key would be lost with the failed create.
-    progress({ domid: null, running: false, sshHostKey });
+    progress({ install: recordedInstall(g), domid: null, running: false, sshHostKey });
     if (g.running) {
       domid = await startDomain(ctx, g);
       await waitForNetwork(ctx, g);
     }
   }
-  return { ...g, domid, sshHostKey };
+  return { ...g, install: recordedInstall(g), domid, sshHostKey };
 }
 
 export async function readGuest(ctx: Context, outs: GuestOutputs): Promise<GuestOutputs | null> {
@@ -180,6 +180,7 @@ export async function readGuest(ctx: Context, outs: GuestOutputs): Promise<Guest
   const natActive = outs.natNetwork ? /^nat ok$/m.test(r.stdout) : null;
   return {
     ...outs,
+    install: recordedInstall(outs),
     files,
     domid,
     running: domid !== null,
@@ -231,7 +232,13 @@ export async function updateGuest(
     }
   }
   if (changedFiles.length > 0) ctx.log.info(`rewrote ${changedFiles.join(", ")}`);
-  return { ...news, owner: news.owner ?? olds.owner ?? null, domid, sshHostKey };
+  return {
+    ...news,
+    install: recordedInstall(news),
+    owner: news.owner ?? olds.owner ?? null,
+    domid,
+    sshHostKey,
+  };
 }
 
 export async function deleteGuest(ctx: Context, outs: GuestOutputs): Promise<void> {

@@ -20,6 +20,9 @@ import {
   configPath,
   joinConnection,
   Logger,
+  recordedInstall,
+  secretMarker,
+  secretSha,
   setLogSink,
   type RemoteHost,
 } from "../../provider";
@@ -581,5 +584,47 @@ describe("a config another resource took over", () => {
     const host = fakeHost([{ match: /who owns/, answer: "config foreign\n" }]);
     await deleteGuest(host.ctx, outs);
     assert.deepEqual(host.summaries, ["who owns /etc/xen/web1.cfg"]);
+  });
+});
+
+describe("an install's secrets in the outputs", () => {
+  const withMirror = (password: string): Record<string, unknown> => ({
+    ...nat,
+    disks: [{ path: "/dev/vg0/app1-root", vdev: "xvda" }],
+    install: {
+      debootstrap: {
+        mirror: `http://xe:${password}@deb.example.org/debian`,
+        proxy: `http://xp:proxy-${password}@proxy.example.org:3142`,
+      },
+      nameservers: ["192.0.2.53"],
+    },
+  });
+  const recorded = (g: GuestInputs): Record<string, unknown> => ({
+    ...(g as unknown as Record<string, unknown>),
+    install: recordedInstall(g),
+  });
+
+  test("the mirror's and the proxy's passwords are recorded as their digests, nothing else of the install changes", () => {
+    const g = ok("NatDomU", withMirror("hunter22"));
+    const r = recordedInstall(g)!;
+    assert.equal(r.debootstrap!.mirrorPassword, secretMarker(secretSha("hunter22")));
+    assert.equal(r.debootstrap!.proxyPassword, secretMarker(secretSha("proxy-hunter22")));
+    assert.ok(!JSON.stringify(r).includes("hunter22"));
+    assert.deepEqual(
+      { ...r, debootstrap: { ...r.debootstrap!, mirrorPassword: null, proxyPassword: null } },
+      {
+        ...g.install!,
+        debootstrap: { ...g.install!.debootstrap!, mirrorPassword: null, proxyPassword: null },
+      },
+    );
+    assert.deepEqual(recordedInstall({ install: r }), r, "a recorded install stays as it is");
+  });
+
+  test("diff finds the same passwords unchanged against their digests, and another password changed", () => {
+    const olds = recorded(ok("NatDomU", withMirror("hunter22")));
+    assert.equal(planDiff("NatDomU", olds, ok("NatDomU", withMirror("hunter22")) as never).changes, false);
+    assert.deepEqual(planDiff("NatDomU", olds, ok("NatDomU", withMirror("swordfish")) as never).changed, [
+      "install",
+    ]);
   });
 });

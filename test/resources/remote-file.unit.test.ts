@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { planDiff, remoteFileKind, RefusedError, secretContentMarker, VERSION } from "../../provider";
+import { planDiff, remoteFileKind, RefusedError, secretMarker, VERSION } from "../../provider";
 import type { RemoteFileOutputs } from "../../provider";
 import { checked } from "../support/checked";
 import { fakeHost } from "../support/fake-host";
@@ -92,7 +92,7 @@ describe("secret content in the outputs", () => {
   const sha = createHash("sha256").update(secret.content).digest("hex");
   const recorded = (over: Partial<RemoteFileOutputs> = {}): Record<string, unknown> => ({
     ...checked("RemoteFile", secret),
-    content: secretContentMarker(sha),
+    content: secretMarker(sha),
     sha256: sha,
     previousBackup: null,
     ...over,

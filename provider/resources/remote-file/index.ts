@@ -8,9 +8,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { defineResource } from "../../framework/resource";
 import type { ConnectionArgs } from "../../ssh/connection";
-import { remoteFileKind, secretContentMarker } from "./kind";
+import { remoteFileKind } from "./kind";
 
-export { remoteFileKind, secretContentMarker };
+export { remoteFileKind };
 export type { RemoteFileInputs, RemoteFileOutputs } from "./kind";
 
 export interface RemoteFileArgs {

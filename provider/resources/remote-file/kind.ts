@@ -4,10 +4,8 @@
  * A file that existed before is kept as its original (outside the rotation of dated backups) and put back on
  * destroy; when the original cannot be found, destroy refuses instead of removing the file.
  *
- * Secret content is never recorded in the outputs, only its digest ({@link secretContentMarker}): the engine sends a
- * resource's outputs back to the program, whose SDK logs that answer at debug level with every secret in it in
- * plain text (`RegisterResource RPC finished … resp:` in `pulumi up --json` and `--event-log`). The content stays in
- * the inputs, which state holds encrypted. A refresh compares digests and never reads a secret file back.
+ * Secret content is never recorded in the outputs, only its digest (core/secrets.ts says why). A refresh compares
+ * digests and never reads a secret file back.
  */
 import type { Context, Kind } from "../../framework/kind";
 import type { CommonInputs } from "../../framework/kind";
@@ -23,6 +21,7 @@ import {
 } from "../../remote/files";
 import { shellQuote } from "../../core/shell";
 import { RefusedError } from "../../core/errors";
+import { recordedSecret, secretMarker, secretSha } from "../../core/secrets";
 
 /** Inputs as the provider sees them after `check`. */
 export interface RemoteFileInputs extends CommonInputs {
@@ -47,21 +46,14 @@ export interface RemoteFileOutputs extends RemoteFileInputs {
   previousBackup: string | null;
 }
 
-/** What the outputs hold for secret content: its SHA-256, never the content. */
-export function secretContentMarker(sha: string): string {
-  return `[secret sha256:${sha}]`;
-}
-
-const MARKER = /^\[secret sha256:([0-9a-f]{64})\]$/;
-
 /** The SHA-256 of the content `p` records (a marker's, for secret content). */
 function recordedSha(p: Pick<RemoteFileInputs, "content">): string {
-  return MARKER.exec(p.content)?.[1] ?? sha256(p.content);
+  return secretSha(p.content);
 }
 
 /** The content as the outputs record it: a marker for secret content, the content itself otherwise. */
 function recordedContent(p: Pick<RemoteFileInputs, "content" | "sensitive">): string {
-  return p.sensitive ? secretContentMarker(recordedSha(p)) : p.content;
+  return p.sensitive ? recordedSecret(p.content) : p.content;
 }
 
 /** A group name: like a user name. */
@@ -147,7 +139,7 @@ export const remoteFileKind: Kind<RemoteFileInputs, RemoteFileOutputs> = {
     let content = recordedContent(outs);
     if (state.sha256 !== declared)
       content = outs.sensitive
-        ? secretContentMarker(state.sha256)
+        ? secretMarker(state.sha256)
         : ((await readRemoteFile(ctx.host, outs.path)) ?? "");
     return {
       ...outs,
