@@ -20,7 +20,7 @@
  * guest's (DEVELOPERS.md). The lab (bare server, source VPS, the example's stack config) is test/lab/walkthrough.ts's.
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -109,6 +109,8 @@ describe(
     let stack: PulumiStack;
     const timings: Record<string, number> = {};
     const log = (l: string): void => console.log(`# ${l}`);
+    /** The first line of the hostile sample's secret file: unique to this run, a needle of the secrets sweep. */
+    const secretLine = `xe-secret-${randomBytes(16).toString("hex")}`;
     /** Every engine run of the file (its output and event log), for the secrets sweep at the end. */
     const runs: RunResult[] = [];
     const timed = async <R>(name: string, f: () => Promise<R>): Promise<R> => {
@@ -656,7 +658,7 @@ describe(
             privateKey: bare.lab.privateKey,
             user: "ops",
           },
-          { perInput: 1, guest: false },
+          { perInput: 1, guest: false, secretLine },
         );
         for (const d of declared) log(`hostile: ${d.name}: ${d.carries}`);
         specDir = fs.mkdtempSync(path.join(os.tmpdir(), "xe-hostile-walkthrough-"));
@@ -768,7 +770,7 @@ describe(
       assert.deepEqual(resourceChanges(await timed("after lockout up", () => stack.up())), []);
     });
 
-    test("no line of a private key the program used is in any engine output, event or state, or anywhere on the dom0", async () => {
+    test("no line of a private key the programs used, nor the secret file's content, is in any engine output, event or state, or anywhere on the dom0", async () => {
       // The test's own copy of the source's key (to log in to the migrated guest) goes first: it is no leak.
       await asAdmin(
         "kill $(cat /root/xe-argv.pid) && rm -f /root/xe-argv.pid /root/.ssh/source-key /root/.ssh/guest-known-hosts",
@@ -782,8 +784,10 @@ describe(
           .map((l) => l.trim())
           .filter((l) => l.length > 20 && !l.startsWith("-----"));
       const common = new Set(["ed25519", "rsa"].flatMap((type) => bodyLines(throwawayKey(type))));
-      const needles = [bare.lab.privateKey, src.privateKey].flatMap(bodyLines).filter((l) => !common.has(l));
-      assert.ok(needles.length >= 4, "both keys have body lines to look for");
+      const keyLines = [bare.lab.privateKey, src.privateKey].flatMap(bodyLines).filter((l) => !common.has(l));
+      assert.ok(keyLines.length >= 4, "both keys have body lines to look for");
+      // The hostile sample's secret file (declared sensitive) went through up and destroy on this dom0.
+      const needles = [...keyLines, secretLine];
       assert.ok(runs.length >= 8, `the runs above were recorded (${runs.length})`);
       const state = await stack.exportState();
       const engine = [
@@ -791,8 +795,7 @@ describe(
         JSON.stringify(state),
         JSON.stringify(await stack.outputs()),
       ].join("\n");
-      for (const n of needles)
-        assert.ok(!engine.includes(n), "a line of a private key in the engine's output or state");
+      for (const n of needles) assert.ok(!engine.includes(n), "a secret in the engine's output or state");
       // On the dom0: every command line it ran since the sampler started, its journal, and every file where a
       // provider writes, keeps or backs up anything (grep -F -f: the needles never reach its command line).
       const hits = await asAdmin(
@@ -801,7 +804,7 @@ describe(
           "rm -f /root/xe-needles /root/xe-journal.log /root/xe-argv.log",
         `${needles.join("\n")}\n`,
       );
-      assert.equal(hits.trim(), "", `a line of a private key in: ${hits}`);
+      assert.equal(hits.trim(), "", `a secret in: ${hits}`);
     });
 
     test("destroy leaves the dom0 without guests, volumes, NAT or Varnish, and the source's disk as it was", async () => {

@@ -139,6 +139,11 @@ const HOSTILE_PROJECT = "xen-estate-lab-hostile";
 export interface DeclareOptions {
   /** At most this many resources per input that takes one value per resource (canary pieces first). */
   perInput: number;
+  /**
+   * The secret file's first line: a value unique to the run, which a sweep for secrets can look for (the file's
+   * other lines are the corpus, which the plain file holds too). @default none
+   */
+  secretLine?: string;
   /** A NatDomU whose kernel command line and owner carry the corpus (the busybox kit, on a volume of its own). */
   guest: boolean;
   /**
@@ -210,7 +215,8 @@ export function declare(lab: LabConnection, o: DeclareOptions): Declared[] {
   // A file's content: every accepted piece in one file, plain and secret.
   for (const sensitive of [false, true]) {
     const p = `${FILES}/content-${sensitive ? "secret" : "plain"}.txt`;
-    const { value, ids } = packed(lab, "RemoteFile", "key = value\n", (v) => file(p, v, sensitive));
+    const base = sensitive && o.secretLine ? `${o.secretLine}\nkey = value\n` : "key = value\n";
+    const { value, ids } = packed(lab, "RemoteFile", base, (v) => file(p, v, sensitive));
     out.push({
       kind: "RemoteFile",
       name: `content-${sensitive ? "secret" : "plain"}`,
