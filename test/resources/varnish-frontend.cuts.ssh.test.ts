@@ -15,7 +15,8 @@
  * SIMULATOR: systemd. This machine's PID 1 is not systemd, so `systemctl` in that namespace is a small stand-in
  * for varnish.service only: `daemon-reload` reads the unit's ExecStart= (the package's unit, then its drop-ins),
  * `restart` is a job that runs to its end even when its caller goes away (as systemd's jobs do) and starts the real
- * varnishd with that command line, `is-active` asks whether it runs. The lab dom0 runs the real systemd.
+ * varnishd with that command line, `is-active` says whether it runs (`activating`/`deactivating` while a job does).
+ * The lab dom0 runs the real systemd.
  *
  * The fast tier cuts every step once (`during`, the cut that leaves the most undecided); the slow tier cuts each
  * step all three ways.
@@ -89,7 +90,7 @@ function systemctlSimulator(simDir: string): string {
   return `#!/bin/bash
 # SIMULATOR (test/resources/varnish-frontend.cuts.ssh.test.ts): systemd's service manager, for varnish.service only.
 sim=${JSON.stringify(simDir)}
-args=(); for a in "$@"; do case "$a" in -q|--quiet|--no-block) ;; *) args+=("$a") ;; esac; done
+quiet=; args=(); for a in "$@"; do case "$a" in -q|--quiet) quiet=1 ;; --no-block) ;; *) args+=("$a") ;; esac; done
 case "\${args[1]:-varnish.service}" in varnish|varnish.service) ;; *) echo "systemctl simulator: only varnish.service" >&2; exit 5 ;; esac
 load() {
   for f in /lib/systemd/system/varnish.service /etc/systemd/system/varnish.service.d/*.conf; do
@@ -118,7 +119,11 @@ job() { setsid flock "$sim/job.lock" bash -c "sim=$sim; $(declare -f alive stop 
 case "\${args[0]}" in
   daemon-reload) load ;;
   enable) touch "$sim/enabled" ;;
-  is-active) alive || exit 3 ;;
+  # As systemd: the unit's state, printed unless --quiet; only "active" succeeds (a job under way is not).
+  is-active)
+    if ! flock -n "$sim/job.lock" true; then state=$(alive && echo deactivating || echo activating)
+    elif alive; then state=active; else state=inactive; fi
+    [ -n "$quiet" ] || echo "$state"; [ "$state" = active ] || exit 3 ;;
   restart) job "stop; start" ;;
   stop) job stop ;;
   *) echo "systemctl simulator: \${args[*]} is not simulated" >&2; exit 5 ;;

@@ -192,12 +192,25 @@ export const varnishFrontendKind: Kind<VarnishFrontendInputs, VarnishFrontendOut
       [
         ...dropInDirs.map((d) => `if [ -d ${d} ]; then rmdir --ignore-fail-on-non-empty -- ${d}; fi`),
         "systemctl daemon-reload",
+        // A restart an earlier run started may still be under way (its session was cut; systemd's job goes on):
+        // wait for it to end, or this run would find varnish not active, leave it be, and return before it runs.
+        ...SETTLE_VARNISH,
         "if systemctl is-active --quiet varnish.service; then systemctl restart varnish.service; fi",
       ].join("\n"),
       { summary: "restart varnish with the package's settings" },
     );
   },
 };
+
+/** Waits (up to 2 minutes) while varnish.service is between states: a job of systemd's runs for it. */
+const SETTLE_VARNISH = [
+  "for i in $(seq 120); do",
+  '  case "$(systemctl is-active varnish.service 2>/dev/null || true)" in',
+  "    activating | deactivating | reloading) sleep 1 ;;",
+  "    *) break ;;",
+  "  esac",
+  "done",
+];
 
 function ensureVarnish(ctx: Context, i: VarnishFrontendInputs): Promise<void> {
   return ensurePackage(ctx.host, {
