@@ -144,7 +144,8 @@ export async function createGuest(
       "Pick another name, or remove that domain first",
     );
   await writeFiles(ctx, g);
-  progress({ install: recordedInstall(g), domid: null, running: false });
+  const install = recordedInstall(g);
+  progress({ install, domid: null, running: false });
   await ctx.host.refusable(autostartScript(g), { summary: `autostart ${g.name}` });
   await ensureNat(ctx, g);
   let domid = existing;
@@ -153,13 +154,13 @@ export async function createGuest(
     sshHostKey = g.install ? await installGuest(ctx, g) : null;
     // Recorded before the start: a create cut from here on continues as an update, which finds the guest installed
     // (or running) and does not install again, so the key would be lost with the failed create.
-    progress({ install: recordedInstall(g), domid: null, running: false, sshHostKey });
+    progress({ install, domid: null, running: false, sshHostKey });
     if (g.running) {
       domid = await startDomain(ctx, g);
       await waitForNetwork(ctx, g);
     }
   }
-  return { ...g, install: recordedInstall(g), domid, sshHostKey };
+  return { ...g, install, domid, sshHostKey };
 }
 
 export async function readGuest(ctx: Context, outs: GuestOutputs): Promise<GuestOutputs | null> {
