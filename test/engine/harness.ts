@@ -530,6 +530,17 @@ export function resourceChanges(result: RunResult | EngineEvent[]): Step[] {
   );
 }
 
+/** The type prefix of xen-estate's resources (dynamic providers): `pulumi-nodejs:dynamic/xen-estate:<Kind>`. */
+export const KIND_TYPE_PREFIX = "pulumi-nodejs:dynamic/xen-estate:";
+
+/** xen-estate's steps among {@link resourceChanges}, each as `<Kind> <op>`, sorted. */
+export function kindOps(result: RunResult | EngineEvent[]): string[] {
+  return resourceChanges(result)
+    .filter((s) => s.type.startsWith(KIND_TYPE_PREFIX))
+    .map((s) => `${s.type.slice(KIND_TYPE_PREFIX.length)} ${s.op}`)
+    .sort();
+}
+
 /**
  * When each resource of this type was being created, as [start, end] engine timestamps (seconds): from its
  * resourcePreEvent to its resOutputsEvent, one span per URN. Overlapping spans mean creates ran side by side.

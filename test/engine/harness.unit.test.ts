@@ -3,9 +3,9 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { slowestSteps, type EngineEvent } from "./harness";
+import { KIND_TYPE_PREFIX, kindOps, slowestSteps, type EngineEvent } from "./harness";
 
-const T = "pulumi-nodejs:dynamic/xen-estate:";
+const T = KIND_TYPE_PREFIX;
 const urn = (type: string, name: string): string => `urn:pulumi:lab::walkthrough::${type}::${name}`;
 const pre = (at: number, type: string, name: string, op: string, planning = false): EngineEvent => ({
   timestamp: at,
@@ -55,5 +55,20 @@ describe("slowestSteps", () => {
       ]),
     ];
     assert.deepEqual(slowestSteps(events, 2), ["LvmVolume v3 create 3 s", "LvmVolume v2 create 2 s"]);
+  });
+});
+
+describe("kindOps", () => {
+  test("names xen-estate's steps that changed something as `<Kind> <op>`, sorted, and nothing else", () => {
+    const events = [
+      pre(100, "pulumi:pulumi:Stack", "stack", "create"),
+      pre(100, "pulumi:providers:pulumi-nodejs", "default", "create"),
+      pre(101, `${T}VarnishFrontend`, "frontend", "update"),
+      pre(101, `${T}LvmVolume`, "data", "same"),
+      pre(102, "xen-estate:components:Dom0Host", "dom0", "create"),
+      pre(103, `${T}LvmVolume`, "nat3-disk", "delete"),
+      pre(103, `${T}NatDomU`, "nat3", "delete"),
+    ];
+    assert.deepEqual(kindOps(events), ["LvmVolume delete", "NatDomU delete", "VarnishFrontend update"]);
   });
 });

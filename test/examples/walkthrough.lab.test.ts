@@ -30,6 +30,8 @@ import {
   createSpans,
   createStack,
   diagnostics,
+  KIND_TYPE_PREFIX,
+  kindOps,
   repoRoot,
   resourceChanges,
   slowestSteps,
@@ -60,7 +62,7 @@ import { lvmVolumeLabCases, type Dom0Target } from "../resources/lvm-volume.lab-
 import { sh } from "../support/disks";
 import { httpGet } from "../support/http";
 
-const T = "pulumi-nodejs:dynamic/xen-estate:";
+const T = KIND_TYPE_PREFIX;
 const MiB = 2 ** 20;
 const CHUNK = 4 * MiB;
 const ZERO = createHash("sha256").update(Buffer.alloc(CHUNK)).digest("hex");
@@ -88,12 +90,6 @@ function throwawayKey(type: string): string {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
-
-const ops = (run: RunResult): string[] =>
-  resourceChanges(run)
-    .filter((s) => s.type.startsWith(T))
-    .map((s) => `${s.type.slice(T.length)} ${s.op}`)
-    .sort();
 
 describe(
   "the walkthrough, from a bare server to a dom0 with a migrated VPS, a NAT guest and Varnish",
@@ -266,14 +262,20 @@ describe(
         "the copy's key is not left on the source",
       );
       for (const concern of ["Access", "Firewall", "Monitoring", "Network", "Packages", "Reboot", "XenBoot"])
-        assert.ok(ops(first).includes(`Dom0${concern} create`), `Dom0${concern}: ${ops(first).join(", ")}`);
+        assert.ok(
+          kindOps(first).includes(`Dom0${concern} create`),
+          `Dom0${concern}: ${kindOps(first).join(", ")}`,
+        );
     });
 
     test("the next up resumes the copy with only the chunks that did not land, and finishes the estate", async () => {
       const up = await timed("resume up", () => stack.up());
-      assert.ok(ops(up).includes("LinodeMigration update"), ops(up).join(", "));
-      assert.ok(ops(up).includes("BridgedDomU create"), ops(up).join(", "));
-      assert.ok(!ops(up).some((o) => o.startsWith("Dom0")), `the dom0 is done: ${ops(up).join(", ")}`);
+      assert.ok(kindOps(up).includes("LinodeMigration update"), kindOps(up).join(", "));
+      assert.ok(kindOps(up).includes("BridgedDomU create"), kindOps(up).join(", "));
+      assert.ok(
+        !kindOps(up).some((o) => o.startsWith("Dom0")),
+        `the dom0 is done: ${kindOps(up).join(", ")}`,
+      );
       const out = await stack.outputs();
       assert.equal(out.migrationPhase, "migrated");
       // Stack outputs are recorded by a successful up only: the reboot of the first one shows here.
@@ -531,7 +533,7 @@ describe(
         done = true;
         await traffic;
       }
-      assert.deepEqual(ops(up), ["LvmVolume update", "NatDomU update", "VarnishFrontend update"]);
+      assert.deepEqual(kindOps(up), ["LvmVolume update", "NatDomU update", "VarnishFrontend update"]);
       // Memory: the same domain, its new size.
       const app = (await domains()).get(NAT.name);
       assert.equal(app?.id, before.app.id, "the guest was not restarted");
@@ -728,7 +730,7 @@ describe(
       // owns the sysctl file, which applies at every boot and was not touched.
       assert.equal(refresh.changeSummary?.update, 3, JSON.stringify(refresh.changeSummary));
       const up = await timed("repair up", () => stack.up());
-      assert.deepEqual(ops(up), ["Dom0Access update", "Dom0Firewall update", "NatDomU update"]);
+      assert.deepEqual(kindOps(up), ["Dom0Access update", "Dom0Firewall update", "NatDomU update"]);
       assert.doesNotMatch(
         await asAdmin("cat /etc/ssh/sshd_config.d/00-xen-estate.conf"),
         /PasswordAuthentication yes/,
